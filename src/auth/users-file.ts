@@ -1,0 +1,63 @@
+import { readFile } from 'node:fs/promises'
+import { parse as parseYaml } from 'yaml'
+import { z } from 'zod'
+import type { ConfigProblem } from '../errors.js'
+import { formatPath } from '../config/path.js'
+import { parsePasswordHash } from './password.js'
+
+export interface UserRecord {
+  username: string
+  sub: string
+  claims: Record<string, unknown>
+  passwordHash: NonNullable<ReturnType<typeof parsePasswordHash>>
+}
+
+const PLAIN_TEXT = 'plain-text passwords are refused: store a hash from `sessiongate hash-password`'
+const RESERVED_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid']
+
+const usersFileSchema = z.strictObject({
+  users: z.array(
+    z.strictObject({
+      username: z.string().min(1).max(256),
+      password: z.string().refine((p) => parsePasswordHash(p) !== undefined, PLAIN_TEXT),
+      sub: z.string().min(1).max(256).optional(),
+      claims: z
+        .record(z.string(), z.unknown())
+        .refine((c) => !RESERVED_CLAIMS.some((k) => k in c), `must not set ${RESERVED_CLAIMS.join(', ')}`)
+        .default({}),
+    }),
+  ),
+})
+
+/** Reads the users file; problems are named `<file>: users[i].field`. */
+export async function loadUsers(file: string, configPath: string, problems: ConfigProblem[]): Promise<Map<string, UserRecord> | undefined> {
+  let doc: unknown
+  try {
+    doc = parseYaml(await readFile(file, 'utf8'))
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message.split('\n')[0]
+    problems.push({ path: configPath, message: `cannot read users file ${file}: ${reason}` })
+    return undefined
+  }
+  const result = usersFileSchema.safeParse(doc)
+  if (!result.success) {
+    for (const issue of result.error.issues) {
+      problems.push({ path: `${file}: ${formatPath(issue.path)}`, message: issue.message })
+    }
+    return undefined
+  }
+  const users = new Map<string, UserRecord>()
+  for (const [i, u] of result.data.users.entries()) {
+    if (users.has(u.username)) {
+      problems.push({ path: `${file}: users[${i}].username`, message: `duplicate username ${u.username}` })
+      continue
+    }
+    users.set(u.username, {
+      username: u.username,
+      sub: u.sub ?? u.username,
+      claims: u.claims,
+      passwordHash: parsePasswordHash(u.password) as UserRecord['passwordHash'],
+    })
+  }
+  return users
+}

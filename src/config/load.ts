@@ -1,0 +1,105 @@
+import { existsSync } from 'node:fs'
+import { readFile } from 'node:fs/promises'
+import { dirname, isAbsolute, resolve } from 'node:path'
+import { parseDocument } from 'yaml'
+import type { z } from 'zod'
+import { ConfigError, type ConfigProblem } from '../errors.js'
+import { loadUsers, type UserRecord } from '../auth/users-file.js'
+import { ephemeralKeyRing, loadKeyRing, type KeyRing } from '../tokens/keys.js'
+import { interpolateEnv } from './interpolate.js'
+import { formatPath } from './path.js'
+import { configSchema, type GatewayConfig } from './schema.js'
+
+/** A configuration with the files it names read and checked: what the gateway runs on. */
+export interface LoadedConfig {
+  file: string
+  config: GatewayConfig
+  keys: KeyRing
+  users: Map<string, UserRecord> | undefined
+}
+
+export const DEFAULT_CONFIG_FILE = 'config/gateway.yaml'
+
+/** `--config`, else SESSIONGATE_CONFIG, else config/gateway.yaml. */
+export function configFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv): string {
+  return flag ?? env.SESSIONGATE_CONFIG ?? DEFAULT_CONFIG_FILE
+}
+
+function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown key' }))
+  }
+  const path = formatPath(issue.path)
+  if (issue.code === 'invalid_type' && issue.input === undefined) return [{ path, message: 'is required' }]
+  const message = issue.message.replace(/^Invalid input: /, 'must be ').replace(/^Invalid option: expected one of /, 'must be one of ')
+  return [{ path, message }]
+}
+
+/** Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. */
+function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): void {
+  const section = (name: string): Record<string, unknown> => {
+    const current = doc[name]
+    if (current === undefined || current === null) doc[name] = {}
+    return doc[name] as Record<string, unknown>
+  }
+  if (env.REDIS_URL) {
+    const redis = section('redis')
+    delete redis.cluster
+    delete redis.sentinel
+    redis.url = env.REDIS_URL
+  }
+  if (env.HOST) section('server').host = env.HOST
+  if (env.PORT) {
+    const port = Number(env.PORT)
+    if (!/^\d+$/.test(env.PORT)) problems.push({ path: 'PORT (environment)', message: 'must be an integer' })
+    else section('server').port = port
+  }
+}
+
+/** Relative file names: against the working directory, then against the config file's folder. */
+export function resolveConfigRelative(name: string, configFile: string): string {
+  if (isAbsolute(name)) return name
+  const fromCwd = resolve(name)
+  if (existsSync(fromCwd)) return fromCwd
+  const fromConfig = resolve(dirname(configFile), name)
+  return existsSync(fromConfig) ? fromConfig : fromCwd
+}
+
+/** Parses, interpolates, validates and loads a configuration; throws ConfigError listing every problem. */
+export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
+  let text: string
+  try {
+    text = await readFile(file, 'utf8')
+  } catch (err) {
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message
+    throw new ConfigError([{ path: file, message: `cannot read the configuration: ${reason}` }])
+  }
+  const yaml = parseDocument(text, { uniqueKeys: true, prettyErrors: false })
+  if (yaml.errors.length > 0) {
+    throw new ConfigError(
+      yaml.errors.map((e) => ({ path: `${file}:${e.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax error: ${e.message.split('\n')[0]}` })),
+    )
+  }
+  const raw: unknown = yaml.toJS() ?? {}
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    throw new ConfigError([{ path: '(root)', message: 'must be a mapping of sections (server, redis, tokens, ...)' }])
+  }
+  const problems: ConfigProblem[] = []
+  const doc = interpolateEnv(raw, env, problems) as Record<string, unknown>
+  applyEnvOverrides(doc, env, problems)
+  const parsed = configSchema.safeParse(doc)
+  if (!parsed.success) problems.push(...parsed.error.issues.flatMap(describeIssue))
+  if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
+  const config = parsed.data
+
+  let keys: KeyRing | undefined
+  if (config.tokens.keys === 'ephemeral') keys = await ephemeralKeyRing(config.tokens.algorithm)
+  else keys = await loadKeyRing(resolveConfigRelative(config.tokens.keys, file), config.tokens.algorithm, 'tokens.keys', problems)
+
+  let users: Map<string, UserRecord> | undefined
+  if (config.login.provider === 'users' && config.login.users !== undefined) {
+    users = await loadUsers(resolveConfigRelative(config.login.users, file), 'login.users', problems)
+  }
+  if (problems.length > 0 || keys === undefined) throw new ConfigError(problems)
+  return { file, config, keys, users }
+}

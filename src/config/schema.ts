@@ -1,0 +1,226 @@
+import { isIP } from 'node:net'
+import { z } from 'zod'
+import { DURATION_HINT, parseDuration } from './duration.js'
+
+/** A duration field: accepts `30s`-style strings or integer seconds, yields milliseconds. */
+function duration(defaultValue: string) {
+  return z
+    .union([z.string(), z.number()], { error: DURATION_HINT })
+    .default(defaultValue)
+    .transform((value, ctx) => {
+      const ms = parseDuration(value)
+      if (ms === undefined) {
+        ctx.issues.push({ code: 'custom', message: DURATION_HINT, input: value })
+        return z.NEVER
+      }
+      return ms
+    })
+}
+
+function isHttpUrl(value: string): boolean {
+  try {
+    const url = new URL(value)
+    return (url.protocol === 'http:' || url.protocol === 'https:') && url.hostname !== ''
+  } catch {
+    return false
+  }
+}
+
+const httpUrl = z.string({ error: 'must be an http(s) URL' }).refine(isHttpUrl, 'must be an http(s) URL')
+
+function isRedisUrl(value: string): boolean {
+  if (value === 'memory://') return true
+  try {
+    const url = new URL(value)
+    return url.protocol === 'redis:' || url.protocol === 'rediss:'
+  } catch {
+    return false
+  }
+}
+
+const redisUrl = z
+  .string({ error: 'must be a redis://, rediss:// or memory:// URL' })
+  .refine(isRedisUrl, 'must be a redis://, rediss:// or memory:// URL')
+
+/** `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6). */
+function isIpOrCidr(value: string): boolean {
+  const [address, bits, ...rest] = value.split('/')
+  if (rest.length > 0 || address === undefined) return false
+  const family = isIP(address)
+  if (family === 0) return false
+  if (bits === undefined) return true
+  if (!/^\d{1,3}$/.test(bits)) return false
+  return Number(bits) <= (family === 4 ? 32 : 128)
+}
+
+const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
+/** Headers a route may not inject: the gateway owns them, or they are hop-by-hop. */
+const RESERVED_HEADERS = new Set([
+  'authorization', 'cookie', 'host', 'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
+  'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'x-forwarded-for',
+  'x-forwarded-proto', 'x-forwarded-host',
+])
+
+const PREFIX = /^\/([A-Za-z0-9._~!$&'()*+,;=:@-]+\/?)*$/
+
+const routeSchema = z.strictObject({
+  name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, ".", "_" or "-"'),
+  prefix: z
+    .string()
+    .regex(PREFIX, 'must be an absolute path like /api/orders (no "..", "//", "%" or query)')
+    .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments'),
+  upstream: httpUrl,
+  rewritePrefix: z
+    .string()
+    .regex(/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$/, 'must be empty or an absolute path like /orders')
+    .optional(),
+  auth: z.enum(['required', 'optional', 'public'], { error: 'must be required, optional or public' }).default('required'),
+  require: z.record(z.string(), z.array(z.union([z.string(), z.number(), z.boolean()])).min(1)).optional(),
+  headers: z
+    .record(
+      z
+        .string()
+        .regex(HEADER_NAME, 'must be a valid header name')
+        .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), 'is a header the gateway manages itself'),
+      z.string(),
+    )
+    .default({}),
+  websocket: z.boolean().default(false),
+  timeout: duration('30s'),
+})
+
+const tokensSchema = z.strictObject({
+  issuer: z.string().min(1).default('sessiongate'),
+  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).default('sessiongate'),
+  algorithm: z.enum(['EdDSA', 'ES256', 'RS256'], { error: 'must be EdDSA, ES256 or RS256' }).default('EdDSA'),
+  /** Path to a private JWK Set; `ephemeral` (or omitted) generates a key in memory at start (demo use only). */
+  keys: z.string().min(1).default('ephemeral'),
+  accessTtl: duration('15m'),
+  refreshIdleTtl: duration('7d'),
+  refreshAbsoluteTtl: duration('30d'),
+  refreshAhead: duration('60s'),
+  reuseGrace: duration('10s'),
+  clockTolerance: duration('5s'),
+})
+
+const jsonPointer = z.string().regex(/^(\/([^~/]|~[01])*)*$/, 'must be a JSON pointer like /user/id')
+
+const loginSchema = z.strictObject({
+  path: z
+    .string()
+    .regex(/^(\/[A-Za-z0-9._~-]+)+$/, 'must be an absolute path like /auth')
+    .default('/auth'),
+  provider: z.enum(['users', 'upstream'], { error: 'must be users or upstream' }).default('users'),
+  users: z.string().min(1).optional(),
+  upstream: z
+    .strictObject({
+      url: httpUrl,
+      subject: jsonPointer,
+      claims: z.record(z.string(), jsonPointer).default({}),
+      timeout: duration('10s'),
+    })
+    .optional(),
+  rateLimit: z
+    .strictObject({ max: z.number().int().min(1).default(10), window: duration('1m') })
+    .prefault({}),
+  /** Optional login page: browser navigations (Accept: text/html) to a protected route are redirected here. */
+  page: z
+    .string()
+    .refine((p) => p.startsWith('/') && !p.startsWith('//') && !p.includes('\\'), 'must be a path on this gateway, like /login')
+    .optional(),
+})
+
+export const configSchema = z
+  .strictObject({
+    server: z
+      .strictObject({
+        host: z.string().min(1).default('0.0.0.0'),
+        port: z.number().int().min(0).max(65535).default(8080),
+        trustProxy: z
+          .union([
+            z.literal(false),
+            z.array(z.string().refine(isIpOrCidr, 'must be an IP address or CIDR range')),
+          ], { error: 'must be false or a list of IP addresses / CIDR ranges (never a hop count)' })
+          .default(false),
+        bodyLimit: z.number().int().min(1).default(1_048_576),
+      })
+      .prefault({}),
+    redis: z
+      .strictObject({
+        url: redisUrl.optional(),
+        cluster: z.array(redisUrl).min(1).optional(),
+        sentinel: z.strictObject({ name: z.string().min(1), nodes: z.array(z.string().min(1)).min(1) }).optional(),
+        keyPrefix: z.string().regex(/^[A-Za-z0-9_:.-]*$/, 'must be letters, digits, ":", ".", "_" or "-"').default('sg:'),
+        onOutage: z
+          .enum(['fail-closed', 'verify-only'], { error: 'must be fail-closed or verify-only' })
+          .default('fail-closed'),
+        /** Local revocation cache fed by pub/sub: no store round trip per request (see README). */
+        revocationCache: z.boolean().default(false),
+      })
+      .prefault({}),
+    tokens: tokensSchema.prefault({}),
+    cookies: z
+      .strictObject({
+        access: z.string().regex(HEADER_NAME, 'must be a valid cookie name').optional(),
+        refresh: z.string().regex(HEADER_NAME, 'must be a valid cookie name').optional(),
+        secure: z.boolean().default(true),
+        sameSite: z.enum(['strict', 'lax'], { error: 'must be strict or lax' }).default('lax'),
+      })
+      .prefault({}),
+    csrf: z
+      .strictObject({
+        mode: z.enum(['header'], { error: 'must be header' }).default('header'),
+        allowedOrigins: z
+          .array(z.string().refine((o) => isHttpUrl(o) && new URL(o).origin === o, 'must be an origin like https://app.example'))
+          .default([]),
+      })
+      .prefault({}),
+    login: loginSchema.prefault({}),
+    routes: z.array(routeSchema).default([]),
+    watch: z.boolean().default(false),
+  })
+  .superRefine((config, ctx) => {
+    const names = new Map<string, number>()
+    const prefixes = new Map<string, number>()
+    config.routes.forEach((route, i) => {
+      const prefix = normalisePrefix(route.prefix)
+      if (names.has(route.name)) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'name'], message: `duplicates routes[${names.get(route.name)}].name`, input: route.name })
+      } else names.set(route.name, i)
+      if (prefixes.has(prefix)) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `duplicates routes[${prefixes.get(prefix)}].prefix`, input: route.prefix })
+      } else prefixes.set(prefix, i)
+      if (prefix === config.login.path || prefix.startsWith(`${config.login.path}/`)) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the auth endpoints at ${config.login.path}`, input: route.prefix })
+      }
+    })
+    if (config.login.provider === 'users' && config.login.users === undefined) {
+      ctx.issues.push({ code: 'custom', path: ['login', 'users'], message: 'is required when login.provider is users', input: undefined })
+    }
+    if (config.login.provider === 'upstream' && config.login.upstream === undefined) {
+      ctx.issues.push({ code: 'custom', path: ['login', 'upstream'], message: 'is required when login.provider is upstream', input: undefined })
+    }
+    const backends = [config.redis.url, config.redis.cluster, config.redis.sentinel].filter((b) => b !== undefined)
+    if (backends.length > 1) {
+      ctx.issues.push({ code: 'custom', path: ['redis'], message: 'give only one of url, cluster or sentinel', input: config.redis })
+    }
+    const t = config.tokens
+    if (t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
+    if (t.refreshIdleTtl < t.accessTtl) {
+      ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshIdleTtl'], message: 'must not be shorter than tokens.accessTtl', input: t.refreshIdleTtl })
+    }
+    if (t.refreshAbsoluteTtl < t.refreshIdleTtl) {
+      ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAbsoluteTtl'], message: 'must not be shorter than tokens.refreshIdleTtl', input: t.refreshAbsoluteTtl })
+    }
+    if (t.refreshAhead >= t.accessTtl) {
+      ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAhead'], message: 'must be shorter than tokens.accessTtl', input: t.refreshAhead })
+    }
+  })
+
+/** `/api/orders/` and `/api/orders` are the same prefix. */
+export function normalisePrefix(prefix: string): string {
+  return prefix.length > 1 && prefix.endsWith('/') ? prefix.slice(0, -1) : prefix
+}
+
+export type GatewayConfig = z.output<typeof configSchema>
+export type RouteConfig = GatewayConfig['routes'][number]

@@ -1,0 +1,53 @@
+/**
+ * Request paths are matched on decoded, normalised segments, so that `/api/orders/../admin`, `%2e%2e`, `//`
+ * and encoded slashes can neither escape a route nor reach one they should not.
+ *
+ * - empty segments (`//`) and `.` are dropped, `..` removes the previous segment (never above the root);
+ * - a segment that decodes to something holding `/`, `\` or a control character is refused (encoded slashes
+ *   would mean different things to the gateway and to the upstream);
+ * - malformed percent-encoding is refused.
+ *
+ * The upstream receives the normalised path, re-encoded, so it sees exactly what was matched.
+ */
+export type NormalisedPath =
+  | { ok: true; segments: string[]; path: string }
+  | { ok: false; reason: string }
+
+// eslint-disable-next-line no-control-regex
+const FORBIDDEN_IN_SEGMENT = /[/\\\u0000-\u001f\u007f]/
+
+export function normalisePath(rawPath: string): NormalisedPath {
+  if (!rawPath.startsWith('/')) return { ok: false, reason: 'the path must start with /' }
+  const segments: string[] = []
+  for (const raw of rawPath.split('/')) {
+    let segment: string
+    try {
+      segment = decodeURIComponent(raw)
+    } catch {
+      return { ok: false, reason: 'the path has malformed percent-encoding' }
+    }
+    if (FORBIDDEN_IN_SEGMENT.test(segment)) {
+      return { ok: false, reason: 'the path has an encoded slash, backslash or control character' }
+    }
+    if (segment === '' || segment === '.') continue
+    if (segment === '..') {
+      segments.pop()
+      continue
+    }
+    segments.push(segment)
+  }
+  const trailingSlash = rawPath.length > 1 && rawPath.endsWith('/') && segments.length > 0
+  const path = `/${segments.map(encodeSegment).join('/')}${trailingSlash ? '/' : ''}`
+  return { ok: true, segments, path }
+}
+
+/** Percent-encodes what RFC 3986 does not allow raw in a path segment (pchar). */
+export function encodeSegment(segment: string): string {
+  return encodeURIComponent(segment).replace(/%(2[146789ABC]|3[ABD]|40)/gi, (m) => decodeURIComponent(m))
+}
+
+/** Splits `/a/b?x=1` into the path and the query string (with its `?`, or empty). */
+export function splitUrl(url: string): { path: string; query: string } {
+  const q = url.indexOf('?')
+  return q === -1 ? { path: url, query: '' } : { path: url.slice(0, q), query: url.slice(q) }
+}

@@ -1,0 +1,75 @@
+import { normalisePrefix, type RouteConfig } from '../config/schema.js'
+import { encodeSegment, normalisePath } from './normalise-path.js'
+
+/** A configured route, ready for matching and proxying. */
+export interface Route {
+  config: RouteConfig
+  /** Decoded prefix segments: `/api/orders` -> ['api', 'orders']. */
+  segments: string[]
+  upstreamOrigin: string
+  /** The upstream URL's own path, prepended to what is forwarded (no trailing slash). */
+  upstreamBasePath: string
+  /** What replaces the matched prefix (no trailing slash), or undefined to keep it. */
+  rewriteSegments: string[] | undefined
+}
+
+export interface RouteMatch {
+  route: Route
+  /** Path and query to request from the upstream origin. */
+  upstreamPath: string
+}
+
+/** Longest-prefix matching on whole segments: `/api/orders` matches `/api/orders/1`, not `/api/ordersX`. */
+export class RouteTable {
+  private readonly routes: Route[]
+
+  constructor(routes: readonly RouteConfig[]) {
+    this.routes = routes
+      .map((config) => {
+        const upstream = new URL(config.upstream)
+        const base = upstream.pathname.replace(/\/+$/, '')
+        const prefixSegments = normalisePrefix(config.prefix).split('/').filter(Boolean).map((s) => decodeURIComponent(s))
+        const rewrite =
+          config.rewritePrefix === undefined
+            ? undefined
+            : config.rewritePrefix.split('/').filter(Boolean).map((s) => decodeURIComponent(s))
+        return { config, segments: prefixSegments, upstreamOrigin: upstream.origin, upstreamBasePath: base, rewriteSegments: rewrite }
+      })
+      .sort((a, b) => b.segments.length - a.segments.length)
+  }
+
+  get size(): number {
+    return this.routes.length
+  }
+
+  all(): readonly Route[] {
+    return this.routes
+  }
+
+  /** The route for already-normalised segments, or undefined. */
+  match(segments: readonly string[], trailingSlash: boolean, query: string): RouteMatch | undefined {
+    for (const route of this.routes) {
+      if (!startsWith(segments, route.segments)) continue
+      const rest = segments.slice(route.segments.length)
+      const head = route.rewriteSegments ?? route.segments
+      const all = [...head, ...rest]
+      let path = `${route.upstreamBasePath}/${all.map(encodeSegment).join('/')}`
+      if (trailingSlash && all.length > 0) path += '/'
+      return { route, upstreamPath: path + query }
+    }
+    return undefined
+  }
+
+  /** Normalises a raw request path and matches it in one step (tests and WebSocket upgrades use this). */
+  matchUrl(rawPath: string, query = ''): RouteMatch | undefined | 'invalid' {
+    const normalised = normalisePath(rawPath)
+    if (!normalised.ok) return 'invalid'
+    return this.match(normalised.segments, normalised.path.endsWith('/') && normalised.path !== '/', query)
+  }
+}
+
+function startsWith(segments: readonly string[], prefix: readonly string[]): boolean {
+  if (prefix.length > segments.length) return false
+  for (let i = 0; i < prefix.length; i++) if (segments[i] !== prefix[i]) return false
+  return true
+}

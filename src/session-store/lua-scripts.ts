@@ -1,0 +1,24 @@
+import { readFileSync } from 'node:fs'
+import type { RedisClient } from './redis-connection.js'
+
+/** The Lua scripts in ./lua, loaded by name with ioredis `defineCommand` (after bullmq's layout). */
+export const SCRIPTS = {
+  createSession: { file: 'create_session.lua', keys: 1 },
+  rotateRefresh: { file: 'rotate_refresh.lua', keys: 1 },
+  checkAccess: { file: 'check_access.lua', keys: 2 },
+  rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1 },
+  rateLimitPeek: { file: 'rate_limit_peek.lua', keys: 1 },
+} as const
+
+export type ScriptName = keyof typeof SCRIPTS
+type ScriptCommand = (...args: (string | number)[]) => Promise<unknown>
+export type ScriptedClient = RedisClient & Record<ScriptName, ScriptCommand>
+
+const LUA_DIR = new URL('./lua/', import.meta.url)
+
+export function defineScripts(client: RedisClient): ScriptedClient {
+  for (const [name, script] of Object.entries(SCRIPTS)) {
+    client.defineCommand(name, { numberOfKeys: script.keys, lua: readFileSync(new URL(script.file, LUA_DIR), 'utf8') })
+  }
+  return client as ScriptedClient
+}

@@ -1,0 +1,179 @@
+import type {
+  AccessState,
+  NewSession,
+  RateLimitState,
+  RevocationEvent,
+  RotateRequest,
+  RotateResult,
+  SessionRecord,
+  SessionStore,
+} from './session-store.js'
+
+interface StoredSession extends SessionRecord {
+  current: string | undefined
+  previous: string | undefined
+  sealedSuccessor: string | undefined
+  revoked: boolean
+}
+
+/**
+ * The in-process store: the same contract as Redis, for one instance (demo, tests, small deployments).
+ * Everything lives in this process and dies with it.
+ */
+export class MemorySessionStore implements SessionStore {
+  readonly kind = 'memory'
+  private readonly sessions = new Map<string, StoredSession>()
+  private readonly denied = new Map<string, number>()
+  private readonly bySubject = new Map<string, Set<string>>()
+  private readonly counters = new Map<string, { count: number; resetAt: number }>()
+  private readonly listeners: ((event: RevocationEvent) => void)[] = []
+  private readonly sweeper: NodeJS.Timeout
+
+  constructor(private readonly clock: () => number = Date.now) {
+    this.sweeper = setInterval(() => this.sweep(), 60_000)
+    this.sweeper.unref()
+  }
+
+  private live(sid: string): StoredSession | undefined {
+    const s = this.sessions.get(sid)
+    if (s && this.clock() >= s.idleExpiresAt) {
+      this.sessions.delete(sid)
+      return undefined
+    }
+    return s
+  }
+
+  async createSession(n: NewSession): Promise<SessionRecord> {
+    const now = this.clock()
+    const absoluteExpiresAt = now + n.absoluteTtlMs
+    const s: StoredSession = {
+      sid: n.sid, sub: n.sub, claims: structuredClone(n.claims), gen: 0, createdAt: now, rotatedAt: now,
+      absoluteExpiresAt, idleExpiresAt: Math.min(now + n.idleTtlMs, absoluteExpiresAt),
+      current: n.refreshHash, previous: undefined, sealedSuccessor: undefined, revoked: false,
+    }
+    this.sessions.set(n.sid, s)
+    let sids = this.bySubject.get(n.sub)
+    if (!sids) this.bySubject.set(n.sub, (sids = new Set()))
+    sids.add(n.sid)
+    return publicRecord(s)
+  }
+
+  async rotate(r: RotateRequest): Promise<RotateResult> {
+    const s = this.live(r.sid)
+    if (!s) return { kind: 'expired' }
+    if (s.revoked) return { kind: 'revoked' }
+    const now = this.clock()
+    if (now >= s.absoluteExpiresAt) {
+      this.sessions.delete(r.sid)
+      return { kind: 'expired' }
+    }
+    if (r.presentedGen === s.gen && r.presentedHash === s.current) {
+      s.previous = s.current
+      s.current = r.nextHash
+      s.gen += 1
+      s.rotatedAt = now
+      s.sealedSuccessor = r.sealedSuccessor
+      s.idleExpiresAt = Math.min(now + r.idleTtlMs, s.absoluteExpiresAt)
+      return { kind: 'rotated', session: publicRecord(s) }
+    }
+    if (
+      r.presentedGen === s.gen - 1 && r.presentedHash === s.previous && s.sealedSuccessor !== undefined &&
+      now - s.rotatedAt <= r.graceMs
+    ) {
+      return { kind: 'grace', session: publicRecord(s), sealedSuccessor: s.sealedSuccessor }
+    }
+    if (r.presentedGen < s.gen) {
+      s.revoked = true
+      s.current = s.previous = s.sealedSuccessor = undefined
+      this.emit({ type: 'session', sid: r.sid })
+      return { kind: 'reused' }
+    }
+    return { kind: 'invalid' }
+  }
+
+  async checkAccess(sid: string, jti: string): Promise<AccessState> {
+    const deniedUntil = this.denied.get(`${sid}:${jti}`)
+    if (deniedUntil !== undefined && deniedUntil > this.clock()) return 'denied'
+    const s = this.live(sid)
+    if (!s) return 'missing'
+    return s.revoked ? 'revoked' : 'ok'
+  }
+
+  async getSession(sid: string): Promise<SessionRecord | undefined> {
+    const s = this.live(sid)
+    return s && !s.revoked && s.absoluteExpiresAt > this.clock() ? publicRecord(s) : undefined
+  }
+
+  async denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void> {
+    if (expiresAt <= this.clock()) return
+    this.denied.set(`${sid}:${jti}`, expiresAt)
+    this.emit({ type: 'jti', sid, jti, expiresAt })
+  }
+
+  async deleteSession(sid: string): Promise<boolean> {
+    const existed = this.live(sid) !== undefined
+    this.sessions.delete(sid)
+    this.emit({ type: 'session', sid })
+    return existed
+  }
+
+  async deleteSessionsOf(sub: string): Promise<number> {
+    let removed = 0
+    for (const sid of this.bySubject.get(sub) ?? []) if (await this.deleteSession(sid)) removed++
+    this.bySubject.delete(sub)
+    return removed
+  }
+
+  async rateLimitPeek(keys: string[]): Promise<RateLimitState[]> {
+    const now = this.clock()
+    return keys.map((k) => {
+      const c = this.counters.get(k)
+      return c && c.resetAt > now ? { count: c.count, retryAfterMs: c.resetAt - now } : { count: 0, retryAfterMs: 0 }
+    })
+  }
+
+  async rateLimitHit(keys: string[], windowMs: number): Promise<void> {
+    const now = this.clock()
+    for (const k of keys) {
+      const c = this.counters.get(k)
+      if (c && c.resetAt > now) c.count++
+      else this.counters.set(k, { count: 1, resetAt: now + windowMs })
+    }
+  }
+
+  async rateLimitReset(key: string): Promise<void> {
+    this.counters.delete(key)
+  }
+
+  async ping(): Promise<void> {}
+
+  async onRevocation(listener: (event: RevocationEvent) => void): Promise<void> {
+    this.listeners.push(listener)
+  }
+
+  private emit(event: RevocationEvent): void {
+    for (const l of this.listeners) l(event)
+  }
+
+  private sweep(): void {
+    const now = this.clock()
+    for (const [sid, s] of this.sessions) if (now >= s.idleExpiresAt) this.sessions.delete(sid)
+    for (const [k, until] of this.denied) if (until <= now) this.denied.delete(k)
+    for (const [k, c] of this.counters) if (c.resetAt <= now) this.counters.delete(k)
+    for (const [sub, sids] of this.bySubject) {
+      for (const sid of sids) if (!this.sessions.has(sid)) sids.delete(sid)
+      if (sids.size === 0) this.bySubject.delete(sub)
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper)
+  }
+}
+
+function publicRecord(s: StoredSession): SessionRecord {
+  return {
+    sid: s.sid, sub: s.sub, claims: s.claims, gen: s.gen, createdAt: s.createdAt, rotatedAt: s.rotatedAt,
+    absoluteExpiresAt: s.absoluteExpiresAt, idleExpiresAt: s.idleExpiresAt,
+  }
+}

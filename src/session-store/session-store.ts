@@ -1,0 +1,89 @@
+/**
+ * The session store: one contract, two implementations (Redis for many instances, in-process for one).
+ * Both are checked by the same suite in test/session-store.shared.ts.
+ *
+ * A session is a refresh-token family. It holds hashes of tokens only, never a raw token.
+ */
+export interface NewSession {
+  sid: string
+  sub: string
+  claims: Record<string, unknown>
+  /** Hash of the first refresh token (generation 0). */
+  refreshHash: string
+  /** Lifetimes in milliseconds from now. */
+  idleTtlMs: number
+  absoluteTtlMs: number
+}
+
+export interface SessionRecord {
+  sid: string
+  sub: string
+  claims: Record<string, unknown>
+  gen: number
+  createdAt: number
+  /** When the family dies whatever happens (epoch ms). */
+  absoluteExpiresAt: number
+  /** When the current refresh token dies if unused (epoch ms, never past absoluteExpiresAt). */
+  idleExpiresAt: number
+  /** When the current generation was issued (epoch ms). */
+  rotatedAt: number
+}
+
+export interface RotateRequest {
+  sid: string
+  presentedHash: string
+  presentedGen: number
+  /** Hash and generation of the successor the caller prepared. */
+  nextHash: string
+  /** The successor refresh token, encrypted with a key only the presented token yields. */
+  sealedSuccessor: string
+  idleTtlMs: number
+  graceMs: number
+}
+
+export type RotateResult =
+  | { kind: 'rotated'; session: SessionRecord }
+  | { kind: 'grace'; session: SessionRecord; sealedSuccessor: string }
+  /** A rotated token was presented after the grace window: the family is now revoked. */
+  | { kind: 'reused' }
+  /** The family was revoked earlier (by a detected reuse). */
+  | { kind: 'revoked' }
+  | { kind: 'expired' }
+  /** Not a token of this family's chain (forged or mismatched): nothing changes. */
+  | { kind: 'invalid' }
+
+/** What a verified access token's `sid` and `jti` are worth right now. */
+export type AccessState = 'ok' | 'denied' | 'revoked' | 'missing'
+
+export interface RateLimitState {
+  count: number
+  retryAfterMs: number
+}
+
+export interface SessionStore {
+  readonly kind: 'redis' | 'memory'
+  createSession(session: NewSession): Promise<SessionRecord>
+  rotate(request: RotateRequest): Promise<RotateResult>
+  /** The jti denylist and the family's revocation, in one round trip. */
+  checkAccess(sid: string, jti: string): Promise<AccessState>
+  getSession(sid: string): Promise<SessionRecord | undefined>
+  /** Denies an access token until `expiresAt` (epoch ms). */
+  denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void>
+  /** Ends a family (logout): its refresh tokens and access tokens are refused from now on. */
+  deleteSession(sid: string): Promise<boolean>
+  /** Ends every family of a subject; returns how many. */
+  deleteSessionsOf(sub: string): Promise<number>
+  rateLimitPeek(keys: string[]): Promise<RateLimitState[]>
+  rateLimitHit(keys: string[], windowMs: number): Promise<void>
+  rateLimitReset(key: string): Promise<void>
+  /** Resolves when the store answers; throws StoreUnavailableError otherwise. */
+  ping(): Promise<void>
+  /**
+   * Revocations published by any instance (logout, reuse detection): `sid` or `sid:jti`.
+   * Used by the optional local revocation cache.
+   */
+  onRevocation?(listener: (event: RevocationEvent) => void): Promise<void>
+  close(): Promise<void>
+}
+
+export type RevocationEvent = { type: 'session'; sid: string } | { type: 'jti'; sid: string; jti: string; expiresAt: number }
