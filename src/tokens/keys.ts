@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises'
+import { hkdfSync } from 'node:crypto'
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose'
 import type { ConfigProblem } from '../errors.js'
 
@@ -10,6 +11,8 @@ export interface SigningKey {
   privateKey: CryptoKey
   publicKey: CryptoKey
   publicJwk: JWK
+  /** A secret derived from the private key, for MACs on refresh tokens (never leaves the process). */
+  macKey: Buffer
 }
 
 /** The key ring: the first key signs, every key verifies. */
@@ -39,7 +42,8 @@ async function toSigningKey(jwk: JWK, alg: SigningAlgorithm): Promise<SigningKey
   delete publicJwk.key_ops
   delete publicJwk.ext
   const publicKey = (await importJWK(publicJwk, alg)) as CryptoKey
-  return { kid: jwk.kid as string, alg, privateKey, publicKey, publicJwk }
+  const macKey = Buffer.from(hkdfSync('sha256', Buffer.from(jwk.d as string, 'base64url'), 'sessiongate', `refresh-token-mac:${jwk.kid}`, 32))
+  return { kid: jwk.kid as string, alg, privateKey, publicKey, publicJwk, macKey }
 }
 
 function ring(keys: SigningKey[], ephemeral: boolean): KeyRing {

@@ -1,0 +1,61 @@
+import { fastifyCookie } from '@fastify/cookie'
+import type { GatewayConfig } from '../config/schema.js'
+import type { SessionTokens } from '../sessions/sessions.js'
+
+export interface CookieNames {
+  access: string
+  refresh: string
+}
+
+/** Configured names, else `sg_access`/`sg_refresh`, with the `__Host-` prefix when cookies are Secure. */
+export function cookieNames(cookies: GatewayConfig['cookies']): CookieNames {
+  const prefix = cookies.secure ? '__Host-' : ''
+  return { access: cookies.access ?? `${prefix}sg_access`, refresh: cookies.refresh ?? `${prefix}sg_refresh` }
+}
+
+function attributes(cookies: GatewayConfig['cookies'], maxAgeSeconds: number) {
+  return {
+    httpOnly: true,
+    path: '/',
+    sameSite: cookies.sameSite,
+    secure: cookies.secure,
+    maxAge: Math.max(0, maxAgeSeconds),
+  } as const
+}
+
+/** Set-Cookie values for a new or rotated pair: Max-Age is the access and refresh lifetimes. */
+export function sessionCookies(config: GatewayConfig, tokens: SessionTokens, now = Date.now()): string[] {
+  const names = cookieNames(config.cookies)
+  const accessAge = Math.floor(config.tokens.accessTtl / 1000)
+  const refreshAge = Math.min(Math.floor(config.tokens.refreshIdleTtl / 1000), Math.ceil((tokens.sessionExpiresAt - now) / 1000))
+  return [
+    fastifyCookie.serialize(names.access, tokens.accessToken, attributes(config.cookies, Math.min(accessAge, refreshAge))),
+    fastifyCookie.serialize(names.refresh, tokens.refreshToken, attributes(config.cookies, refreshAge)),
+  ]
+}
+
+/** Set-Cookie values that remove both gateway cookies. */
+export function clearedCookies(config: GatewayConfig): string[] {
+  const names = cookieNames(config.cookies)
+  return [names.access, names.refresh].map((name) =>
+    fastifyCookie.serialize(name, '', { ...attributes(config.cookies, 0), expires: new Date(0) }),
+  )
+}
+
+/**
+ * The Cookie header without the gateway's own cookies (other cookies pass to the upstream untouched).
+ * Returns undefined when nothing is left.
+ */
+export function cookieHeaderWithout(header: string | undefined, names: CookieNames): string | undefined {
+  if (header === undefined) return undefined
+  const kept = header
+    .split(';')
+    .map((pair) => pair.trim())
+    .filter((pair) => {
+      if (pair === '') return false
+      const eq = pair.indexOf('=')
+      const name = (eq === -1 ? pair : pair.slice(0, eq)).trim()
+      return name !== names.access && name !== names.refresh
+    })
+  return kept.length > 0 ? kept.join('; ') : undefined
+}

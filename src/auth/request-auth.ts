@@ -1,0 +1,106 @@
+import type { FastifyRequest } from 'fastify'
+import type { GatewayConfig } from '../config/schema.js'
+import { GatewayError, StoreUnavailableError } from '../errors.js'
+import type { SessionTokens, Sessions } from '../sessions/sessions.js'
+import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import type { CookieNames } from './cookies.js'
+
+/** How a request presents itself: the gateway's cookies (browser), a Bearer token (API client) or nothing. */
+export type Credentials =
+  | { mode: 'cookie'; access: string | undefined; refresh: string | undefined }
+  | { mode: 'bearer'; token: string }
+  | { mode: 'none' }
+
+export interface Authenticated {
+  mode: 'cookie' | 'bearer'
+  token: VerifiedAccessToken
+  /** Set when the gateway rotated the session on the way: the client must receive new cookies. */
+  rotated: SessionTokens | undefined
+}
+
+const BEARER = /^Bearer +([^ ]+) *$/i
+
+/** The gateway's cookies win over a client Authorization header: the upstream only ever sees our token. */
+export function credentialsOf(request: FastifyRequest, names: CookieNames): Credentials {
+  const cookies = request.cookies
+  const access = nonEmpty(cookies[names.access])
+  const refresh = nonEmpty(cookies[names.refresh])
+  if (access !== undefined || refresh !== undefined) return { mode: 'cookie', access, refresh }
+  const header = request.headers.authorization
+  if (typeof header === 'string') {
+    const m = BEARER.exec(header)
+    if (m) return { mode: 'bearer', token: m[1] as string }
+    return { mode: 'bearer', token: '' }
+  }
+  return { mode: 'none' }
+}
+
+function nonEmpty(value: string | undefined): string | undefined {
+  return value === undefined || value === '' ? undefined : value
+}
+
+export function unauthenticated(mode: Credentials['mode'], message?: string): GatewayError {
+  if (mode === 'bearer') {
+    return new GatewayError('unauthenticated', message ?? 'The access token is not valid.', {
+      'www-authenticate': 'Bearer error="invalid_token"',
+    })
+  }
+  return new GatewayError('unauthenticated', message, mode === 'none' ? { 'www-authenticate': 'Bearer' } : {})
+}
+
+/**
+ * Authenticates a request. Cookie mode refreshes transparently when the access token is missing, expired or
+ * within `refreshAhead` of its expiry and the refresh cookie is good. Throws GatewayError (401) or
+ * StoreUnavailableError; returns undefined only when there are no credentials at all.
+ */
+export async function authenticate(
+  credentials: Credentials,
+  sessions: Sessions,
+  tokens: GatewayConfig['tokens'],
+  now = Date.now(),
+): Promise<Authenticated | undefined> {
+  if (credentials.mode === 'none') return undefined
+  if (credentials.mode === 'bearer') {
+    try {
+      return { mode: 'bearer', token: await sessions.authenticate(credentials.token), rotated: undefined }
+    } catch (err) {
+      throw asAuthFailure(err, 'bearer')
+    }
+  }
+  let current: VerifiedAccessToken | undefined
+  let refusal: unknown
+  if (credentials.access !== undefined) {
+    try {
+      current = await sessions.authenticate(credentials.access)
+    } catch (err) {
+      if (!(err instanceof TokenRefusedError)) throw err
+      refusal = err
+    }
+  }
+  const revoked = refusal instanceof TokenRefusedError && ['denied', 'revoked', 'missing'].includes(refusal.reason)
+  const fresh = current !== undefined && current.expiresAt - now > tokens.refreshAhead
+  if (fresh || revoked || credentials.refresh === undefined) {
+    if (current) return { mode: 'cookie', token: current, rotated: undefined }
+    throw unauthenticated('cookie')
+  }
+  try {
+    const rotated = await sessions.refresh(credentials.refresh)
+    return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }
+  } catch (err) {
+    if (err instanceof StoreUnavailableError) throw err
+    // A still-valid token stays usable when only the early refresh failed, unless the family was revoked.
+    if (current && !(err instanceof GatewayError && err.code === 'refresh_token_reused')) {
+      return { mode: 'cookie', token: current, rotated: undefined }
+    }
+    throw asAuthFailure(err, 'cookie')
+  }
+}
+
+function asAuthFailure(err: unknown, mode: 'cookie' | 'bearer'): unknown {
+  if (err instanceof StoreUnavailableError) return err
+  if (err instanceof GatewayError && err.code === 'refresh_token_reused') {
+    return new GatewayError('unauthenticated', 'The session was revoked because a refresh token was reused; log in again.')
+  }
+  if (err instanceof TokenRefusedError || err instanceof GatewayError) return unauthenticated(mode)
+  return err
+}

@@ -1,0 +1,67 @@
+import { watch, type FSWatcher } from 'node:fs'
+import closeWithGrace from 'close-with-grace'
+import { configFileFrom, loadConfig, resolveConfigRelative, type LoadedConfig } from '../config/load.js'
+import { ConfigError } from '../errors.js'
+import { buildGateway, type Gateway } from '../server/build-gateway.js'
+import { HELP, parse } from './usage.js'
+
+/** Starts the gateway; resolves once it listens (the process then lives until a signal). */
+export async function runCommand(args: string[]): Promise<number> {
+  const { values } = parse(args, { config: { type: 'string', short: 'c' } })
+  if (values.help) {
+    process.stdout.write(HELP.run)
+    return 0
+  }
+  const file = configFileFrom(values.config, process.env)
+  let loaded: LoadedConfig
+  try {
+    loaded = await loadConfig(file)
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`sessiongate: the configuration ${file} has problems:\n`)
+    for (const p of err.problems) process.stderr.write(`${p.path}: ${p.message}\n`)
+    return 1
+  }
+  const gateway = await buildGateway(loaded)
+  const { app } = gateway
+  if (loaded.keys.ephemeral) app.log.warn('tokens.keys is not set: signing with a key made in memory; tokens die with this process (demo only)')
+  await app.listen({ host: loaded.config.server.host, port: loaded.config.server.port })
+
+  let reloading = Promise.resolve()
+  const reload = (why: string) => {
+    reloading = reloading.then(() => reloadFrom(gateway, file, why))
+  }
+  process.on('SIGHUP', () => reload('SIGHUP'))
+  const watchers = loaded.config.watch ? watchFiles(loaded, file, () => reload('file change')) : []
+
+  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+    if (err) app.log.error({ err }, 'fatal error; shutting down')
+    else app.log.info({ signal }, 'shutting down: finishing in-flight requests')
+    for (const w of watchers) w.close()
+    await app.close()
+  })
+  return 0
+}
+
+async function reloadFrom(gateway: Gateway, file: string, why: string): Promise<void> {
+  try {
+    await gateway.reload(await loadConfig(file))
+  } catch (err) {
+    const problems = err instanceof ConfigError ? err.problems.map((p) => `${p.path}: ${p.message}`) : [(err as Error).message]
+    gateway.app.log.error({ problems, trigger: why }, 'reload refused: the new configuration has problems; the old one stays in force')
+  }
+}
+
+/** `watch: true`: the config file and the key and users files it names. */
+function watchFiles(loaded: LoadedConfig, file: string, onChange: () => void): FSWatcher[] {
+  const files = [file]
+  const { tokens, login } = loaded.config
+  if (tokens.keys !== 'ephemeral') files.push(resolveConfigRelative(tokens.keys, file))
+  if (login.users) files.push(resolveConfigRelative(login.users, file))
+  let timer: NodeJS.Timeout | undefined
+  const debounced = () => {
+    clearTimeout(timer)
+    timer = setTimeout(onChange, 200)
+  }
+  return files.map((f) => watch(f, debounced))
+}

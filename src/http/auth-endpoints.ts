@@ -1,0 +1,166 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
+import { clearedCookies, sessionCookies } from '../auth/cookies.js'
+import { GatewayError } from '../errors.js'
+import type { Metrics } from '../server/metrics.js'
+import type { Runtime } from '../server/runtime.js'
+import type { SessionTokens } from '../sessions/sessions.js'
+import type { VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import { sendError } from './send-error.js'
+
+const REGISTERED_CLAIMS = new Set(['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid'])
+const MAX_USERNAME = 256
+const MAX_PASSWORD = 1024
+
+interface Deps {
+  current: () => Runtime
+  metrics: Metrics
+}
+
+/** The endpoints under `login.path` (CONTRACT §3): login, refresh, logout, logout-all, session. */
+export async function authEndpoints(app: FastifyInstance, { current, metrics }: Deps): Promise<void> {
+  app.addHook('onSend', async (_request, reply) => {
+    reply.header('cache-control', 'no-store')
+  })
+  const route = (path: string, method: 'GET' | 'POST', handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => {
+    app.route({ method, url: path, handler })
+    const others = (['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const).filter((m) => m !== method && !(method === 'GET' && m === 'HEAD'))
+    app.route({
+      method: [...others],
+      url: path,
+      handler: async (_req, reply) => sendError(reply.header('allow', method), new GatewayError('method_not_allowed')),
+    })
+  }
+
+  route('/login', 'POST', async (request, reply) => {
+    const rt = current()
+    const body = request.body as { username?: unknown; password?: unknown } | undefined
+    const { username, password } = body ?? {}
+    if (
+      typeof username !== 'string' || typeof password !== 'string' || username === '' || password === '' ||
+      username.length > MAX_USERNAME || password.length > MAX_PASSWORD
+    ) {
+      metrics.logins.inc({ result: 'invalid_request' })
+      throw new GatewayError('invalid_request', 'Send JSON {"username": "...", "password": "..."} with non-empty strings.')
+    }
+    try {
+      await rt.rateLimit.check(request.ip, username)
+    } catch (err) {
+      metrics.logins.inc({ result: 'rate_limited' })
+      throw err
+    }
+    const identity = await rt.login.authenticate(username, password)
+    if (!identity) {
+      metrics.logins.inc({ result: 'invalid_credentials' })
+      await rt.rateLimit.failed(request.ip, username)
+      throw new GatewayError('invalid_credentials')
+    }
+    await rt.rateLimit.succeeded(request.ip, username)
+    const tokens = await rt.sessions.start(identity.sub, identity.claims)
+    metrics.logins.inc({ result: 'success' })
+    return sendTokens(request, reply, rt, tokens, tokenMode(request))
+  })
+
+  route('/refresh', 'POST', async (request, reply) => {
+    const rt = current()
+    const body = request.body as { refreshToken?: unknown } | undefined
+    const fromBody = body?.refreshToken
+    if (fromBody !== undefined && typeof fromBody !== 'string') {
+      throw new GatewayError('invalid_request', 'refreshToken must be a string.')
+    }
+    const fromCookie = request.cookies[rt.cookies.refresh]
+    const token = fromBody ?? fromCookie
+    const viaCookie = fromBody === undefined
+    if (token === undefined || token === '') {
+      throw new GatewayError('session_expired', 'No refresh token was presented; log in again.')
+    }
+    try {
+      const tokens = await rt.sessions.refresh(token)
+      return sendTokens(request, reply, rt, tokens, !viaCookie || tokenMode(request))
+    } catch (err) {
+      if (viaCookie && err instanceof GatewayError) reply.header('set-cookie', clearedCookies(rt.config))
+      throw err
+    }
+  })
+
+  route('/logout', 'POST', async (request, reply) => {
+    const rt = current()
+    const credentials = credentialsOf(request, rt.cookies)
+    const accessText =
+      credentials.mode === 'cookie' ? credentials.access : credentials.mode === 'bearer' ? credentials.token : undefined
+    const body = request.body as { refreshToken?: unknown } | undefined
+    const refreshToken =
+      typeof body?.refreshToken === 'string' ? body.refreshToken : credentials.mode === 'cookie' ? credentials.refresh : undefined
+    let access: VerifiedAccessToken | undefined
+    if (accessText) access = await rt.sessions.verifier.verify(accessText).catch(() => undefined)
+    await rt.sessions.logout(access, refreshToken)
+    return reply
+      .code(204)
+      .header('set-cookie', clearedCookies(rt.config))
+      .header('clear-site-data', '"cookies"')
+      .send()
+  })
+
+  route('/logout-all', 'POST', async (request, reply) => {
+    const rt = current()
+    const auth = await authenticateOrThrow(request, rt)
+    await rt.sessions.logoutAll(auth.token.sub)
+    await rt.sessions.logout(auth.token, undefined)
+    return reply
+      .code(204)
+      .header('set-cookie', clearedCookies(rt.config))
+      .header('clear-site-data', '"cookies"')
+      .send()
+  })
+
+  route('/session', 'GET', async (request, reply) => {
+    const rt = current()
+    const auth = await authenticateOrThrow(request, rt)
+    const session = await rt.sessions.session(auth.token.sid)
+    if (!session) throw unauthenticated(auth.mode)
+    if (auth.rotated) reply.header('set-cookie', sessionCookies(rt.config, auth.rotated))
+    return reply.send({
+      sub: auth.token.sub,
+      claims: userClaims(auth.token.payload),
+      sid: auth.token.sid,
+      accessExpiresAt: new Date(auth.token.expiresAt).toISOString(),
+      sessionExpiresAt: new Date(Math.min(session.idleExpiresAt, session.absoluteExpiresAt)).toISOString(),
+    })
+  })
+}
+
+async function authenticateOrThrow(request: FastifyRequest, rt: Runtime): Promise<Authenticated> {
+  const credentials = credentialsOf(request, rt.cookies)
+  const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
+  if (!auth) throw unauthenticated('none')
+  return auth
+}
+
+function tokenMode(request: FastifyRequest): boolean {
+  const mode = request.headers['x-session-mode']
+  return typeof mode === 'string' && mode.trim().toLowerCase() === 'token'
+}
+
+function userClaims(payload: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(payload).filter(([k]) => !REGISTERED_CLAIMS.has(k)))
+}
+
+function sendTokens(_request: FastifyRequest, reply: FastifyReply, rt: Runtime, tokens: SessionTokens, asTokens: boolean): FastifyReply {
+  const body: Record<string, unknown> = {
+    sub: tokens.sub,
+    claims: tokens.claims,
+    accessExpiresAt: new Date(tokens.accessExpiresAt).toISOString(),
+    sessionExpiresAt: new Date(tokens.sessionExpiresAt).toISOString(),
+  }
+  if (asTokens) {
+    Object.assign(body, {
+      accessToken: tokens.accessToken,
+      refreshToken: tokens.refreshToken,
+      tokenType: 'Bearer',
+      expiresIn: Math.max(0, Math.round((tokens.accessExpiresAt - Date.now()) / 1000)),
+    })
+  } else {
+    reply.header('set-cookie', sessionCookies(rt.config, tokens))
+  }
+  return reply.send(body)
+}

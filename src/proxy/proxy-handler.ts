@@ -1,0 +1,112 @@
+import type {} from '@fastify/reply-from'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
+import { clearedCookies, sessionCookies } from '../auth/cookies.js'
+import { passesCsrf } from '../auth/csrf.js'
+import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
+import { GatewayError } from '../errors.js'
+import { sendError } from '../http/send-error.js'
+import { normalisePath, splitUrl } from '../routing/normalise-path.js'
+import type { RouteMatch } from '../routing/route-table.js'
+import type { Metrics } from '../server/metrics.js'
+import type { Runtime } from '../server/runtime.js'
+import { upstreamHeaders, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The matched route's name, for metrics and logs. */
+    routeName?: string
+  }
+}
+
+interface Deps {
+  current: () => Runtime
+  metrics: Metrics
+  trustsPeer: (address: string | undefined) => boolean
+}
+
+/** Matches the decoded, normalised path against the route table (longest prefix). */
+export function matchRoute(rt: Runtime, url: string): RouteMatch {
+  const { path, query } = splitUrl(url)
+  const normalised = normalisePath(path)
+  if (!normalised.ok) throw new GatewayError('invalid_path', `The request path is not acceptable: ${normalised.reason}.`)
+  const match = rt.routes.match(normalised.segments, normalised.path.length > 1 && normalised.path.endsWith('/'), query)
+  if (!match) throw new GatewayError('not_found')
+  return match
+}
+
+/**
+ * The auth step of a route: public routes pass; otherwise CSRF (cookie mode), the access token (refreshed
+ * transparently in cookie mode) and the route's `require` rules. Returns who the upstream should see.
+ */
+export async function authorise(request: FastifyRequest, rt: Runtime, match: RouteMatch): Promise<{ identity: UpstreamIdentity | 'public'; auth: Authenticated | undefined }> {
+  const route = match.route.config
+  if (route.auth === 'public') return { identity: 'public', auth: undefined }
+  const credentials = credentialsOf(request, rt.cookies)
+  if (credentials.mode === 'cookie' && !passesCsrf(request, rt.config.csrf)) throw new GatewayError('csrf')
+  const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
+  if (!auth) {
+    if (route.auth === 'required') throw unauthenticated('none')
+    return { identity: { token: undefined, headers: {} }, auth: undefined }
+  }
+  if (!meetsRequirements(auth.token.payload, route.require)) throw new GatewayError('forbidden')
+  return { identity: { token: auth.token.token, headers: identityHeaders(route.headers, auth.token.payload) }, auth }
+}
+
+/** A browser navigation to a protected route goes to the configured login page (never a target from the request). */
+function wantsLoginPage(request: FastifyRequest, rt: Runtime): string | undefined {
+  const page = rt.config.login.page
+  if (page === undefined || request.method !== 'GET') return undefined
+  const accept = request.headers.accept
+  return typeof accept === 'string' && accept.includes('text/html') ? page : undefined
+}
+
+function upstreamError(error: unknown): GatewayError {
+  const e = error as { statusCode?: number; code?: string; cause?: { code?: string } }
+  const timedOut =
+    e.statusCode === 504 || e.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || e.code === 'FST_REPLY_FROM_CONNECT_TIMEOUT' ||
+    e.cause?.code === 'UND_ERR_HEADERS_TIMEOUT' || e.cause?.code === 'UND_ERR_CONNECT_TIMEOUT' || e.cause?.code === 'UND_ERR_BODY_TIMEOUT'
+  return new GatewayError(timedOut ? 'gateway_timeout' : 'bad_gateway')
+}
+
+/** The catch-all handler: route match -> auth -> proxy, one way. */
+export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
+  return async function proxy(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
+    const rt = current()
+    const match = matchRoute(rt, request.url)
+    const route = match.route.config
+    request.routeName = route.name
+    let authorised: Awaited<ReturnType<typeof authorise>>
+    try {
+      authorised = await authorise(request, rt, match)
+    } catch (err) {
+      if (err instanceof GatewayError) {
+        metrics.denials.inc({ reason: err.code })
+        if (err.statusCode === 401) {
+          const page = wantsLoginPage(request, rt)
+          if (page) return reply.redirect(page, 302)
+          if (request.cookies[rt.cookies.access] !== undefined || request.cookies[rt.cookies.refresh] !== undefined) {
+            reply.header('set-cookie', clearedCookies(rt.config))
+          }
+        }
+      } else metrics.storeErrors.inc()
+      throw err
+    }
+    if (authorised.auth?.rotated) reply.header('set-cookie', sessionCookies(rt.config, authorised.auth.rotated))
+    const injected = Object.keys(route.headers)
+    const trusted = trustsPeer(request.socket.remoteAddress)
+    const started = process.hrtime.bigint()
+    return reply.from(match.route.upstreamOrigin + match.upstreamPath, {
+      timeout: route.timeout,
+      rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, injected, authorised.identity, trusted),
+      rewriteHeaders: (headers) => {
+        metrics.upstreamLatency.observe({ route: route.name }, Number(process.hrtime.bigint() - started) / 1e9)
+        return withoutHopByHop(headers)
+      },
+      onError: (errorReply, { error }) => {
+        errorReply.request.log.warn({ err: error, route: route.name }, 'upstream failed')
+        sendError(errorReply as FastifyReply, upstreamError(error))
+      },
+    })
+  }
+}

@@ -1,0 +1,62 @@
+import type { FastifyRequest } from 'fastify'
+import type { IncomingHttpHeaders } from 'node:http'
+import { cookieHeaderWithout, type CookieNames } from '../auth/cookies.js'
+
+/** Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials: never forwarded. */
+const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate']
+
+export interface UpstreamIdentity {
+  /** The access token to forward as `Authorization: Bearer`, or undefined for anonymous requests. */
+  token: string | undefined
+  /** Identity headers filled from the claims (lower-case names). */
+  headers: Record<string, string>
+}
+
+/**
+ * The headers the upstream receives. The gateway's cookies, client copies of the route's injected headers,
+ * hop-by-hop headers (and those named in Connection) and, on authenticated routes, the client's Authorization
+ * are removed; the verified Bearer, the identity headers and X-Forwarded-For/-Proto/-Host are added.
+ */
+export function upstreamHeaders(
+  request: FastifyRequest,
+  headers: IncomingHttpHeaders,
+  names: CookieNames,
+  injectedNames: readonly string[],
+  identity: UpstreamIdentity | 'public',
+  trustedPeer: boolean,
+): IncomingHttpHeaders {
+  const out: IncomingHttpHeaders = { ...headers }
+  const connection = request.headers.connection
+  if (typeof connection === 'string') {
+    for (const name of connection.split(',')) delete out[name.trim().toLowerCase()]
+  }
+  for (const name of HOP_BY_HOP) delete out[name]
+  for (const name of injectedNames) delete out[name.toLowerCase()]
+  const cookie = cookieHeaderWithout(request.headers.cookie, names)
+  if (cookie === undefined) delete out.cookie
+  else out.cookie = cookie
+  if (identity !== 'public') {
+    delete out.authorization
+    if (identity.token !== undefined) out.authorization = `Bearer ${identity.token}`
+    Object.assign(out, identity.headers)
+  }
+  const peer = request.socket.remoteAddress ?? ''
+  const prior = (name: string): string | undefined => {
+    const value = trustedPeer ? request.headers[name] : undefined
+    return typeof value === 'string' && value !== '' ? value : undefined
+  }
+  const priorFor = prior('x-forwarded-for')
+  out['x-forwarded-for'] = priorFor === undefined ? peer : `${priorFor}, ${peer}`
+  out['x-forwarded-proto'] = prior('x-forwarded-proto') ?? ((request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http')
+  out['x-forwarded-host'] = prior('x-forwarded-host') ?? request.headers.host ?? ''
+  return out
+}
+
+/** Response headers from the upstream, less its hop-by-hop ones (and those its Connection header names). */
+export function withoutHopByHop<T extends Record<string, unknown>>(headers: T): T {
+  const out: Record<string, unknown> = { ...headers }
+  const connection = out.connection
+  if (typeof connection === 'string') for (const name of connection.split(',')) delete out[name.trim().toLowerCase()]
+  for (const name of HOP_BY_HOP) delete out[name]
+  return out as T
+}

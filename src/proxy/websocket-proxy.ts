@@ -1,0 +1,83 @@
+import type { IncomingMessage } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { fastifyCookie } from '@fastify/cookie'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import { WebSocket, WebSocketServer } from 'ws'
+import { GatewayError, StoreUnavailableError } from '../errors.js'
+import type { Runtime } from '../server/runtime.js'
+import { toGatewayError } from '../http/send-error.js'
+import { authorise, matchRoute } from './proxy-handler.js'
+import { upstreamHeaders } from './upstream-headers.js'
+
+const WS_HANDSHAKE_HEADERS = ['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept', 'host', 'content-length']
+
+function refuse(socket: Duplex, error: GatewayError): void {
+  const body = JSON.stringify(error.toJSON())
+  const extra = Object.entries(error.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+  socket.end(
+    `HTTP/1.1 ${error.statusCode} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
+  )
+}
+
+/**
+ * WebSocket upgrades on routes with `websocket: true`: the same route match and auth as HTTP requests
+ * (plus an Origin check in cookie mode, against cross-site WebSocket hijacking), then frames are relayed
+ * both ways with the `ws` library.
+ */
+export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBaseLogger, trustsPeer: (a: string | undefined) => boolean) {
+  const wss = new WebSocketServer({ noServer: true })
+  return async function onUpgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy())
+    const rt = current()
+    try {
+      const match = matchRoute(rt, raw.url ?? '/')
+      if (!match.route.config.websocket) throw new GatewayError('not_found', 'This route does not accept WebSocket upgrades.')
+      const request = {
+        headers: raw.headers,
+        cookies: fastifyCookie.parse(raw.headers.cookie ?? ''),
+        method: 'GET',
+        url: raw.url,
+        socket: raw.socket,
+      } as unknown as FastifyRequest
+      const { identity, auth } = await authorise(request, rt, match)
+      if (auth?.mode === 'cookie' && !sameOrigin(raw, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
+      const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, Object.keys(match.route.config.headers), identity, trustsPeer(raw.socket.remoteAddress))
+      for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
+      const target = match.route.upstreamOrigin.replace(/^http/, 'ws') + match.upstreamPath
+      const protocols = raw.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim())
+      delete headers['sec-websocket-protocol']
+      const upstream = new WebSocket(target, protocols, { headers: headers as Record<string, string>, handshakeTimeout: match.route.config.timeout })
+      upstream.once('error', (err) => {
+        log.warn({ err: { message: err.message }, route: match.route.config.name }, 'websocket upstream failed')
+        if (socket.writable && !socket.destroyed) refuse(socket, new GatewayError('bad_gateway'))
+      })
+      upstream.once('open', () => {
+        wss.handleUpgrade(raw, socket, head, (client) => relay(client, upstream))
+      })
+    } catch (err) {
+      if (!(err instanceof GatewayError) && !(err instanceof StoreUnavailableError)) log.error({ err }, 'websocket upgrade failed')
+      refuse(socket, toGatewayError(err))
+    }
+  }
+}
+
+function sameOrigin(raw: IncomingMessage, allowed: readonly string[]): boolean {
+  const origin = raw.headers.origin
+  if (origin === undefined) return true
+  if (allowed.includes(origin)) return true
+  try {
+    return new URL(origin).host === raw.headers.host
+  } catch {
+    return false
+  }
+}
+
+function relay(client: WebSocket, upstream: WebSocket): void {
+  client.on('message', (data, isBinary) => upstream.readyState === WebSocket.OPEN && upstream.send(data, { binary: isBinary }))
+  upstream.on('message', (data, isBinary) => client.readyState === WebSocket.OPEN && client.send(data, { binary: isBinary }))
+  const closeCode = (code: number) => (code >= 1000 && code <= 4999 && code !== 1005 && code !== 1006 ? code : 1011)
+  client.on('close', (code, reason) => upstream.close(closeCode(code), reason))
+  upstream.on('close', (code, reason) => client.close(closeCode(code), reason))
+  client.on('error', () => upstream.terminate())
+  upstream.on('error', () => client.terminate())
+}

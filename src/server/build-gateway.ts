@@ -1,0 +1,136 @@
+import { fastifyCookie } from '@fastify/cookie'
+import replyFrom from '@fastify/reply-from'
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import type { LoadedConfig } from '../config/load.js'
+import { GatewayError } from '../errors.js'
+import { authEndpoints } from '../http/auth-endpoints.js'
+import { sendError } from '../http/send-error.js'
+import { proxyHandler } from '../proxy/proxy-handler.js'
+import { trustedProxies } from '../proxy/trusted-proxies.js'
+import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
+import { createSessionStore } from '../session-store/create-store.js'
+import type { SessionStore } from '../session-store/session-store.js'
+import { RevocationCache } from '../sessions/revocation-cache.js'
+import { loggerOptions } from './logger.js'
+import { Metrics } from './metrics.js'
+import { buildRuntime, logReloadIgnored, restartOnlyChanges, type Runtime } from './runtime.js'
+
+export interface Gateway {
+  app: FastifyInstance
+  store: SessionStore
+  metrics: Metrics
+  /** The configuration in force. */
+  current(): Runtime
+  /** Swaps in a new configuration (routes, keys, users, rules) without dropping connections. */
+  reload(loaded: LoadedConfig): Promise<void>
+}
+
+export interface GatewayOptions {
+  logger?: FastifyServerOptions['logger']
+  /** Use this store instead of the configured one (tests). The gateway then does not close it. */
+  store?: SessionStore
+}
+
+/** How long /readyz waits for the store. */
+const READY_TIMEOUT_MS = 1000
+
+/** Builds the gateway: config -> route match -> auth -> proxy, plus the auth endpoints and probes. */
+export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions = {}): Promise<Gateway> {
+  const { config } = loaded
+  const app = Fastify({
+    logger: options.logger ?? loggerOptions(),
+    bodyLimit: config.server.bodyLimit,
+    trustProxy: config.server.trustProxy === false ? false : config.server.trustProxy,
+    return503OnClosing: true,
+    requestTimeout: 120_000,
+    http: { headersTimeout: 10_000, connectionsCheckingInterval: 1000, maxHeaderSize: 16_384 },
+    routerOptions: { maxParamLength: 8192 },
+    frameworkErrors: (error, _request, reply) => {
+      sendError(reply, new GatewayError('invalid_path', `The request is malformed: ${error.message}`))
+    },
+  } as FastifyServerOptions)
+
+  const metrics = new Metrics()
+  const store = options.store ?? createSessionStore(config.redis, app.log)
+  let revocationCache: RevocationCache | undefined
+  if (config.redis.revocationCache) {
+    revocationCache = new RevocationCache(store)
+    await revocationCache.start()
+    app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
+  }
+  if (config.redis.onOutage === 'verify-only') {
+    app.log.warn('redis.onOutage is verify-only: while the store is unreachable, valid signatures are accepted without the revocation check')
+  }
+  let runtime = await buildRuntime(loaded, store, metrics, revocationCache)
+  const current = () => runtime
+  const trustsPeer = trustedProxies(config.server.trustProxy)
+
+  app.setErrorHandler((error, _request, reply) => {
+    sendError(reply, error)
+  })
+  app.setNotFoundHandler((_request, reply) => {
+    sendError(reply, new GatewayError('not_found'))
+  })
+  app.addHook('onResponse', async (request, reply) => {
+    metrics.requests.inc({ route: request.routeName ?? 'gateway', status: String(reply.statusCode) })
+  })
+
+  await app.register(fastifyCookie)
+  await app.register(replyFrom, {
+    disableRequestLogging: true,
+    undici: { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000 },
+  })
+
+  // Gateway endpoints parse JSON bodies (bounded by server.bodyLimit); an empty body is no body.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') done(null, undefined)
+    else parseJson(request, body as string, done)
+  })
+  await app.register(authEndpoints, { prefix: config.login.path, current, metrics })
+
+  app.get('/.well-known/jwks.json', async (_request, reply) =>
+    reply.header('cache-control', 'public, max-age=300').send(runtime.loaded.keys.publicJwks),
+  )
+  app.get('/healthz', async () => ({ status: 'ok' }))
+  app.get('/readyz', async (_request, reply) => {
+    try {
+      await Promise.race([
+        store.ping(),
+        new Promise((_, reject) => setTimeout(() => reject(new Error('timeout')), READY_TIMEOUT_MS).unref()),
+      ])
+      return { status: 'ready', store: store.kind }
+    } catch {
+      return reply.code(503).header('retry-after', '2').send({ error: 'session_store_unavailable', message: 'The session store does not answer.' })
+    }
+  })
+  app.get('/metrics', async (_request, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  )
+
+  // Proxied traffic: bodies stream through untouched (no parsing, no bodyLimit), in both directions.
+  await app.register(async (proxied) => {
+    proxied.removeAllContentTypeParsers()
+    proxied.addContentTypeParser('*', (_request, _payload, done) => done(null))
+    proxied.all('/*', proxyHandler({ current, metrics, trustsPeer }))
+  })
+
+  const onUpgrade = websocketUpgradeHandler(current, app.log, trustsPeer)
+  app.server.on('upgrade', (req, socket, head) => void onUpgrade(req, socket, head))
+
+  app.addHook('onClose', async () => {
+    if (!options.store) await store.close()
+  })
+
+  return {
+    app,
+    store,
+    metrics,
+    current,
+    async reload(next: LoadedConfig) {
+      logReloadIgnored(app.log, restartOnlyChanges(runtime.config, next.config))
+      runtime = await buildRuntime({ ...next, config: { ...next.config, server: config.server, redis: config.redis, login: { ...next.config.login, path: config.login.path } } }, store, metrics, revocationCache)
+      app.log.info({ routes: runtime.routes.size }, 'configuration reloaded')
+    },
+  }
+}

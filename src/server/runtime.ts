@@ -1,0 +1,70 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { LoadedConfig } from '../config/load.js'
+import type { GatewayConfig } from '../config/schema.js'
+import { cookieNames, type CookieNames } from '../auth/cookies.js'
+import { LoginRateLimit } from '../auth/login-rate-limit.js'
+import { createLoginProvider, type LoginProvider } from '../auth/login-providers.js'
+import { RouteTable } from '../routing/route-table.js'
+import type { SessionStore } from '../session-store/session-store.js'
+import { RevocationCache } from '../sessions/revocation-cache.js'
+import { Sessions } from '../sessions/sessions.js'
+import type { Metrics } from './metrics.js'
+
+/**
+ * Everything a request needs, built from one configuration. A reload builds a new one and swaps it in
+ * whole; a request in flight keeps the one it started with.
+ */
+export interface Runtime {
+  config: GatewayConfig
+  loaded: LoadedConfig
+  routes: RouteTable
+  sessions: Sessions
+  cookies: CookieNames
+  login: LoginProvider
+  rateLimit: LoginRateLimit
+}
+
+export async function buildRuntime(
+  loaded: LoadedConfig,
+  store: SessionStore,
+  metrics: Metrics,
+  revocationCache: RevocationCache | undefined,
+): Promise<Runtime> {
+  const { config } = loaded
+  const sessions = new Sessions(
+    store,
+    loaded.keys,
+    config,
+    {
+      onRefresh: (outcome) => {
+        metrics.refreshes.inc({ result: outcome })
+        if (outcome === 'reused') metrics.reuseDetections.inc()
+      },
+      onDenied: (reason) => metrics.denials.inc({ reason }),
+    },
+    revocationCache,
+  )
+  return {
+    config,
+    loaded,
+    routes: new RouteTable(config.routes),
+    sessions,
+    cookies: cookieNames(config.cookies),
+    login: await createLoginProvider(config, loaded.users),
+    rateLimit: new LoginRateLimit(store, config.login.rateLimit),
+  }
+}
+
+/** Settings that a reload cannot change in a running process (they need a restart). */
+export function restartOnlyChanges(before: GatewayConfig, after: GatewayConfig): string[] {
+  const changed: string[] = []
+  const same = (a: unknown, b: unknown) => JSON.stringify(a) === JSON.stringify(b)
+  if (!same(before.server, after.server)) changed.push('server')
+  if (!same(before.redis, after.redis)) changed.push('redis')
+  if (before.login.path !== after.login.path) changed.push('login.path')
+  return changed
+}
+
+export function logReloadIgnored(log: FastifyBaseLogger, fields: string[]): void {
+  if (fields.length > 0) log.warn({ fields }, 'reload: these settings only take effect after a restart')
+}

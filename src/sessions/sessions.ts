@@ -1,0 +1,180 @@
+import type { GatewayConfig } from '../config/schema.js'
+import { GatewayError, StoreUnavailableError } from '../errors.js'
+import type { SessionRecord, SessionStore } from '../session-store/session-store.js'
+import { AccessTokenIssuer, jtiForRefreshToken } from '../tokens/access-token.js'
+import { AccessTokenVerifier, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import type { KeyRing } from '../tokens/keys.js'
+import {
+  hashRefreshToken,
+  newSessionId,
+  openSuccessor,
+  RefreshTokens,
+  sealSuccessor,
+} from '../tokens/refresh-token.js'
+import type { RevocationCache } from './revocation-cache.js'
+
+/** What a login or a refresh hands to the client. */
+export interface SessionTokens {
+  sid: string
+  sub: string
+  claims: Record<string, unknown>
+  accessToken: string
+  /** Epoch ms. */
+  accessExpiresAt: number
+  refreshToken: string
+  /** When the refresh token dies if unused (idle expiry, capped by the absolute one), epoch ms. */
+  sessionExpiresAt: number
+}
+
+export interface SessionEvents {
+  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'expired' | 'invalid'): void
+  onDenied?(reason: string): void
+}
+
+/**
+ * Sessions: logins, one-time-use refresh rotation (single flight per process, reuse grace across
+ * instances), reuse detection, access-token checks and logout. The only code that both mints tokens and
+ * talks to the store.
+ */
+export class Sessions {
+  readonly verifier: AccessTokenVerifier
+  private readonly issuer: AccessTokenIssuer
+  private readonly refreshTokens: RefreshTokens
+  private readonly inFlight = new Map<string, Promise<SessionTokens>>()
+
+  constructor(
+    readonly store: SessionStore,
+    keys: KeyRing,
+    private readonly config: GatewayConfig,
+    private readonly events: SessionEvents = {},
+    private readonly revocationCache?: RevocationCache,
+  ) {
+    this.verifier = new AccessTokenVerifier(keys, config.tokens)
+    this.issuer = new AccessTokenIssuer(keys, config.tokens)
+    this.refreshTokens = new RefreshTokens(keys)
+  }
+
+  /** A new family, whatever the client held before (no session fixation). */
+  async start(sub: string, claims: Record<string, unknown>): Promise<SessionTokens> {
+    const sid = newSessionId()
+    const refreshToken = this.refreshTokens.mint(sid, 0)
+    const t = this.config.tokens
+    const session = await this.store.createSession({
+      sid, sub, claims, refreshHash: hashRefreshToken(refreshToken), idleTtlMs: t.refreshIdleTtl, absoluteTtlMs: t.refreshAbsoluteTtl,
+    })
+    return this.tokensFor(session, refreshToken)
+  }
+
+  /** Rotates a refresh token. Concurrent calls with the same token in this process share one rotation. */
+  refresh(refreshToken: string): Promise<SessionTokens> {
+    const running = this.inFlight.get(refreshToken)
+    if (running) return running
+    const rotation = this.rotate(refreshToken).finally(() => this.inFlight.delete(refreshToken))
+    this.inFlight.set(refreshToken, rotation)
+    return rotation
+  }
+
+  private async rotate(refreshToken: string): Promise<SessionTokens> {
+    const parsed = this.refreshTokens.parse(refreshToken)
+    if (!parsed) {
+      this.events.onRefresh?.('invalid')
+      throw new GatewayError('session_expired', 'The refresh token is not valid; log in again.')
+    }
+    const successor = this.refreshTokens.mint(parsed.sid, parsed.gen + 1)
+    const result = await this.store.rotate({
+      sid: parsed.sid,
+      presentedHash: hashRefreshToken(refreshToken),
+      presentedGen: parsed.gen,
+      nextHash: hashRefreshToken(successor),
+      sealedSuccessor: sealSuccessor(successor, refreshToken),
+      idleTtlMs: this.config.tokens.refreshIdleTtl,
+      graceMs: this.config.tokens.reuseGrace,
+    })
+    this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind)
+    switch (result.kind) {
+      case 'rotated':
+        return this.tokensFor(result.session, successor)
+      case 'grace': {
+        const earlier = openSuccessor(result.sealedSuccessor, refreshToken)
+        if (earlier === undefined) throw new GatewayError('session_expired')
+        return this.tokensFor(result.session, earlier)
+      }
+      case 'reused':
+      case 'revoked':
+        this.revocationCache?.revokeSession(parsed.sid)
+        throw new GatewayError('refresh_token_reused')
+      default:
+        throw new GatewayError('session_expired')
+    }
+  }
+
+  /**
+   * The access token of a generation is fixed (jti from the refresh token, iat from the rotation time), so a
+   * reuse-grace answer repeats the same pair.
+   */
+  private async tokensFor(session: SessionRecord, refreshToken: string): Promise<SessionTokens> {
+    const access = await this.issuer.issue(
+      { sub: session.sub, sid: session.sid, claims: session.claims },
+      session.rotatedAt,
+      jtiForRefreshToken(refreshToken),
+    )
+    return {
+      sid: session.sid, sub: session.sub, claims: session.claims,
+      accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),
+      refreshToken, sessionExpiresAt: Math.min(session.idleExpiresAt, session.absoluteExpiresAt),
+    }
+  }
+
+  /**
+   * A verified, not denied, not revoked access token; TokenRefusedError otherwise.
+   * StoreUnavailableError when the store cannot say (unless onOutage is verify-only).
+   */
+  async authenticate(token: string): Promise<VerifiedAccessToken> {
+    const verified = await this.verifier.verify(token)
+    const state = await this.accessState(verified)
+    if (state !== 'ok') {
+      this.events.onDenied?.(state)
+      throw new TokenRefusedError(state)
+    }
+    return verified
+  }
+
+  private async accessState(token: VerifiedAccessToken): Promise<string> {
+    if (this.revocationCache) return this.revocationCache.state(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
+    try {
+      return await this.store.checkAccess(token.sid, token.jti)
+    } catch (err) {
+      if (err instanceof StoreUnavailableError && this.config.redis.onOutage === 'verify-only') return 'ok'
+      throw err
+    }
+  }
+
+  async session(sid: string): Promise<SessionRecord | undefined> {
+    return this.store.getSession(sid)
+  }
+
+  /** The sid a refresh token names, when the gateway issued it. */
+  sidOfRefreshToken(token: string): string | undefined {
+    return this.refreshTokens.parse(token)?.sid
+  }
+
+  /** Logout: the family ends and the presented access token's jti is denied until its exp. */
+  async logout(access: VerifiedAccessToken | undefined, refreshToken: string | undefined): Promise<void> {
+    const sids = new Set<string>()
+    if (access) {
+      sids.add(access.sid)
+      await this.store.denyAccessToken(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
+      this.revocationCache?.denyJti(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
+    }
+    const refreshSid = refreshToken === undefined ? undefined : this.sidOfRefreshToken(refreshToken)
+    if (refreshSid) sids.add(refreshSid)
+    for (const sid of sids) {
+      await this.store.deleteSession(sid)
+      this.revocationCache?.revokeSession(sid)
+    }
+  }
+
+  async logoutAll(sub: string): Promise<number> {
+    return this.store.deleteSessionsOf(sub)
+  }
+}

@@ -1,0 +1,100 @@
+import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose'
+import { LRUCache } from 'lru-cache'
+import type { GatewayConfig } from '../config/schema.js'
+import { ACCESS_TOKEN_TYPE } from './access-token.js'
+import type { KeyRing } from './keys.js'
+
+export interface VerifiedAccessToken {
+  token: string
+  sub: string
+  sid: string
+  jti: string
+  /** Epoch milliseconds. */
+  expiresAt: number
+  payload: JWTPayload
+}
+
+/** Why a token was refused; never shown to clients in detail (they get 401), logged at debug level. */
+export class TokenRefusedError extends Error {
+  readonly code = 'token_refused'
+  constructor(readonly reason: string) {
+    super(`access token refused: ${reason}`)
+    this.name = 'TokenRefusedError'
+  }
+}
+
+/** Tokens are small; anything larger is refused before any parsing. */
+export const MAX_TOKEN_LENGTH = 8192
+const JWS_COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
+const FORBIDDEN_HEADERS = ['jku', 'x5u', 'jwk', 'x5c', 'crit', 'b64', 'zip', 'enc'] as const
+
+/**
+ * Verifies access tokens: the configured algorithm only, a known `kid`, `typ: at+jwt`, no key-carrying or
+ * `crit` headers, then signature, `iss`, `aud`, `exp`, `nbf` (with clockTolerance) and the required claims.
+ * A verified token is cached (keyed by the whole token, never past its `exp`) so its signature is checked once
+ * per instance; a new verifier, with an empty cache, is made on every key reload.
+ */
+export class AccessTokenVerifier {
+  private readonly cache = new LRUCache<string, VerifiedAccessToken>({ max: 50_000 })
+  private readonly toleranceMs: number
+
+  constructor(
+    private readonly keys: KeyRing,
+    private readonly tokens: GatewayConfig['tokens'],
+  ) {
+    this.toleranceMs = tokens.clockTolerance
+  }
+
+  /** Refuses or returns the token; `allowExpired` serves logout, which must deny a just-expired token too. */
+  async verify(token: string, now = Date.now()): Promise<VerifiedAccessToken> {
+    const cached = this.cache.get(token)
+    if (cached) {
+      if (cached.expiresAt + this.toleranceMs <= now) {
+        this.cache.delete(token)
+        throw new TokenRefusedError('expired')
+      }
+      return cached
+    }
+    const verified = await this.verifyUncached(token, now)
+    this.cache.set(token, verified)
+    return verified
+  }
+
+  private async verifyUncached(token: string, now: number): Promise<VerifiedAccessToken> {
+    if (token.length > MAX_TOKEN_LENGTH) throw new TokenRefusedError('too large')
+    if (!JWS_COMPACT.test(token)) throw new TokenRefusedError('not a compact JWS (three base64url parts)')
+    let header: ReturnType<typeof decodeProtectedHeader>
+    try {
+      header = decodeProtectedHeader(token)
+    } catch {
+      throw new TokenRefusedError('malformed header')
+    }
+    if (header.alg !== this.tokens.algorithm) throw new TokenRefusedError(`algorithm ${String(header.alg)} not allowed`)
+    if (typeof header.typ !== 'string' || header.typ.toLowerCase().replace(/^application\//, '') !== ACCESS_TOKEN_TYPE) {
+      throw new TokenRefusedError('not an access token (typ)')
+    }
+    for (const name of FORBIDDEN_HEADERS) if (name in header) throw new TokenRefusedError(`header ${name} not allowed`)
+    const key = typeof header.kid === 'string' ? this.keys.byKid.get(header.kid) : undefined
+    if (!key) throw new TokenRefusedError('unknown kid')
+    let payload: JWTPayload
+    try {
+      ;({ payload } = await jwtVerify(token, key.publicKey, {
+        algorithms: [this.tokens.algorithm],
+        issuer: this.tokens.issuer,
+        audience: this.tokens.audience,
+        clockTolerance: Math.floor(this.toleranceMs / 1000),
+        typ: ACCESS_TOKEN_TYPE,
+        requiredClaims: ['iss', 'aud', 'sub', 'iat', 'exp', 'jti', 'sid'],
+        currentDate: new Date(now),
+      }))
+    } catch (err) {
+      if (err instanceof joseErrors.JOSEError) throw new TokenRefusedError(err.code)
+      throw new TokenRefusedError('unverifiable')
+    }
+    const { sub, sid, jti, exp } = payload
+    if (typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' || typeof exp !== 'number') {
+      throw new TokenRefusedError('claims of the wrong type')
+    }
+    return { token, sub, sid, jti, expiresAt: exp * 1000, payload }
+  }
+}

@@ -1,0 +1,53 @@
+import { createHash, randomBytes } from 'node:crypto'
+import { SignJWT } from 'jose'
+import type { GatewayConfig } from '../config/schema.js'
+import type { KeyRing } from './keys.js'
+
+export const ACCESS_TOKEN_TYPE = 'at+jwt'
+
+export interface IssuedAccessToken {
+  token: string
+  jti: string
+  /** Epoch milliseconds (whole seconds, as in the token). */
+  expiresAt: number
+}
+
+export interface AccessTokenSubject {
+  sub: string
+  sid: string
+  claims: Record<string, unknown>
+}
+
+/** Signs RFC 9068 access tokens with the first key of the ring. */
+export class AccessTokenIssuer {
+  constructor(
+    private readonly keys: KeyRing,
+    private readonly tokens: GatewayConfig['tokens'],
+  ) {}
+
+  /**
+   * `issuedAt` and `jti` may be fixed by the caller so that the same rotation always yields the same token
+   * (the reuse-grace answer repeats the successor pair).
+   */
+  async issue(subject: AccessTokenSubject, issuedAt = Date.now(), jti = randomBytes(16).toString('base64url')): Promise<IssuedAccessToken> {
+    const iat = Math.floor(issuedAt / 1000)
+    const exp = iat + Math.ceil(this.tokens.accessTtl / 1000)
+    const key = this.keys.signing
+    const token = await new SignJWT({ ...subject.claims, sid: subject.sid })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYPE })
+      .setIssuer(this.tokens.issuer)
+      .setAudience(this.tokens.audience)
+      .setSubject(subject.sub)
+      .setIssuedAt(iat)
+      .setNotBefore(iat)
+      .setExpirationTime(exp)
+      .setJti(jti)
+      .sign(key.privateKey)
+    return { token, jti, expiresAt: exp * 1000 }
+  }
+}
+
+/** The jti of the access token that accompanies a refresh token: fixed, so grace answers repeat it. */
+export function jtiForRefreshToken(refreshToken: string): string {
+  return createHash('sha256').update(`jti:${refreshToken}`).digest().subarray(0, 16).toString('base64url')
+}
