@@ -5,7 +5,7 @@ const DURATION = /^(\d+)(ms|s|m|h|d)$/
 /** Milliseconds for a duration, or undefined when it is not one. */
 export function parseDuration(value: unknown): number | undefined {
   if (typeof value === 'number') {
-    return Number.isSafeInteger(value) && value >= 0 ? value * 1000 : undefined
+    return Number.isSafeInteger(value) && value >= 0 && Number.isSafeInteger(value * 1000) ? value * 1000 : undefined
   }
   if (typeof value !== 'string') return undefined
   const text = value.trim()

@@ -1,0 +1,379 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import fc from 'fast-check'
+import t, { type Test } from 'tap'
+import { hashPassword } from '../src/auth/password.js'
+import { parseDuration } from '../src/config/duration.js'
+import { configFileFrom, loadConfig, type LoadedConfig } from '../src/config/load.js'
+import { normalisePath } from '../src/routing/normalise-path.js'
+import { ConfigError, type ConfigProblem } from '../src/errors.js'
+import { generatePrivateJwk } from '../src/tokens/keys.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'sg-config-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+
+let counter = 0
+let usersFile = ''
+let keysFile = ''
+
+t.before(async () => {
+  usersFile = join(dir, 'users.yaml')
+  const hash = await hashPassword('pw', 10)
+  writeFileSync(usersFile, `users:\n  - username: alice\n    password: "${hash}"\n`)
+  keysFile = join(dir, 'keys.jwks.json')
+  writeFileSync(keysFile, JSON.stringify({ keys: [await generatePrivateJwk('EdDSA')] }))
+})
+
+/** Writes a YAML file whose text is given as-is; `login.users` is added unless the text has a `login:` section. */
+function yamlFile(text: string, options: { withUsers?: boolean } = {}): string {
+  const file = join(dir, `config-${++counter}.yaml`)
+  const users = options.withUsers === false || /^login:/m.test(text) ? '' : `\nlogin:\n  users: ${usersFile}\n`
+  writeFileSync(file, `${text}\n${users}`)
+  return file
+}
+
+async function load(text: string, env: NodeJS.ProcessEnv = {}): Promise<LoadedConfig> {
+  return loadConfig(yamlFile(text), env)
+}
+
+/** The problems loading this YAML reports (fails the test if it loads). */
+async function problemsOf(t: Test, text: string, env: NodeJS.ProcessEnv = {}): Promise<ConfigProblem[]> {
+  try {
+    await load(text, env)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems
+    throw err
+  }
+  t.fail('the configuration was accepted')
+  return []
+}
+
+const lines = (problems: ConfigProblem[]) => problems.map((p) => `${p.path}: ${p.message}`)
+
+t.test('defaults', async (t) => {
+  const { config, keys, users } = await load(`routes:\n  - name: api\n    prefix: /api\n    upstream: http://127.0.0.1:4001`)
+  t.same(config.server, { host: '0.0.0.0', port: 8080, trustProxy: false, bodyLimit: 1_048_576 })
+  t.equal(config.redis.url, undefined, 'no redis url: the in-process store')
+  t.equal(config.redis.keyPrefix, 'sg:')
+  t.equal(config.redis.onOutage, 'fail-closed')
+  t.equal(config.tokens.algorithm, 'EdDSA')
+  t.equal(config.tokens.keys, 'ephemeral')
+  t.equal(config.tokens.accessTtl, 15 * 60_000)
+  t.equal(config.tokens.refreshIdleTtl, 7 * 86_400_000)
+  t.equal(config.tokens.refreshAbsoluteTtl, 30 * 86_400_000)
+  t.equal(config.tokens.refreshAhead, 60_000)
+  t.equal(config.tokens.reuseGrace, 10_000)
+  t.equal(config.tokens.clockTolerance, 5_000)
+  t.equal(config.cookies.secure, true)
+  t.equal(config.cookies.sameSite, 'lax')
+  t.same(config.csrf, { mode: 'header', allowedOrigins: [] })
+  t.equal(config.login.path, '/auth')
+  t.equal(config.login.provider, 'users')
+  t.same(config.login.rateLimit, { max: 10, window: 60_000 })
+  t.equal(config.watch, false)
+  const route = config.routes[0]!
+  t.equal(route.auth, 'required', 'routes are protected unless they say otherwise')
+  t.equal(route.websocket, false)
+  t.equal(route.timeout, 30_000)
+  t.same(route.headers, {})
+  t.equal(keys.ephemeral, true, 'no key file: an in-memory key')
+  t.ok(users?.has('alice'), 'the users file was read')
+})
+
+t.test('a key file written by keygen is loaded', async (t) => {
+  const { keys } = await load(`tokens:\n  keys: ${keysFile}`)
+  t.equal(keys.ephemeral, false)
+  t.equal(keys.publicJwks.keys.length, 1)
+  t.notOk('d' in keys.publicJwks.keys[0]!, 'the published set has no private part')
+})
+
+t.test('durations', async (t) => {
+  const { config } = await load(
+    [
+      'tokens:',
+      '  accessTtl: 15m',
+      '  refreshIdleTtl: 7d',
+      '  refreshAhead: 30s',
+      '  reuseGrace: 20',
+      '  clockTolerance: "3"',
+      'routes:',
+      '  - name: a',
+      '    prefix: /a',
+      '    upstream: http://127.0.0.1:1',
+      '    timeout: 500ms',
+    ].join('\n'),
+  )
+  t.equal(config.tokens.accessTtl, 900_000, '15m')
+  t.equal(config.tokens.refreshIdleTtl, 604_800_000, '7d')
+  t.equal(config.tokens.refreshAhead, 30_000, '30s')
+  t.equal(config.tokens.reuseGrace, 20_000, 'an integer is seconds')
+  t.equal(config.tokens.clockTolerance, 3_000, 'a string of digits is seconds')
+  t.equal(config.routes[0]!.timeout, 500, '500ms')
+
+  for (const bad of ['10x', '1.5s', '-5s', '5 s', 's', '""', '1.5', '-3', 'true', '[1]', '99999999999999999999d']) {
+    const problems = await problemsOf(t, `routes:\n  - name: a\n    prefix: /a\n    upstream: http://127.0.0.1:1\n    timeout: ${bad}`)
+    t.match(lines(problems), [/^routes\[0\]\.timeout: must be a duration/], `timeout: ${bad} is refused with its path`)
+  }
+  const problems = await problemsOf(t, 'tokens:\n  accessTtl: 10 minutes\n  reuseGrace: 1w')
+  t.same(
+    problems.map((p) => p.path).sort(),
+    ['tokens.accessTtl', 'tokens.reuseGrace'],
+    'every malformed duration is reported, each with its own path',
+  )
+})
+
+t.test('parseDuration', async (t) => {
+  t.equal(parseDuration('500ms'), 500)
+  t.equal(parseDuration('30s'), 30_000)
+  t.equal(parseDuration('15m'), 900_000)
+  t.equal(parseDuration('2h'), 7_200_000)
+  t.equal(parseDuration('7d'), 604_800_000)
+  t.equal(parseDuration(45), 45_000)
+  t.equal(parseDuration('45'), 45_000)
+  t.equal(parseDuration(0), 0)
+  t.equal(parseDuration(9_007_199_254_741), undefined, 'seconds whose milliseconds are not a safe integer are refused')
+  t.equal(parseDuration('9007199254741'), undefined)
+  for (const bad of ['', '1.5s', '-1s', '1S', '1 s', 'ms', '1sec', '0x10', '1e3', 1.5, -1, NaN, Infinity, null, undefined, {}, [], true]) {
+    t.equal(parseDuration(bad), undefined, `${JSON.stringify(bad)} is not a duration`)
+  }
+})
+
+t.test('parseDuration properties', async (t) => {
+  fc.assert(
+    fc.property(fc.anything(), (value) => {
+      const ms = parseDuration(value)
+      return ms === undefined || (Number.isSafeInteger(ms) && ms >= 0)
+    }),
+    { numRuns: 2000 },
+  )
+  fc.assert(
+    fc.property(fc.string(), (value) => {
+      const ms = parseDuration(value)
+      return ms === undefined || (Number.isSafeInteger(ms) && ms >= 0)
+    }),
+    { numRuns: 2000 },
+  )
+  const units = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
+  fc.assert(
+    fc.property(fc.nat({ max: 1_000_000 }), fc.constantFrom(...(Object.keys(units) as (keyof typeof units)[])), (n, unit) => {
+      return parseDuration(`${n}${unit}`) === n * units[unit]
+    }),
+  )
+  fc.assert(fc.property(fc.nat({ max: 1_000_000_000 }), (n) => parseDuration(n) === n * 1000 && parseDuration(String(n)) === n * 1000))
+  t.pass('properties hold')
+})
+
+t.test('${VAR} and ${VAR:-default} interpolation', async (t) => {
+  const yaml = [
+    'server:',
+    '  port: ${SG_TEST_PORT:-8081}',
+    '  host: ${SG_TEST_HOST}',
+    'tokens:',
+    '  issuer: https://${SG_TEST_DOMAIN:-fallback.example}/id',
+    '  audience: ${SG_TEST_AUD}',
+    'watch: ${SG_TEST_WATCH:-false}',
+  ].join('\n')
+  const a = await load(yaml, { SG_TEST_HOST: '127.0.0.9', SG_TEST_AUD: 'a: {b: c}' })
+  t.equal(a.config.server.port, 8081, 'a whole reference with a numeric default becomes a number')
+  t.equal(a.config.server.host, '127.0.0.9')
+  t.equal(a.config.tokens.issuer, 'https://fallback.example/id', 'the default inside a longer string')
+  t.equal(a.config.tokens.audience, 'a: {b: c}', 'a value can never inject YAML structure')
+  t.equal(a.config.watch, false, 'a whole reference to a boolean becomes a boolean')
+
+  const b = await load(yaml, { SG_TEST_PORT: '9001', SG_TEST_HOST: 'h', SG_TEST_DOMAIN: 'gw.example', SG_TEST_AUD: 'api', SG_TEST_WATCH: 'true' })
+  t.equal(b.config.server.port, 9001, 'the variable wins over its default')
+  t.equal(b.config.tokens.issuer, 'https://gw.example/id')
+  t.equal(b.config.watch, true)
+
+  const c = await load(yaml, { SG_TEST_PORT: '', SG_TEST_HOST: 'h', SG_TEST_AUD: 'api' })
+  t.equal(c.config.server.port, 8081, 'an empty variable takes the default (:- semantics)')
+
+  const problems = await problemsOf(t, yaml, { SG_TEST_AUD: 'api' })
+  t.match(lines(problems), [/^server\.host: environment variable SG_TEST_HOST is not set/], 'a missing variable names its YAML path')
+  t.equal(problems.filter((p) => p.message.includes('SG_TEST_HOST')).length, 1)
+
+  const inList = await problemsOf(t, 'routes:\n  - name: a\n    prefix: /a\n    upstream: ${SG_TEST_MISSING_UPSTREAM}')
+  t.ok(
+    inList.some((p) => p.path === 'routes[0].upstream' && p.message.includes('SG_TEST_MISSING_UPSTREAM')),
+    'the path of a missing variable inside a list',
+  )
+})
+
+t.test('environment overrides: REDIS_URL, HOST, PORT', async (t) => {
+  const yaml = 'server:\n  host: 10.1.1.1\n  port: 7000\nredis:\n  cluster: [redis://h1:7000, redis://h2:7000]\n  keyPrefix: "x:"'
+  const { config } = await load(yaml, { REDIS_URL: 'redis://127.0.0.1:6390/2', HOST: '127.0.0.3', PORT: '9123' })
+  t.equal(config.redis.url, 'redis://127.0.0.1:6390/2')
+  t.equal(config.redis.cluster, undefined, 'REDIS_URL replaces a cluster given in the file')
+  t.equal(config.redis.keyPrefix, 'x:', 'other redis settings stay')
+  t.equal(config.server.host, '127.0.0.3')
+  t.equal(config.server.port, 9123)
+
+  const untouched = await load(yaml)
+  t.equal(untouched.config.server.port, 7000, 'without the variables the file wins')
+  t.equal(untouched.config.server.host, '10.1.1.1')
+
+  const noSection = await load('watch: false', { REDIS_URL: 'memory://', PORT: '0' })
+  t.equal(noSection.config.redis.url, 'memory://', 'overrides work when the section is absent')
+  t.equal(noSection.config.server.port, 0)
+
+  t.match(lines(await problemsOf(t, 'watch: false', { PORT: 'eighty' })), [/^PORT \(environment\): must be an integer/])
+  t.match(lines(await problemsOf(t, 'watch: false', { REDIS_URL: 'http://x' })), [/^redis\.url: must be a redis:\/\//])
+
+  t.equal(configFileFrom(undefined, { SESSIONGATE_CONFIG: '/etc/sg.yaml' }), '/etc/sg.yaml', 'SESSIONGATE_CONFIG names the file')
+  t.equal(configFileFrom('/x.yaml', { SESSIONGATE_CONFIG: '/etc/sg.yaml' }), '/x.yaml', '--config wins')
+  t.equal(configFileFrom(undefined, {}), 'config/gateway.yaml')
+})
+
+t.test('unknown keys are errors, named by their path', async (t) => {
+  const problems = await problemsOf(
+    t,
+    [
+      'colour: blue',
+      'server:\n  hots: 127.0.0.1',
+      'tokens:\n  accesTtl: 5m',
+      'routes:',
+      '  - name: a\n    prefix: /a\n    upstream: http://127.0.0.1:1\n    foo: 1',
+      '  - name: b\n    prefix: /b\n    upstream: http://127.0.0.1:1\n    require: { roles: [x] }\n    header: { X-A: b }',
+    ].join('\n'),
+  )
+  t.same(
+    lines(problems).sort(),
+    [
+      'colour: unknown key',
+      'routes[0].foo: unknown key',
+      'routes[1].header: unknown key',
+      'server.hots: unknown key',
+      'tokens.accesTtl: unknown key',
+    ],
+  )
+})
+
+t.test('routes: upstream URL, duplicates, prefixes', async (t) => {
+  const route = (name: string, prefix: string, upstream: string) => `  - name: ${name}\n    prefix: ${prefix}\n    upstream: ${upstream}`
+  for (const bad of ['ftp://127.0.0.1/', 'not a url', '127.0.0.1:4001', 'http://', 'file:///etc/passwd', '""']) {
+    const problems = await problemsOf(
+      t,
+      ['routes:', route('a', '/a', 'http://127.0.0.1:1'), route('b', '/b', 'https://example.com/base'), route('c', '/c', bad)].join('\n'),
+    )
+    t.same(lines(problems), ['routes[2].upstream: must be an http(s) URL'], `upstream ${bad}`)
+  }
+  const missing = await problemsOf(t, 'routes:\n  - name: a\n    prefix: /a')
+  t.same(lines(missing), ['routes[0].upstream: is required'])
+
+  const dup = await problemsOf(
+    t,
+    ['routes:', route('a', '/a', 'http://127.0.0.1:1'), route('a', '/b', 'http://127.0.0.1:1'), route('c', '/a/', 'http://127.0.0.1:1')].join('\n'),
+  )
+  t.same(lines(dup).sort(), ['routes[1].name: duplicates routes[0].name', 'routes[2].prefix: duplicates routes[0].prefix'])
+
+  for (const bad of ['api', '/api/../admin', '/api//x', '/api?x=1', '/api/%2e%2e', '/a/./b']) {
+    const problems = await problemsOf(t, ['routes:', route('a', bad, 'http://127.0.0.1:1')].join('\n'))
+    t.equal(problems[0]?.path, 'routes[0].prefix', `prefix ${bad} is refused`)
+  }
+  const auth = await problemsOf(t, ['routes:', route('a', '/auth/x', 'http://127.0.0.1:1')].join('\n'))
+  t.same(lines(auth), ['routes[0].prefix: overlaps the auth endpoints at /auth'])
+
+  const reserved = await problemsOf(t, ['routes:', route('a', '/a', 'http://127.0.0.1:1'), '    headers: { Authorization: "{sub}" }'].join('\n'))
+  t.equal(reserved[0]?.path, 'routes[0].headers.Authorization', 'a route may not inject Authorization')
+})
+
+t.test('trustProxy: false or a list, never a hop count', async (t) => {
+  t.equal((await load('server:\n  trustProxy: false')).config.server.trustProxy, false)
+  t.same((await load('server:\n  trustProxy: [127.0.0.1, 10.0.0.0/8, "::1", "fd00::/8"]')).config.server.trustProxy, [
+    '127.0.0.1', '10.0.0.0/8', '::1', 'fd00::/8',
+  ])
+  for (const bad of ['1', '2', 'true', '"loopback"']) {
+    const problems = await problemsOf(t, `server:\n  trustProxy: ${bad}`)
+    t.match(lines(problems), [/^server\.trustProxy: must be false or a list/], `trustProxy: ${bad} is refused`)
+  }
+  const entry = await problemsOf(t, 'server:\n  trustProxy: [127.0.0.1, 10.0.0.0/33, example.com]')
+  t.same(problems2paths(entry), ['server.trustProxy[1]', 'server.trustProxy[2]'])
+})
+
+function problems2paths(problems: ConfigProblem[]): string[] {
+  return problems.map((p) => p.path).sort()
+}
+
+t.test('users file: plain-text passwords are refused', async (t) => {
+  const file = join(dir, 'plain-users.yaml')
+  writeFileSync(file, 'users:\n  - username: bob\n    password: hunter2\n')
+  const problems = await problemsOf(t, `login:\n  users: ${file}`)
+  t.equal(problems.length, 1)
+  t.ok(problems[0]!.path.includes(file), 'the problem names the users file')
+  t.ok(problems[0]!.path.endsWith('users[0].password'), 'and users[0].password')
+  t.match(problems[0]!.message, /plain-text/)
+
+  const missing = await problemsOf(t, `login:\n  users: ${join(dir, 'nope.yaml')}`)
+  t.match(lines(missing), [/^login\.users: cannot read users file .*nope\.yaml: file not found/])
+
+  const none = await problemsOf(t, 'login:\n  provider: users')
+  t.same(lines(none), ['login.users: is required when login.provider is users'])
+})
+
+t.test('key file problems', async (t) => {
+  const missing = await problemsOf(t, `tokens:\n  keys: ${join(dir, 'missing.jwks.json')}`)
+  t.match(lines(missing), [/^tokens\.keys: cannot read key set .*missing\.jwks\.json: file not found/])
+
+  const jwk = await generatePrivateJwk('EdDSA')
+  const { d: _d, ...publicOnly } = jwk
+  const publicFile = join(dir, 'public.jwks.json')
+  writeFileSync(publicFile, JSON.stringify({ keys: [publicOnly] }))
+  const pub = await problemsOf(t, `tokens:\n  keys: ${publicFile}`)
+  t.equal(pub.length, 1)
+  t.match(pub[0], { path: /^tokens\.keys/, message: /public key/ })
+
+  const wrongAlg = await problemsOf(t, `tokens:\n  algorithm: ES256\n  keys: ${keysFile}`)
+  t.equal(wrongAlg.length, 1)
+  t.match(wrongAlg[0], { path: /^tokens\.keys/, message: /not a ES256 key/ })
+
+  const notJson = join(dir, 'garbage.json')
+  writeFileSync(notJson, 'not json')
+  t.match(lines(await problemsOf(t, `tokens:\n  keys: ${notJson}`)), [/^tokens\.keys: cannot read key set/])
+
+  const empty = join(dir, 'empty.json')
+  writeFileSync(empty, JSON.stringify({ keys: [] }))
+  t.match(lines(await problemsOf(t, `tokens:\n  keys: ${empty}`)), [/^tokens\.keys: .* must be a JWK Set/])
+})
+
+t.test('file problems: missing file, YAML syntax, not a mapping', async (t) => {
+  await t.rejects(loadConfig(join(dir, 'absent.yaml'), {}), { problems: [{ message: /file not found/ }] })
+  const broken = yamlFile('server:\n  port: [1, 2\n', { withUsers: false })
+  await t.rejects(loadConfig(broken, {}), { problems: [{ message: /YAML syntax error/ }] })
+  const dupKey = yamlFile('server:\n  port: 1\n  port: 2\n', { withUsers: false })
+  await t.rejects(loadConfig(dupKey, {}), ConfigError, 'a duplicated YAML key is refused')
+  const list = yamlFile('- a\n- b\n', { withUsers: false })
+  await t.rejects(loadConfig(list, {}), { problems: [{ path: '(root)' }] })
+})
+
+t.test('normalisePath properties', async (t) => {
+  const pathChars = fc.constantFrom('/', '.', '..', '%2e', '%2E', '%2f', '%5c', '%', '%zz', 'a', 'b', '~', '%20', '\\', '?', '#', 'é', '%00', '//')
+  const pathLike = fc.array(pathChars, { maxLength: 12 }).map((parts) => `/${parts.join('')}`)
+  const check = (raw: string) => {
+    const result = normalisePath(raw)
+    if (!result.ok) return typeof result.reason === 'string'
+    const { path, segments } = result
+    if (!path.startsWith('/')) return false
+    if (path.includes('//')) return false
+    if (path.split('/').some((s) => s === '..' || s === '.')) return false
+    if (segments.some((s) => s === '..' || s === '.' || s === '' || s.includes('/'))) return false
+    // Decoding what the upstream receives gives the matched segments back, and normalising it changes nothing.
+    const again = normalisePath(path)
+    return again.ok && again.path === path && again.segments.join('\u0001') === segments.join('\u0001')
+  }
+  fc.assert(fc.property(fc.string(), (s) => { normalisePath(s); return true }), { numRuns: 2000 })
+  fc.assert(fc.property(fc.string({ unit: 'binary' }), (s) => { normalisePath(s); return true }), { numRuns: 1000 })
+  fc.assert(fc.property(fc.string().map((s) => `/${s}`), check), { numRuns: 2000 })
+  fc.assert(fc.property(pathLike, check), { numRuns: 3000 })
+  fc.assert(fc.property(fc.webPath(), (p) => check(p.startsWith('/') ? p : `/${p}`)), { numRuns: 1000 })
+
+  t.same(normalisePath('/api/orders/../admin'), { ok: true, segments: ['api', 'admin'], path: '/api/admin' })
+  t.same(normalisePath('/../../etc/passwd'), { ok: true, segments: ['etc', 'passwd'], path: '/etc/passwd' })
+  t.same(normalisePath('//api//orders/'), { ok: true, segments: ['api', 'orders'], path: '/api/orders/' })
+  t.equal(normalisePath('/api/%2e%2e/admin').ok && (normalisePath('/api/%2e%2e/admin') as { path: string }).path, '/admin')
+  t.equal(normalisePath('/a%2Fb').ok, false, 'an encoded slash is refused')
+  t.equal(normalisePath('/a%5Cb').ok, false, 'an encoded backslash is refused')
+  t.equal(normalisePath('/a\\b').ok, false, 'a raw backslash is refused')
+  t.equal(normalisePath('/a%zz').ok, false, 'malformed percent-encoding is refused')
+  t.equal(normalisePath('api').ok, false, 'a relative path is refused')
+})
