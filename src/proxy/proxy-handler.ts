@@ -96,7 +96,13 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
     const injected = Object.keys(route.headers)
     const trusted = trustsPeer(request.socket.remoteAddress)
     const started = process.hrtime.bigint()
-    return reply.from(match.route.upstreamOrigin + match.upstreamPath, {
+    // The query travels separately: reply-from refuses a source whose decoded text holds `../` (and fails on
+    // malformed percent-encoding), which is only meant for the path; the path here is already normalised.
+    const upstream = splitUrl(match.upstreamPath)
+    return reply.from(match.route.upstreamOrigin + upstream.path, {
+      queryString: () => upstream.query.slice(1),
+      // An upstream's 503 is the client's to see (reply-from would silently retry a GET up to 10 times).
+      retryDelay: () => null,
       timeout: route.timeout,
       rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, injected, authorised.identity, trusted),
       rewriteHeaders: (headers) => {
