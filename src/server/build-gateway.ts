@@ -1,6 +1,6 @@
 import { fastifyCookie } from '@fastify/cookie'
 import replyFrom from '@fastify/reply-from'
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { GatewayError } from '../errors.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
@@ -34,6 +34,29 @@ export interface GatewayOptions {
 /** How long /readyz waits for the store. */
 const READY_TIMEOUT_MS = 1000
 
+/** How long a start waits for the store's first connection before serving anyway (failing closed until it comes). */
+const STARTUP_STORE_WAIT_MS = 3000
+
+/**
+ * Commands are never queued while Redis is away, so requests that arrive before the first connection is made
+ * would fail with 503 although the store is up: wait (bounded) for the store to answer before serving.
+ */
+async function waitForStore(store: SessionStore, log: FastifyBaseLogger): Promise<void> {
+  const deadline = Date.now() + STARTUP_STORE_WAIT_MS
+  for (;;) {
+    try {
+      await store.ping()
+      return
+    } catch {
+      if (Date.now() >= deadline) {
+        log.error('the session store does not answer at start; protected routes answer 503 until it does')
+        return
+      }
+      await new Promise((resolve) => setTimeout(resolve, 25))
+    }
+  }
+}
+
 /** Builds the gateway: config -> route match -> auth -> proxy, plus the auth endpoints and probes. */
 export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions = {}): Promise<Gateway> {
   const { config } = loaded
@@ -52,6 +75,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
 
   const metrics = new Metrics()
   const store = options.store ?? createSessionStore(config.redis, app.log)
+  if (!options.store) await waitForStore(store, app.log)
   let revocationCache: RevocationCache | undefined
   if (config.redis.revocationCache) {
     revocationCache = new RevocationCache(store)
@@ -111,7 +135,8 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // Proxied traffic: bodies stream through untouched (no parsing, no bodyLimit), in both directions.
   await app.register(async (proxied) => {
     proxied.removeAllContentTypeParsers()
-    proxied.addContentTypeParser('*', (_request, _payload, done) => done(null))
+    // The body is handed on as the raw stream: reply-from pipes it to the upstream (done(null) would send none).
+    proxied.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
     proxied.all('/*', proxyHandler({ current, metrics, trustsPeer }))
   })
 

@@ -31,7 +31,8 @@ export class AccessTokenIssuer {
    */
   async issue(subject: AccessTokenSubject, issuedAt = Date.now(), jti = randomBytes(16).toString('base64url')): Promise<IssuedAccessToken> {
     const iat = Math.floor(issuedAt / 1000)
-    const exp = iat + Math.ceil(this.tokens.accessTtl / 1000)
+    // Rounded up from the real issue time: iat is floored, so `iat + ttl` could leave a token (almost) expired at birth.
+    const exp = Math.ceil((issuedAt + this.tokens.accessTtl) / 1000)
     const key = this.keys.signing
     const token = await new SignJWT({ ...subject.claims, sid: subject.sid })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYPE })
