@@ -11,6 +11,11 @@ export class StoreKeys {
     return `${this.prefix}{${sid}}:s`
   }
 
+  /** The sealed successor of the last rotation, kept for the reuse grace only. */
+  successor(sid: string): string {
+    return `${this.prefix}{${sid}}:g`
+  }
+
   deniedJti(sid: string, jti: string): string {
     return `${this.prefix}{${sid}}:d:${jti}`
   }

@@ -56,7 +56,11 @@ export class RedisSessionStore implements SessionStore {
       Promise.all([
         this.redis.zadd(index, abs as number, s.sid),
         this.redis.zremrangebyscore(index, '-inf', Date.now()),
-        this.redis.pexpireat(index, abs as number, 'GT').catch(() => this.redis.pexpireat(index, abs as number)),
+        // GT alone never sets a TTL on a key that has none (Redis treats it as infinite): NX first, then GT.
+        this.redis
+          .pexpireat(index, abs as number, 'NX')
+          .then(() => this.redis.pexpireat(index, abs as number, 'GT'))
+          .catch(() => this.redis.pexpireat(index, abs as number)),
       ]),
     )
     return {
@@ -67,7 +71,7 @@ export class RedisSessionStore implements SessionStore {
 
   async rotate(r: RotateRequest): Promise<RotateResult> {
     const reply = (await guarded(
-      this.redis.rotateRefresh(this.keys.session(r.sid), r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs),
+      this.redis.rotateRefresh(this.keys.session(r.sid), this.keys.successor(r.sid), r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs),
     )) as (string | number)[]
     const status = reply[0]
     if (status === 'rotated' || status === 'grace') {
@@ -110,7 +114,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async deleteSession(sid: string): Promise<boolean> {
-    const removed = await guarded(this.redis.del(this.keys.session(sid)))
+    const [removed] = await guarded(Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))
     void this.publish({ type: 'session', sid })
     return removed > 0
   }
@@ -118,7 +122,9 @@ export class RedisSessionStore implements SessionStore {
   async deleteSessionsOf(sub: string): Promise<number> {
     const index = this.keys.subjectSessions(sub)
     const sids = await guarded(this.redis.zrange(index, 0, -1))
-    const removed = await guarded(Promise.all(sids.map((sid) => this.redis.del(this.keys.session(sid)))))
+    const removed = await guarded(
+      Promise.all(sids.map(async (sid) => (await Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))[0])),
+    )
     await guarded(this.redis.del(index))
     for (const sid of sids) void this.publish({ type: 'session', sid })
     return removed.reduce((n, r) => n + r, 0)

@@ -1,0 +1,160 @@
+import t from 'tap'
+import { Redis } from 'ioredis'
+import { RedisSessionStore } from '../src/session-store/redis-store.js'
+import { send } from './helpers/client.js'
+import { DEFAULT_USERS, startGateway } from './helpers/gateway.js'
+import { startRedis } from './helpers/redis-server.js'
+import { sleep, storeSuite } from './session-store.shared.js'
+
+const redis = await startRedis()
+t.teardown(() => redis.stop())
+
+let stores = 0
+storeSuite(t, async () => {
+  const client = new Redis(redis.url)
+  client.on('error', () => {})
+  return new RedisSessionStore(client, `suite${++stores}:`)
+})
+
+/** Every key under `prefix`, with its type and everything it holds as text. */
+async function dump(prefix: string): Promise<{ key: string; type: string; content: string[] }[]> {
+  const keys: string[] = []
+  let cursor = '0'
+  do {
+    const [next, batch] = await redis.client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    cursor = next
+    keys.push(...batch)
+  } while (cursor !== '0')
+  const out = []
+  for (const key of keys) {
+    const type = await redis.client.type(key)
+    let content: string[] = []
+    if (type === 'string') content = [(await redis.client.get(key)) ?? '']
+    else if (type === 'hash') content = Object.entries(await redis.client.hgetall(key)).flat()
+    else if (type === 'zset') content = await redis.client.zrange(key, 0, -1, 'WITHSCORES')
+    else if (type === 'set') content = await redis.client.smembers(key)
+    else if (type === 'list') content = await redis.client.lrange(key, 0, -1)
+    else content = [`<unexpected type ${type}>`]
+    out.push({ key, type, content })
+  }
+  return out
+}
+
+const tagOf = (key: string) => /\{([^}]*)\}/.exec(key)?.[1]
+
+t.test('Redis never holds a raw refresh token; every key of a session shares the hash tag {sid}', async (t) => {
+  const prefix = 'scan:'
+  const gw = await startGateway({ redisUrl: redis.url, config: { redis: { keyPrefix: prefix } } })
+  t.teardown(() => gw.close())
+  const tokenMode = { 'x-session-mode': 'token' }
+  const alice = DEFAULT_USERS[0]!
+  const bob = DEFAULT_USERS[1]!
+
+  // Session A: login, refresh, and the same token again within the grace (the sealed successor is stored).
+  const a0 = await send(`${gw.url}/auth/login`, { headers: tokenMode, body: { username: alice.username, password: alice.password } })
+  t.equal(a0.status, 200)
+  const a1 = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: a0.json.refreshToken } })
+  t.equal(a1.status, 200)
+  const again = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: a0.json.refreshToken } })
+  t.equal(again.json.refreshToken, a1.json.refreshToken, 'grace answer')
+  // Session B: login, then logout with its access token (a denylist entry) after a failed login (a counter).
+  const failed = await send(`${gw.url}/auth/login`, { body: { username: bob.username, password: 'wrong' } })
+  t.equal(failed.status, 401)
+  const b0 = await send(`${gw.url}/auth/login`, { headers: tokenMode, body: { username: bob.username, password: bob.password } })
+  t.equal(b0.status, 200)
+  // Session C: a second session of alice that stays (subject index with two families).
+  const c0 = await send(`${gw.url}/auth/login`, { headers: tokenMode, body: { username: alice.username, password: alice.password } })
+  const b1 = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: b0.json.refreshToken } })
+  const logout = await send(`${gw.url}/auth/logout`, {
+    headers: { authorization: `Bearer ${b1.json.accessToken}` },
+    body: { refreshToken: b1.json.refreshToken },
+  })
+  t.equal(logout.status, 204)
+
+  const refreshTokens = [a0, a1, b0, b1, c0].map((r) => r.json.refreshToken as string)
+  const secrets = refreshTokens.flatMap((token) => [token, token.split('.')[2] as string, token.split('.')[3] as string])
+  const accessTokens = [a0, a1, b0, b1, c0].map((r) => r.json.accessToken as string)
+  const keys = await dump(prefix)
+  t.ok(keys.length >= 4, `keys found: ${keys.map((k) => k.key).join(', ')}`)
+  const haystack = keys.flatMap((k) => [k.key, ...k.content]).join('\n')
+  for (const secret of secrets) t.notOk(haystack.includes(secret), `no key name or value holds ${secret.slice(0, 10)}...`)
+  for (const token of accessTokens) t.notOk(haystack.includes(token.split('.')[2] as string), 'no access token is stored either')
+
+  const sidOf = (token: string) => token.split('.')[0] as string
+  const sids = [sidOf(refreshTokens[0]!), sidOf(refreshTokens[2]!), sidOf(refreshTokens[4]!)]
+  for (const key of keys) t.ok(tagOf(key.key), `${key.key} has a hash tag`)
+  for (const sid of sids) {
+    const mine = keys.filter((k) => k.key.includes(sid) || k.content.some((c) => c === sid))
+    const own = mine.filter((k) => k.type !== 'zset')
+    for (const k of own) t.equal(tagOf(k.key), sid, `${k.key}: tagged {sid}`)
+    for (const k of keys.filter((k) => tagOf(k.key) === sid)) t.ok(k.key.startsWith(`${prefix}{${sid}}:`), `${k.key} is a key of that session`)
+  }
+  const sessionA = keys.filter((k) => tagOf(k.key) === sids[0]).sort((x, y) => x.key.localeCompare(y.key))
+  t.same(sessionA.map((k) => [k.key.slice(-2), k.type]), [[':g', 'string'], [':s', 'hash']], 'within the grace: the session hash and the sealed successor')
+  const graceTtl = await redis.client.pttl(sessionA[0]!.key)
+  t.ok(graceTtl > 0 && graceTtl <= 10_000, `the sealed successor lives for the reuse grace only (${graceTtl} ms)`)
+  const sessionC = keys.filter((k) => tagOf(k.key) === sids[2])
+  t.same(sessionC.map((k) => k.type), ['hash'], 'a session never refreshed is one key')
+  const sessionB = keys.filter((k) => tagOf(k.key) === sids[1])
+  t.equal(sessionB.length, 1, 'a logged-out session leaves only its denylist entry')
+  t.match(sessionB[0]?.key, /:d:/)
+  const ttl = await redis.client.pttl(sessionB[0]!.key)
+  t.ok(ttl > 0 && ttl <= 15 * 60_000 + 7_000, `the denylist entry expires with the token (${ttl} ms)`)
+  for (const k of keys) {
+    const pttl = await redis.client.pttl(k.key)
+    t.ok(pttl > 0, `${k.key} (${k.type}) expires (pttl ${pttl})`)
+  }
+})
+
+t.test('Redis memory per session', async (t) => {
+  const prefix = 'mem:'
+  const graceMs = 3000
+  const gw = await startGateway({ redisUrl: redis.url, config: { redis: { keyPrefix: prefix }, tokens: { reuseGrace: `${graceMs}ms` } } })
+  t.teardown(() => gw.close())
+  const sessions = gw.gateway.current().sessions
+  const alice = DEFAULT_USERS[0]!
+  const count = 1000
+  const started = []
+  for (let i = 0; i < count; i += 100) {
+    started.push(...(await Promise.all(Array.from({ length: 100 }, () => sessions.start(alice.sub!, alice.claims!)))))
+  }
+  const sids = new Set(started.map((s) => s.sid))
+  const measure = async (when: string) => {
+    const keys = await dump(prefix)
+    const pipeline = redis.client.pipeline()
+    for (const k of keys) pipeline.call('MEMORY', 'USAGE', k.key, 'SAMPLES', '0')
+    const sizes = ((await pipeline.exec()) ?? []).map(([, bytes]) => Number(bytes))
+    let sessionBytes = 0
+    let sessionKeys = 0
+    let sharedBytes = 0
+    keys.forEach((k, i) => {
+      if (sids.has(tagOf(k.key) ?? '')) {
+        sessionBytes += sizes[i] ?? 0
+        sessionKeys++
+      } else sharedBytes += sizes[i] ?? 0
+    })
+    const r = { perSession: sessionBytes / count, keysPerSession: sessionKeys / count, total: (sessionBytes + sharedBytes) / count }
+    t.comment(
+      `${when}: ${r.perSession.toFixed(0)} bytes in ${r.keysPerSession} key(s) per session, ` +
+        `+ ${(sharedBytes / count).toFixed(0)} bytes per session in the subject index = ${r.total.toFixed(0)} bytes per session`,
+    )
+    return r
+  }
+  const fresh = await measure('after login')
+  t.equal(fresh.keysPerSession, 1, 'one key per session')
+  t.ok(fresh.total < 1024, `under 1 KiB per session after login (${fresh.total.toFixed(0)})`)
+
+  const rotated = []
+  for (let i = 0; i < count; i += 100) {
+    rotated.push(...(await Promise.all(started.slice(i, i + 100).map((s) => sessions.refresh(s.refreshToken)))))
+  }
+  const rotatedAt = Date.now()
+  t.equal(new Set(rotated.map((r) => r.sid)).size, count)
+  const inGrace = await measure('within the reuse grace after a refresh')
+  t.equal(inGrace.keysPerSession, 2, 'the sealed successor is a second key during the grace')
+  t.ok(inGrace.total < 1024, `under 1 KiB per session within the grace (${inGrace.total.toFixed(0)})`)
+  await sleep(Math.max(0, rotatedAt + graceMs - Date.now()) + 200)
+  const steady = await measure('after a refresh, past the grace')
+  t.equal(steady.keysPerSession, 1, 'one key per session again')
+  t.ok(steady.total < 1024, `under 1 KiB per session after a refresh (${steady.total.toFixed(0)})`)
+})
