@@ -147,8 +147,9 @@ export class MemorySessionStore implements SessionStore {
 
   async ping(): Promise<void> {}
 
-  async onRevocation(listener: (event: RevocationEvent) => void): Promise<void> {
+  async onRevocation(listener: (event: RevocationEvent) => void, onStatus?: (subscribed: boolean) => void): Promise<void> {
     this.listeners.push(listener)
+    onStatus?.(true)
   }
 
   private emit(event: RevocationEvent): void {

@@ -155,18 +155,29 @@ export class RedisSessionStore implements SessionStore {
     }
   }
 
-  async onRevocation(listener: (event: RevocationEvent) => void): Promise<void> {
+  async onRevocation(listener: (event: RevocationEvent) => void, onStatus?: (subscribed: boolean) => void): Promise<void> {
     if (!(this.redis instanceof Redis)) throw new Error('the local revocation cache needs a single Redis or sentinel connection')
-    this.subscriber = this.redis.duplicate({ enableOfflineQueue: true })
-    this.subscriber.on('error', () => {})
-    this.subscriber.on('message', (_channel: string, message: string) => {
+    const channel = this.keys.revocationChannel()
+    const subscriber = this.redis.duplicate({ enableOfflineQueue: true, autoResubscribe: false })
+    this.subscriber = subscriber
+    subscriber.on('error', () => {})
+    subscriber.on('message', (_channel: string, message: string) => {
       try {
         listener(JSON.parse(message) as RevocationEvent)
       } catch {
         /* not ours */
       }
     })
-    await this.subscriber.subscribe(this.keys.revocationChannel())
+    // While the subscription is down, revocations may be missed: say so, and say when it is back.
+    subscriber.on('close', () => onStatus?.(false))
+    subscriber.on('ready', () => {
+      subscriber.subscribe(channel).then(
+        () => onStatus?.(true),
+        () => onStatus?.(false),
+      )
+    })
+    await subscriber.subscribe(channel)
+    onStatus?.(true)
   }
 
   async close(): Promise<void> {

@@ -82,7 +82,7 @@ export interface SessionStore {
    * Revocations published by any instance (logout, reuse detection): `sid` or `sid:jti`.
    * Used by the optional local revocation cache.
    */
-  onRevocation?(listener: (event: RevocationEvent) => void): Promise<void>
+  onRevocation?(listener: (event: RevocationEvent) => void, onStatus?: (subscribed: boolean) => void): Promise<void>
   close(): Promise<void>
 }
 

@@ -8,30 +8,43 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  * after that it answers from memory, and every revocation (logout, logout-all, reuse detection, jti denial)
  * published by any instance reaches it through Redis pub/sub. While the subscription is down the cache is
  * emptied and not filled, so every request goes back to the store: it never answers from stale knowledge.
+ *
+ * Trade-off: a revocation reaches other instances after the pub/sub delivery delay (measured in
+ * test/revocation-cache.test.ts) instead of at once; a session that merely expires in the store (idle or
+ * absolute expiry) keeps being accepted here until its access token expires (at most accessTtl).
  */
 export class RevocationCache {
   private readonly known = new LRUCache<string, AccessState>({ max: 200_000 })
-  private readonly deniedJtis = new LRUCache<string, true>({ max: 200_000, ttlAutopurge: false })
+  private readonly deniedJtis = new LRUCache<string, true>({ max: 200_000 })
   private subscribed = false
+  /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
+  private epoch = 0
 
   constructor(private readonly store: SessionStore) {}
 
   async start(): Promise<void> {
     if (!this.store.onRevocation) throw new Error('this session store cannot publish revocations')
-    await this.store.onRevocation((event) => {
-      if (event.type === 'session') this.revokeSession(event.sid)
-      else this.denyJti(event.sid, event.jti, event.expiresAt)
-    })
-    this.subscribed = true
+    await this.store.onRevocation(
+      (event) => {
+        if (event.type === 'session') this.revokeSession(event.sid)
+        else this.denyJti(event.sid, event.jti, event.expiresAt)
+      },
+      (up) => this.setSubscribed(up),
+    )
   }
 
-  /** Call when the subscription is lost: forget everything, and ask the store until it is back. */
+  /** Down: forget everything and ask the store until the subscription is back. */
   setSubscribed(up: boolean): void {
     if (!up) {
+      this.epoch++
       this.known.clear()
       this.deniedJtis.clear()
     }
     this.subscribed = up
+  }
+
+  get isSubscribed(): boolean {
+    return this.subscribed
   }
 
   revokeSession(sid: string): void {
@@ -46,12 +59,14 @@ export class RevocationCache {
   async state(sid: string, jti: string, expiresAt: number): Promise<AccessState> {
     if (this.deniedJtis.has(`${sid}:${jti}`)) return 'denied'
     const known = this.subscribed ? this.known.get(sid) : undefined
-    if (known === 'revoked' || known === 'missing') return known
-    if (known === 'ok') return 'ok'
+    if (known !== undefined) return known
+    const epoch = this.epoch
     const fresh = await this.store.checkAccess(sid, jti)
-    if (this.subscribed) {
+    // Cache only what is still true: not across a subscription drop, and never over a revocation that
+    // arrived while the store was being asked.
+    if (this.subscribed && epoch === this.epoch) {
       if (fresh === 'denied') this.denyJti(sid, jti, expiresAt)
-      else this.known.set(sid, fresh)
+      else if (!this.known.has(sid)) this.known.set(sid, fresh)
     }
     return fresh
   }
