@@ -87,8 +87,8 @@ export async function authenticate(
     const rotated = await sessions.refresh(credentials.refresh)
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }
   } catch (err) {
-    if (err instanceof StoreUnavailableError) throw err
-    // A still-valid token stays usable when only the early refresh failed, unless the family was revoked.
+    // A still-valid token stays usable when only the early refresh failed, unless the family was revoked. That
+    // includes a store outage: the token passed its access check (or verify-only let it through) just now.
     if (current && !(err instanceof GatewayError && err.code === 'refresh_token_reused')) {
       return { mode: 'cookie', token: current, rotated: undefined }
     }
