@@ -15,7 +15,7 @@ export interface UpstreamIdentity {
 /**
  * The headers the upstream receives. The gateway's cookies, client copies of the route's injected headers,
  * hop-by-hop headers (and those named in Connection) and, on authenticated routes, the client's Authorization
- * are removed; the verified Bearer, the identity headers and X-Forwarded-For/-Proto/-Host are added.
+ * are removed from `headers` (a copy the caller owns, edited in place); the verified Bearer, the identity headers and X-Forwarded-For/-Proto/-Host are added.
  */
 export function upstreamHeaders(
   request: FastifyRequest,
@@ -25,7 +25,8 @@ export function upstreamHeaders(
   identity: UpstreamIdentity | 'public',
   trustedPeer: boolean,
 ): IncomingHttpHeaders {
-  const out: IncomingHttpHeaders = { ...headers }
+  // `headers` is already the proxy's own copy of the request headers: edited in place, not copied again.
+  const out = headers
   const connection = request.headers.connection
   if (typeof connection === 'string') {
     for (const name of connection.split(',')) delete out[name.trim().toLowerCase()]
