@@ -164,6 +164,25 @@ t.test('cookie mode', async (t) => {
     t.equal((await onlySession(t, prefix)).rev, '1', 'family revoked')
   })
 
+  t.test('a login always starts a new session, whatever cookies it carries (no fixation)', async (t) => {
+    const { gw, upstream, prefix } = await setup(t)
+    const client = new CookieClient(gw.url)
+    await client.login('alice', 'alice-pw')
+    const first = await client.send('/auth/session')
+    t.equal(first.status, 200)
+    const again = await client.login('bob', 'bob-pw')
+    t.equal(again.status, 200)
+    const second = await client.send('/auth/session')
+    t.not(second.json.sid, first.json.sid, 'a new sid')
+    t.equal(second.json.sub, 'user-2')
+    t.equal((await sessionKeys(prefix)).length, 2)
+    t.equal((await client.send('/api/orders')).status, 200)
+    t.match(upstream.last()!.headers.authorization, /^Bearer /)
+    const payload = JSON.parse(Buffer.from((upstream.last()!.headers.authorization as string).split('.')[1] as string, 'base64url').toString('utf8'))
+    t.equal(payload.sub, 'user-2', 'the upstream sees the new identity')
+    t.equal(payload.sid, second.json.sid)
+  })
+
   t.test('expired access and no refresh cookie: 401 unauthenticated, upstream not called', async (t) => {
     const { gw, upstream } = await setup(t, { config: { tokens: { accessTtl: '1s', refreshAhead: '500ms', clockTolerance: 0 } } })
     const client = new CookieClient(gw.url)
