@@ -10,7 +10,7 @@ import { normalisePath, splitUrl } from '../routing/normalise-path.js'
 import type { RouteMatch } from '../routing/route-table.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
-import { upstreamHeaders, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
+import { upstreamHeaders, withoutGatewayCookies, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -83,11 +83,11 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       if (err instanceof GatewayError) {
         metrics.denials.inc({ reason: err.code })
         if (err.statusCode === 401) {
-          const page = wantsLoginPage(request, rt)
-          if (page) return reply.redirect(page, 302)
           if (request.cookies[rt.cookies.access] !== undefined || request.cookies[rt.cookies.refresh] !== undefined) {
             reply.header('set-cookie', clearedCookies(rt.config))
           }
+          const page = wantsLoginPage(request, rt)
+          if (page) return reply.redirect(page, 302)
         }
       } else metrics.storeErrors.inc()
       throw err
@@ -107,7 +107,7 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, injected, authorised.identity, trusted),
       rewriteHeaders: (headers) => {
         metrics.upstreamLatency.observe({ route: route.name }, Number(process.hrtime.bigint() - started) / 1e9)
-        return withoutHopByHop(headers)
+        return withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
       },
       onError: (errorReply, { error }) => {
         errorReply.request.log.warn({ err: error, route: route.name }, 'upstream failed')

@@ -61,3 +61,17 @@ export function withoutHopByHop<T extends Record<string, unknown>>(headers: T): 
   for (const name of HOP_BY_HOP) delete out[name]
   return out as T
 }
+
+/** An upstream may set cookies of its own, never the gateway's session cookies. */
+export function withoutGatewayCookies<T extends Record<string, unknown>>(headers: T, names: CookieNames): T {
+  const setCookie = headers['set-cookie']
+  if (setCookie === undefined) return headers
+  const kept = (Array.isArray(setCookie) ? setCookie : [setCookie]).filter((line: unknown) => {
+    const name = String(line).split('=', 1)[0]?.trim()
+    return name !== names.access && name !== names.refresh
+  })
+  const out: Record<string, unknown> = { ...headers }
+  if (kept.length === 0) delete out['set-cookie']
+  else out['set-cookie'] = kept
+  return out as T
+}
