@@ -25,7 +25,9 @@ function refuse(socket: Duplex, error: GatewayError): void {
  * both ways with the `ws` library.
  */
 export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBaseLogger, trustsPeer: (a: string | undefined) => boolean) {
-  const wss = new WebSocketServer({ noServer: true })
+  // The client is told the subprotocol the upstream chose (ws would otherwise pick the client's first offer).
+  const chosenProtocol = new WeakMap<IncomingMessage, string>()
+  const wss = new WebSocketServer({ noServer: true, handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false })
   return async function onUpgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy())
     const rt = current()
@@ -51,7 +53,18 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
         log.warn({ err: { message: err.message }, route: match.route.config.name }, 'websocket upstream failed')
         if (socket.writable && !socket.destroyed) refuse(socket, new GatewayError('bad_gateway'))
       })
+      // A client that leaves during the upstream handshake must not leave an upstream socket behind.
+      const onClientGone = () => {
+        if (upstream.readyState === WebSocket.CONNECTING) upstream.terminate()
+      }
+      socket.once('close', onClientGone)
       upstream.once('open', () => {
+        socket.off('close', onClientGone)
+        if (!socket.readable || !socket.writable) {
+          upstream.terminate()
+          return
+        }
+        if (upstream.protocol) chosenProtocol.set(raw, upstream.protocol)
         wss.handleUpgrade(raw, socket, head, (client) => relay(client, upstream))
       })
     } catch (err) {
