@@ -346,6 +346,27 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal((await store.rateLimitPeek(['ip:1']))[0]?.count, 1, 'a new window starts at 1')
   })
 
+  t.test('rate limit: a hit returns the counts after it; concurrent hits are all counted; undo takes one back', async (t) => {
+    const store = await storeFor(t)
+    const first = await store.rateLimitHit(['a', 'b'], 5000)
+    t.equal(first.length, 2)
+    t.same(first.map((s) => s.count), [1, 1])
+    t.ok(first.every((s) => s.retryAfterMs > 4000 && s.retryAfterMs <= 5000), 'retryAfterMs: the window')
+    const concurrent = await Promise.all(Array.from({ length: 20 }, () => store.rateLimitHit(['a'], 5000)))
+    t.same(concurrent.map((s) => s[0]?.count).sort((x, y) => (x ?? 0) - (y ?? 0)), Array.from({ length: 20 }, (_, i) => i + 2), 'every hit sees its own count')
+    await store.rateLimitUndo('a')
+    t.equal((await store.rateLimitPeek(['a']))[0]?.count, 20)
+    await store.rateLimitUndo('b')
+    t.same(await store.rateLimitPeek(['b']), [{ count: 0, retryAfterMs: (await store.rateLimitPeek(['b']))[0]?.retryAfterMs ?? 0 }])
+    await store.rateLimitUndo('b')
+    t.equal((await store.rateLimitPeek(['b']))[0]?.count, 0, 'never below 0')
+    await store.rateLimitUndo('never-hit')
+    t.same(await store.rateLimitPeek(['never-hit']), [{ count: 0, retryAfterMs: 0 }], 'undo never creates a counter')
+    const later = await store.rateLimitHit(['b'], 5000)
+    t.equal(later[0]?.count, 1)
+    t.ok((later[0]?.retryAfterMs ?? 0) <= first[1]!.retryAfterMs, 'an undo does not restart the window')
+  })
+
   t.test('revocation events (when the store publishes them)', async (t) => {
     const store = await storeFor(t)
     if (!store.onRevocation) {

@@ -5,6 +5,9 @@ import type { SessionStore } from '../session-store/session-store.js'
 /**
  * Failed logins are counted per client IP and per username in the session store, so that every instance
  * sharing a Redis shares the limit. A client at the limit gets 429 with Retry-After until the window ends.
+ *
+ * An attempt is counted before its password is checked and taken back if it succeeds: checking first and
+ * counting after would let many attempts sent at once all pass the check before any of them is counted.
  */
 export class LoginRateLimit {
   constructor(
@@ -16,22 +19,24 @@ export class LoginRateLimit {
     return [`login:ip:${ip}`, `login:user:${username.normalize('NFC').toLowerCase()}`]
   }
 
-  /** Throws 429 when the IP or the username is at its limit. */
-  async check(ip: string, username: string): Promise<void> {
-    const states = await this.store.rateLimitPeek(this.keys(ip, username))
-    const blocked = states.filter((s) => s.count >= this.limit.max)
+  /** Counts an attempt; throws 429 when it is over the limit of the IP or of the username. */
+  async attempt(ip: string, username: string): Promise<void> {
+    const states = await this.store.rateLimitHit(this.keys(ip, username), this.limit.window)
+    const blocked = states.filter((s) => s.count > this.limit.max)
     if (blocked.length > 0) {
       const waitMs = Math.max(...blocked.map((s) => s.retryAfterMs))
       throw new GatewayError('rate_limited', undefined, { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) })
     }
   }
 
-  async failed(ip: string, username: string): Promise<void> {
-    await this.store.rateLimitHit(this.keys(ip, username), this.limit.window)
+  /** A good login clears the username's count and takes its attempt back from the IP's. */
+  async succeeded(ip: string, username: string): Promise<void> {
+    const [ipKey, userKey] = this.keys(ip, username)
+    await Promise.all([this.store.rateLimitReset(userKey), this.store.rateLimitUndo(ipKey)])
   }
 
-  /** A good login clears the username's count (not the IP's). */
-  async succeeded(ip: string, username: string): Promise<void> {
-    await this.store.rateLimitReset(this.keys(ip, username)[1])
+  /** The credentials could not be checked (the login service failed): the attempt was not a failure. */
+  async undecided(ip: string, username: string): Promise<void> {
+    await Promise.all(this.keys(ip, username).map((k) => this.store.rateLimitUndo(k)))
   }
 }

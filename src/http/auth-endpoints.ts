@@ -1,11 +1,12 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { decodeJwt } from 'jose'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { clearedCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
-import type { VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { sendError } from './send-error.js'
 
 const REGISTERED_CLAIMS = new Set(['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid'])
@@ -44,15 +45,20 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       throw new GatewayError('invalid_request', 'Send JSON {"username": "...", "password": "..."} with non-empty strings.')
     }
     try {
-      await rt.rateLimit.check(request.ip, username)
+      await rt.rateLimit.attempt(request.ip, username)
     } catch (err) {
       metrics.logins.inc({ result: 'rate_limited' })
       throw err
     }
-    const identity = await rt.login.authenticate(username, password)
+    let identity: Awaited<ReturnType<typeof rt.login.authenticate>>
+    try {
+      identity = await rt.login.authenticate(username, password)
+    } catch (err) {
+      await rt.rateLimit.undecided(request.ip, username).catch(() => {})
+      throw err
+    }
     if (!identity) {
       metrics.logins.inc({ result: 'invalid_credentials' })
-      await rt.rateLimit.failed(request.ip, username)
       throw new GatewayError('invalid_credentials')
     }
     await rt.rateLimit.succeeded(request.ip, username)
@@ -92,7 +98,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const refreshToken =
       typeof body?.refreshToken === 'string' ? body.refreshToken : credentials.mode === 'cookie' ? credentials.refresh : undefined
     let access: VerifiedAccessToken | undefined
-    if (accessText) access = await rt.sessions.verifier.verify(accessText).catch(() => undefined)
+    if (accessText) access = await verifiedForLogout(rt, accessText)
     await rt.sessions.logout(access, refreshToken)
     return reply
       .code(204)
@@ -127,6 +133,26 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       sessionExpiresAt: new Date(Math.min(session.idleExpiresAt, session.absoluteExpiresAt)).toISOString(),
     })
   })
+}
+
+/**
+ * The presented access token for logout: verified as usual, or, when it has merely expired, verified as of its
+ * expiry (signature, kid, typ, iss, aud all still checked) so that logout still ends its family.
+ */
+async function verifiedForLogout(rt: Runtime, token: string): Promise<VerifiedAccessToken | undefined> {
+  try {
+    return await rt.sessions.verifier.verify(token)
+  } catch (err) {
+    if (!(err instanceof TokenRefusedError) || (err.reason !== 'ERR_JWT_EXPIRED' && err.reason !== 'expired')) return undefined
+  }
+  let exp: unknown
+  try {
+    exp = decodeJwt(token).exp
+  } catch {
+    return undefined
+  }
+  if (typeof exp !== 'number' || !Number.isFinite(exp)) return undefined
+  return rt.sessions.verifier.verify(token, exp * 1000 - 1).catch(() => undefined)
 }
 
 async function authenticateOrThrow(request: FastifyRequest, rt: Runtime): Promise<Authenticated> {

@@ -8,6 +8,7 @@ export const SCRIPTS = {
   checkAccess: { file: 'check_access.lua', keys: 2 },
   rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1 },
   rateLimitPeek: { file: 'rate_limit_peek.lua', keys: 1 },
+  rateLimitUndo: { file: 'rate_limit_undo.lua', keys: 1 },
 } as const
 
 export type ScriptName = keyof typeof SCRIPTS

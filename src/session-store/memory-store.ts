@@ -132,13 +132,19 @@ export class MemorySessionStore implements SessionStore {
     })
   }
 
-  async rateLimitHit(keys: string[], windowMs: number): Promise<void> {
+  async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]> {
     const now = this.clock()
-    for (const k of keys) {
-      const c = this.counters.get(k)
+    return keys.map((k) => {
+      let c = this.counters.get(k)
       if (c && c.resetAt > now) c.count++
-      else this.counters.set(k, { count: 1, resetAt: now + windowMs })
-    }
+      else this.counters.set(k, (c = { count: 1, resetAt: now + windowMs }))
+      return { count: c.count, retryAfterMs: c.resetAt - now }
+    })
+  }
+
+  async rateLimitUndo(key: string): Promise<void> {
+    const c = this.counters.get(key)
+    if (c && c.resetAt > this.clock() && c.count > 0) c.count--
   }
 
   async rateLimitReset(key: string): Promise<void> {

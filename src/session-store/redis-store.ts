@@ -135,8 +135,13 @@ export class RedisSessionStore implements SessionStore {
     return replies.map(([count, pttl]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)) }))
   }
 
-  async rateLimitHit(keys: string[], windowMs: number): Promise<void> {
-    await guarded(Promise.all(keys.map((k) => this.redis.rateLimitHit(this.keys.rateLimit(k), windowMs))))
+  async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]> {
+    const replies = (await guarded(Promise.all(keys.map((k) => this.redis.rateLimitHit(this.keys.rateLimit(k), windowMs))))) as number[][]
+    return replies.map(([count, pttl]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)) }))
+  }
+
+  async rateLimitUndo(key: string): Promise<void> {
+    await guarded(this.redis.rateLimitUndo(this.keys.rateLimit(key)))
   }
 
   async rateLimitReset(key: string): Promise<void> {

@@ -74,7 +74,10 @@ export interface SessionStore {
   /** Ends every family of a subject; returns how many. */
   deleteSessionsOf(sub: string): Promise<number>
   rateLimitPeek(keys: string[]): Promise<RateLimitState[]>
-  rateLimitHit(keys: string[], windowMs: number): Promise<void>
+  /** Counts one attempt on each key (a fixed window from its first hit); returns each key's state after it. */
+  rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]>
+  /** Takes back one hit of the current window (an attempt that turned out not to be a failure). */
+  rateLimitUndo(key: string): Promise<void>
   rateLimitReset(key: string): Promise<void>
   /** Resolves when the store answers; throws StoreUnavailableError otherwise. */
   ping(): Promise<void>
