@@ -22,6 +22,7 @@ export const ERRORS = {
   payload_too_large: { status: 413, message: 'The request body is too large.' },
   unsupported_media_type: { status: 415, message: 'The request body must be JSON.' },
   headers_too_large: { status: 431, message: 'The request headers are too large.' },
+  request_timeout: { status: 408, message: 'The request headers were not received in time.' },
   rate_limited: { status: 429, message: 'Too many failed logins; try again later.' },
   internal_error: { status: 500, message: 'The gateway failed to handle the request.' },
   bad_gateway: { status: 502, message: 'The upstream could not be reached.' },

@@ -1,5 +1,7 @@
 import { fastifyCookie } from '@fastify/cookie'
 import replyFrom from '@fastify/reply-from'
+import { STATUS_CODES } from 'node:http'
+import type { Socket } from 'node:net'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { GatewayError } from '../errors.js'
@@ -29,6 +31,25 @@ export interface GatewayOptions {
   logger?: FastifyServerOptions['logger']
   /** Use this store instead of the configured one (tests). The gateway then does not close it. */
   store?: SessionStore
+}
+
+/**
+ * Errors Node's HTTP parser raises before there is a request (malformed or smuggling-shaped framing, an
+ * oversized header block, headers too slow to arrive): answered in the contract's JSON, then the socket closes.
+ */
+function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return
+  const error = new GatewayError(
+    err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'invalid_request',
+  )
+  const body = JSON.stringify(error.toJSON())
+  if (socket.writable) {
+    socket.write(
+      `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
+    )
+  }
+  socket.destroy(err)
 }
 
 /** How long /readyz waits for the store. */
@@ -68,6 +89,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     requestTimeout: 120_000,
     http: { headersTimeout: 10_000, connectionsCheckingInterval: 1000, maxHeaderSize: 16_384 },
     routerOptions: { maxParamLength: 8192 },
+    clientErrorHandler: clientError,
     frameworkErrors: (error, _request, reply) => {
       sendError(reply, new GatewayError('invalid_path', `The request is malformed: ${error.message}`))
     },
