@@ -34,11 +34,19 @@ export async function runCommand(args: string[]): Promise<number> {
   process.on('SIGHUP', () => reload('SIGHUP'))
   const watchers = loaded.config.watch ? watchFiles(loaded, file, () => reload('file change')) : []
 
-  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+  // SIGHUP reloads (above); close-with-grace would otherwise treat it as a signal to stop.
+  closeWithGrace({ delay: 10_000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'fatal error; shutting down')
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests')
     for (const w of watchers) w.close()
-    await app.close()
+    // server.close() only closes the keep-alive connections idle at that moment: close the others as soon as
+    // their in-flight request is done, or the drain would wait for the clients' keep-alive timeouts.
+    const sweep = setInterval(() => app.server.closeIdleConnections(), 100)
+    try {
+      await app.close()
+    } finally {
+      clearInterval(sweep)
+    }
   })
   return 0
 }
