@@ -657,3 +657,55 @@ t.test('redis.revocationCache: revocations reach the other instance at once', as
   await send(`${one.url}/auth/logout`, { headers: { authorization: `Bearer ${e.json.accessToken}` }, body: { refreshToken: e.json.refreshToken } })
   t.ok(await refusedOnTwo(e.json.accessToken), 'after the subscription is back, revocations arrive again')
 })
+
+t.test('users file (§6): sub defaults to the username; claims reach the token; NFC passwords; bad entries refused', async (t) => {
+  const gw = await gateway(t, {
+    users: [
+      { username: 'carol', password: 'caf\u00e9-pw', claims: { roles: ['ops'], team: { name: 'blue' } } },
+      { username: 'dave', password: 'dave-pw', sub: 'user-4' },
+    ],
+  })
+  const carol = await send(`${gw.url}/auth/login`, { headers: TOKEN_MODE, body: { username: 'carol', password: 'cafe\u0301-pw' } })
+  t.equal(carol.status, 200, 'the same password in another Unicode normal form')
+  t.equal(carol.json.sub, 'carol', 'sub defaults to the username')
+  t.same(carol.json.claims, { roles: ['ops'], team: { name: 'blue' } })
+  const token = decodeJwt(carol.json.accessToken)
+  t.equal(token.sub, 'carol')
+  t.same(token.team, { name: 'blue' }, 'claims are copied into the access token')
+  const dave = await login(gw, { username: 'dave', password: 'dave-pw' })
+  t.equal(dave.json.sub, 'user-4')
+  t.same(dave.json.claims, {}, 'no claims: an empty object')
+  t.equal((await login(gw, { username: 'Dave', password: 'dave-pw' })).status, 401, 'usernames are exact')
+
+  const { mkdtempSync, rmSync, writeFileSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const { join } = await import('node:path')
+  const { loadUsers } = await import('../src/auth/users-file.js')
+  const { hashPassword } = await import('../src/auth/password.js')
+  const dir = mkdtempSync(join(tmpdir(), 'sg-users-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const hash = await hashPassword('pw', 10)
+  const problemsOf = async (yaml: string) => {
+    const file = join(dir, `u${Math.random()}.yaml`)
+    writeFileSync(file, yaml)
+    const problems: { path: string; message: string }[] = []
+    const users = await loadUsers(file, 'login.users', problems)
+    return { users, problems }
+  }
+  const ok = await problemsOf(`users:\n  - username: erin\n    password: "${hash}"\n`)
+  t.same(ok.problems, [])
+  t.equal(ok.users?.get('erin')?.sub, 'erin')
+  for (const [what, yaml, path] of [
+    ['plain text', 'users:\n  - username: erin\n    password: hunter2\n', 'users[0].password'],
+    ['an unknown hash scheme', 'users:\n  - username: erin\n    password: "md5$abc"\n', 'users[0].password'],
+    ['a reserved claim', `users:\n  - username: erin\n    password: "${hash}"\n    claims: { sid: x }\n`, 'users[0].claims'],
+    ['a reserved claim (exp)', `users:\n  - username: erin\n    password: "${hash}"\n    claims: { exp: 1 }\n`, 'users[0].claims'],
+    ['an unknown key', `users:\n  - username: erin\n    password: "${hash}"\n    admin: true\n`, 'users[0]'],
+    ['a duplicate username', `users:\n  - username: erin\n    password: "${hash}"\n  - username: erin\n    password: "${hash}"\n`, 'users[1].username'],
+  ] as const) {
+    const { users, problems } = await problemsOf(yaml)
+    t.ok(problems.length > 0, `${what}: refused (loadConfig throws on any problem)`)
+    if (what !== 'a duplicate username') t.equal(users, undefined)
+    t.ok(problems.some((p) => p.path.endsWith(path)), `${what}: reported at ${path} (${problems.map((p) => `${p.path}: ${p.message}`).join('; ')})`)
+  }
+})
