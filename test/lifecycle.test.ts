@@ -8,7 +8,8 @@ import type { ServerResponse } from 'node:http'
 import t from 'tap'
 import { stringify } from 'yaml'
 import { send } from './helpers/client.js'
-import { startGateway, writeUsers } from './helpers/gateway.js'
+import { startGateway, writeKeys, writeUsers } from './helpers/gateway.js'
+import { generatePrivateJwk } from '../src/tokens/keys.js'
 import { freePort, startRedis } from './helpers/redis-server.js'
 import { startUpstream, type TestUpstream } from './helpers/upstream.js'
 
@@ -321,4 +322,44 @@ t.test('logs never contain an Authorization or Cookie value, a password or a tok
   for (const [what, secret] of Object.entries(secrets)) {
     t.notOk(logs.includes(secret), `the logs do not contain ${what}`)
   }
+})
+
+t.test('watch: true reloads on a file change (routes and keys); SIGINT stops gracefully', async (t) => {
+  const dir = tempDir(t)
+  const up = await startUpstream()
+  t.teardown(() => up.close())
+  const users = await writeUsers(dir)
+  const { file: keys, keys: [firstKey] } = await writeKeys(dir)
+  const config = (port: number, routes: object[]) => ({
+    server: { host: '127.0.0.1', port },
+    tokens: { keys },
+    cookies: { secure: false },
+    login: { users },
+    watch: true,
+    routes,
+  })
+  let port = 0
+  const gw = await spawnGateway(t, dir, (p) => {
+    port = p
+    return config(p, [{ name: 'a', prefix: '/a', upstream: up.url, auth: 'public' }])
+  })
+  const jwks = async () => ((await send(`${gw.url}/.well-known/jwks.json`)).json as { keys: { kid: string }[] }).keys.map((k) => k.kid)
+  t.same(await jwks(), [(firstKey as { kid: string }).kid])
+  t.equal((await send(`${gw.url}/w/1`)).status, 404)
+
+  writeFileSync(gw.configFile, stringify(config(port, [
+    { name: 'a', prefix: '/a', upstream: up.url, auth: 'public' },
+    { name: 'w', prefix: '/w', upstream: up.url, auth: 'public' },
+  ])))
+  t.ok(await gw.waitForLog(/configuration reloaded/), 'a change of the configuration file reloads it')
+  t.equal((await send(`${gw.url}/w/1`)).status, 200, 'the new route answers')
+
+  const secondKey = await generatePrivateJwk('EdDSA')
+  writeFileSync(keys, JSON.stringify({ keys: [secondKey, firstKey] }))
+  t.ok(await eventually(async () => (await jwks()).length === 2), 'a change of the key file reloads it')
+  t.same(await jwks(), [secondKey.kid, (firstKey as { kid: string }).kid], 'the new key is published first, the old one kept')
+
+  gw.child.kill('SIGINT')
+  const { code } = await gw.exited
+  t.equal(code, 0, 'SIGINT: exit 0')
 })
