@@ -13,11 +13,16 @@ export function toGatewayError(err: unknown, request?: FastifyRequest): GatewayE
   const fastifyError = err as Partial<FastifyError>
   const byStatus: Record<number, ErrorCode> = {
     400: 'invalid_request', 404: 'not_found', 405: 'method_not_allowed', 413: 'payload_too_large',
-    415: 'unsupported_media_type', 431: 'headers_too_large',
+    415: 'invalid_request', 431: 'headers_too_large',
   }
   const code = fastifyError.statusCode === undefined ? undefined : byStatus[fastifyError.statusCode]
   if (code) {
-    const message = code === 'invalid_request' ? `The request is malformed: ${String(fastifyError.message)}` : undefined
+    const message =
+      fastifyError.statusCode === 415
+        ? 'The request body must be JSON (Content-Type: application/json).'
+        : code === 'invalid_request'
+          ? `The request is malformed: ${String(fastifyError.message)}`
+          : undefined
     return new GatewayError(code, message)
   }
   request?.log.error({ err }, 'unexpected error')

@@ -82,7 +82,7 @@ export class AccessTokenVerifier {
         algorithms: [this.tokens.algorithm],
         issuer: this.tokens.issuer,
         audience: this.tokens.audience,
-        clockTolerance: Math.floor(this.toleranceMs / 1000),
+        clockTolerance: this.toleranceMs / 1000,
         typ: ACCESS_TOKEN_TYPE,
         requiredClaims: ['iss', 'aud', 'sub', 'iat', 'exp', 'jti', 'sid'],
         currentDate: new Date(now),
