@@ -100,11 +100,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     let access: VerifiedAccessToken | undefined
     if (accessText) access = await verifiedForLogout(rt, accessText)
     await rt.sessions.logout(access, refreshToken)
-    return reply
-      .code(204)
-      .header('set-cookie', clearedCookies(rt.config))
-      .header('clear-site-data', '"cookies"')
-      .send()
+    return sendLoggedOut(reply, rt)
   })
 
   route('/logout-all', 'POST', async (request, reply) => {
@@ -112,11 +108,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const auth = await authenticateOrThrow(request, rt)
     await rt.sessions.logoutAll(auth.token.sub)
     await rt.sessions.logout(auth.token, undefined)
-    return reply
-      .code(204)
-      .header('set-cookie', clearedCookies(rt.config))
-      .header('clear-site-data', '"cookies"')
-      .send()
+    return sendLoggedOut(reply, rt)
   })
 
   route('/session', 'GET', async (request, reply) => {
@@ -133,6 +125,11 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       sessionExpiresAt: new Date(Math.min(session.idleExpiresAt, session.absoluteExpiresAt)).toISOString(),
     })
   })
+}
+
+/** 204, both cookies cleared, and the browser told to drop this site's cookies. */
+function sendLoggedOut(reply: FastifyReply, rt: Runtime): FastifyReply {
+  return reply.code(204).header('set-cookie', clearedCookies(rt.config)).header('clear-site-data', '"cookies"').send()
 }
 
 /**
