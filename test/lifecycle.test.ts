@@ -78,7 +78,7 @@ async function spawnGateway(t: { teardown: (fn: () => unknown) => void }, dir: s
   const port = await freePort()
   const configFile = join(dir, 'gateway.yaml')
   writeFileSync(configFile, stringify(config(port)))
-  const env = { ...process.env, LOG_LEVEL: 'info' }
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'info' }
   for (const name of ['SESSIONGATE_CONFIG', 'REDIS_URL', 'HOST', 'PORT']) delete env[name]
   const child = spawn(process.execPath, [bin, '--config', configFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''

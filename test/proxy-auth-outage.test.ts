@@ -3,13 +3,11 @@
  * `session_store_unavailable` + Retry-After, quickly and without touching cookies; public routes keep working;
  * the gateway recovers by itself; `redis.onOutage: verify-only` accepts valid tokens meanwhile.
  */
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { CookieClient, send, type Reply } from './helpers/client.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { startRedis, type TestRedis } from './helpers/redis-server.js'
 import { startUpstream, type TestUpstream } from './helpers/upstream.js'
-
-type Test = Parameters<Parameters<typeof t.test>[1]>[0]
 
 const CLIENT_TIMEOUT_MS = 5000
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))

@@ -4,7 +4,7 @@
  * `auth: optional`, CSRF, injected identity headers and the login page redirect.
  */
 import { connect } from 'node:net'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { CookieClient, send, type Reply } from './helpers/client.js'
 import { startGateway, type GatewayOptions, type StartedGateway } from './helpers/gateway.js'
 import { freePort, startRedis } from './helpers/redis-server.js'
@@ -20,8 +20,6 @@ interface Setup {
   upstream: TestUpstream
   prefix: string
 }
-
-type Test = Parameters<Parameters<typeof t.test>[1]>[0]
 
 /** One upstream and one gateway on the shared Redis, with its own key prefix; torn down after the test. */
 async function setup(

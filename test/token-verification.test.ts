@@ -5,7 +5,7 @@
  */
 import { createHmac, createPrivateKey, createPublicKey, randomBytes, sign as cryptoSign, type KeyObject } from 'node:crypto'
 import { readFileSync, writeFileSync } from 'node:fs'
-import { decodeJwt, decodeProtectedHeader } from 'jose'
+import { decodeJwt, decodeProtectedHeader, type JWTPayload } from 'jose'
 import t, { type Test } from 'tap'
 import { loadConfig } from '../src/config/load.js'
 import { MAX_TOKEN_LENGTH, TokenRefusedError } from '../src/tokens/access-token-verifier.js'
@@ -94,7 +94,7 @@ t.test('EdDSA: forged, confused, stale and malformed tokens are all refused', as
   const publicJwkText = JSON.stringify({ kty: s.privateJwk.kty, crv: s.privateJwk.crv, x: s.privateJwk.x })
   const hs256 = (secret: string | Buffer): Signer => (input) => createHmac('sha256', secret).update(input).digest()
   const genuineParts = s.accessToken.split('.')
-  const tamperedPayload = `${genuineParts[0]}.${b64url({ ...decodeJwt(s.accessToken), sub: 'user-2', roles: ['admin', 'root'] })}.${genuineParts[2]}`
+  const tamperedPayload = `${genuineParts[0]}.${b64url({ ...decodeJwt<JWTPayload>(s.accessToken), sub: 'user-2', roles: ['admin', 'root'] })}.${genuineParts[2]}`
   const unsigned = (h: object) => `${b64url(h)}.${b64url(claims)}.`
 
   const cases: [string, string][] = [
