@@ -246,7 +246,7 @@ t.test('SIGTERM with 20 requests in flight: all 20 complete with 200 and the pro
     login: { users: await writeUsers(dir) },
     routes: [{ name: 'slow', prefix: '/slow', upstream: slow.url }],
   }))
-  const env = { ...process.env, LOG_LEVEL: 'info' }
+  const env: NodeJS.ProcessEnv = { ...process.env, LOG_LEVEL: 'info' }
   for (const name of ['SESSIONGATE_CONFIG', 'REDIS_URL', 'HOST', 'PORT']) delete env[name]
   const child = spawn(process.execPath, [join(root, 'bin', 'sessiongate.js'), '--config', configFile], { cwd: root, env, stdio: ['ignore', 'pipe', 'pipe'] })
   let out = ''

@@ -83,6 +83,11 @@ export async function authenticate(
     if (current) return { mode: 'cookie', token: current, rotated: undefined }
     throw unauthenticated('cookie')
   }
+  // The refresh cookie is already behind its family: a rotation was made for another request (typically a slow
+  // one whose response, with the new cookies, has not reached the client yet). Presenting it again could only be
+  // refused, or after the grace be taken for a replay that revokes the session: the still-valid access token
+  // serves until the new cookies arrive.
+  if (current && (await sessions.superseded(credentials.refresh))) return { mode: 'cookie', token: current, rotated: undefined }
   try {
     const rotated = await sessions.refresh(credentials.refresh)
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }

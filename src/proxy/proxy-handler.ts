@@ -1,7 +1,7 @@
 import type {} from '@fastify/reply-from'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
-import { clearedCookies, sessionCookies } from '../auth/cookies.js'
+import { clearedCookies, sessionCookies, type CookieNames } from '../auth/cookies.js'
 import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { GatewayError } from '../errors.js'
@@ -69,6 +69,15 @@ function upstreamError(error: unknown): GatewayError {
   return new GatewayError(timedOut ? 'gateway_timeout' : 'bad_gateway')
 }
 
+/** Removes the gateway's own cookies from the Set-Cookie lines of a reply (the upstream's stay). */
+function withoutOwnCookies(reply: FastifyReply, names: CookieNames): void {
+  const current = reply.getHeader('set-cookie')
+  const lines = current === undefined ? [] : Array.isArray(current) ? current.map(String) : [String(current)]
+  const kept = lines.filter((line) => !line.startsWith(`${names.access}=`) && !line.startsWith(`${names.refresh}=`))
+  reply.removeHeader('set-cookie')
+  if (kept.length > 0) reply.header('set-cookie', kept)
+}
+
 /** The catch-all handler: route match -> auth -> proxy, one way. */
 export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
   return async function proxy(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
@@ -108,6 +117,16 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       rewriteHeaders: (headers) => {
         metrics.upstreamLatency.observe({ route: route.name }, Number(process.hrtime.bigint() - started) / 1e9)
         return withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
+      },
+      // A rotation's cookies go out with the upstream's answer, which may come long after faster responses
+      // carried newer ones: checked just before sending, so a slow response never sets an older pair.
+      onResponse: (_req, r, res) => {
+        const rotated = authorised.auth?.rotated
+        if (!rotated) return void r.send(res.stream)
+        void rt.sessions.superseded(rotated.refreshToken).then((stale) => {
+          if (stale) withoutOwnCookies(r as FastifyReply, rt.cookies)
+          r.send(res.stream)
+        })
       },
       onError: (errorReply, { error }) => {
         errorReply.request.log.warn({ err: error, route: route.name }, 'upstream failed')

@@ -97,7 +97,7 @@ export class Sessions {
       case 'grace': {
         const earlier = openSuccessor(result.sealedSuccessor, refreshToken)
         if (earlier === undefined) throw new GatewayError('session_expired')
-        return this.tokensFor(result.session, earlier)
+        return this.tokensFor(result.session, earlier, true)
       }
       case 'reused':
       case 'revoked':
@@ -112,12 +112,17 @@ export class Sessions {
    * The access token of a generation is fixed (jti from the refresh token, iat from the rotation time), so a
    * reuse-grace answer repeats the same pair.
    */
-  private async tokensFor(session: SessionRecord, refreshToken: string): Promise<SessionTokens> {
-    const access = await this.issuer.issue(
-      { sub: session.sub, sid: session.sid, claims: session.claims },
-      session.rotatedAt,
-      jtiForRefreshToken(refreshToken),
-    )
+  private async tokensFor(session: SessionRecord, refreshToken: string, repeat = false): Promise<SessionTokens> {
+    const subject = { sub: session.sub, sid: session.sid, claims: session.claims }
+    // A grace answer can come late: the request holding the rotated token may have been sent while the only
+    // response carrying the successor was still on its way (a slow upstream). The rotation's access token may
+    // then be (nearly) spent; the client gets a fresh one of the same session instead of an expired one,
+    // which would be refused on the spot and log it out.
+    const t = this.config.tokens
+    const spent = repeat && session.rotatedAt + t.accessTtl - Date.now() <= t.refreshAhead
+    const access = spent
+      ? await this.issuer.issue(subject)
+      : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken))
     return {
       sid: session.sid, sub: session.sub, claims: session.claims,
       accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),
@@ -146,6 +151,23 @@ export class Sessions {
     } catch (err) {
       if (err instanceof StoreUnavailableError && this.config.redis.onOutage === 'verify-only') return 'ok'
       throw err
+    }
+  }
+
+  /**
+   * Whether the family has already rotated past `refreshToken` (one read, no change). A newer pair then exists:
+   * cookies carrying the older one, sent now, would overwrite newer ones in the browser (a slow response arriving
+   * after faster ones that rotated again), and presenting it again would only be refused or, after the grace,
+   * taken for a replay. False when the store cannot say.
+   */
+  async superseded(refreshToken: string): Promise<boolean> {
+    const parsed = this.refreshTokens.parse(refreshToken)
+    if (!parsed) return false
+    try {
+      const session = await this.store.getSession(parsed.sid)
+      return session !== undefined && session.gen > parsed.gen
+    } catch {
+      return false
     }
   }
 
