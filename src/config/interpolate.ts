@@ -20,7 +20,11 @@ export function interpolateEnv(
   if (Array.isArray(node)) return node.map((item, i) => interpolateEnv(item, env, problems, [...path, i]))
   if (node !== null && typeof node === 'object') {
     const out: Record<string, unknown> = {}
-    for (const [key, value] of Object.entries(node)) out[key] = interpolateEnv(value, env, problems, [...path, key])
+    // defineProperty, not assignment: a YAML key `__proto__` must stay an (unknown, reported) key, not become the
+    // object's prototype whose members the schema would then read as if they had been written there.
+    for (const [key, value] of Object.entries(node)) {
+      Object.defineProperty(out, key, { value: interpolateEnv(value, env, problems, [...path, key]), enumerable: true, writable: true, configurable: true })
+    }
     return out
   }
   return node

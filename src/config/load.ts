@@ -31,9 +31,14 @@ function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   }
   const path = formatPath(issue.path)
   if (issue.code === 'invalid_type' && issue.input === undefined) return [{ path, message: 'is required' }]
+  const wrongType = /^Invalid input: expected (\w+), received (\w+)$/.exec(issue.message)
+  if (wrongType) return [{ path, message: `must be ${typeName(wrongType[1] as string)}, not ${typeName(wrongType[2] as string)}` }]
   const message = issue.message.replace(/^Invalid input: /, 'must be ').replace(/^Invalid option: expected one of /, 'must be one of ')
   return [{ path, message }]
 }
+
+const TYPE_NAMES: Record<string, string> = { object: 'a mapping', record: 'a mapping', array: 'a list', string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false', null: 'empty', undefined: 'missing' }
+const typeName = (zodType: string): string => TYPE_NAMES[zodType] ?? zodType
 
 /** Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. */
 function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): void {
@@ -80,14 +85,21 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
       yaml.errors.map((e) => ({ path: `${file}:${e.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax error: ${e.message.split('\n')[0]}` })),
     )
   }
-  const raw: unknown = yaml.toJS() ?? {}
+  let raw: unknown
+  try {
+    // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
+    raw = yaml.toJS({ maxAliasCount: 100 }) ?? {}
+  } catch (err) {
+    throw new ConfigError([{ path: file, message: `YAML error: ${(err as Error).message.split('\n')[0]}` }])
+  }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError([{ path: '(root)', message: 'must be a mapping of sections (server, redis, tokens, ...)' }])
   }
   const problems: ConfigProblem[] = []
   const doc = interpolateEnv(raw, env, problems) as Record<string, unknown>
   applyEnvOverrides(doc, env, problems)
-  const parsed = configSchema.safeParse(doc)
+  // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
+  const parsed = configSchema.safeParse(doc, { reportInput: true })
   if (!parsed.success) problems.push(...parsed.error.issues.flatMap(describeIssue))
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
   const config = parsed.data
