@@ -330,3 +330,23 @@ t.test('random or forged refresh tokens naming a live family revoke nothing; onl
   t.equal((await sessionHash(s, pair.sid)).rev, '1', 'revoked')
   t.equal(await reuseAlarms(s.gw), alarms + 1, 'one reuse alarm')
 })
+
+t.test('login CSRF: a cross-site form (no JSON, no preflight) cannot log the browser into any account', async (t) => {
+  const s = await setup(t)
+  const forms: [string, string, string][] = [
+    ['an HTML form (urlencoded)', 'application/x-www-form-urlencoded', 'username=bob&password=bob-pw'],
+    ['an HTML form (multipart)', 'multipart/form-data; boundary=x', '--x\r\nContent-Disposition: form-data; name="username"\r\n\r\nbob\r\n--x--\r\n'],
+    ['text/plain carrying JSON (the enctype trick)', 'text/plain', '{"username":"bob","password":"bob-pw"}'],
+  ]
+  for (const [what, type, body] of forms) {
+    const res = await send(`${s.gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': type, origin: 'https://evil.example' }, body })
+    t.equal(res.status, 400, `${what}: 400`)
+    t.equal(res.json?.error, 'invalid_request', `${what}: invalid_request`)
+    t.same(res.setCookies, [], `${what}: no session cookie is set`)
+  }
+  const get = await send(`${s.gw.url}/auth/login?username=bob&password=bob-pw`)
+  t.equal(get.status, 405, 'a cross-site GET (link, image) cannot log in')
+  t.same(get.setCookies, [])
+  const keys = await redis.client.keys(`${s.prefix}*:s`)
+  t.equal(keys.length, 0, 'no session was created')
+})
