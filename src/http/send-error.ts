@@ -10,6 +10,12 @@ export function toGatewayError(err: unknown, request?: FastifyRequest): GatewayE
   if (err instanceof StoreUnavailableError) {
     return new GatewayError('session_store_unavailable', undefined, { 'retry-after': String(STORE_RETRY_AFTER_SECONDS) })
   }
+  // An upstream that fails after its headers, before the first body byte went out (the body stream breaks).
+  const undiciCode = (err as { code?: unknown } | undefined)?.code
+  if (typeof undiciCode === 'string' && undiciCode.startsWith('UND_ERR_')) {
+    request?.log.warn({ err }, 'upstream failed')
+    return new GatewayError(undiciCode === 'UND_ERR_BODY_TIMEOUT' ? 'gateway_timeout' : 'bad_gateway')
+  }
   const fastifyError = err as Partial<FastifyError>
   const byStatus: Record<number, ErrorCode> = {
     400: 'invalid_request', 404: 'not_found', 405: 'method_not_allowed', 413: 'payload_too_large',
