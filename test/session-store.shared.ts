@@ -357,7 +357,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     await store.rateLimitUndo('a')
     t.equal((await store.rateLimitPeek(['a']))[0]?.count, 20)
     await store.rateLimitUndo('b')
-    t.same(await store.rateLimitPeek(['b']), [{ count: 0, retryAfterMs: (await store.rateLimitPeek(['b']))[0]?.retryAfterMs ?? 0 }])
+    t.equal((await store.rateLimitPeek(['b']))[0]?.count, 0, 'an undo of the only hit leaves 0')
     await store.rateLimitUndo('b')
     t.equal((await store.rateLimitPeek(['b']))[0]?.count, 0, 'never below 0')
     await store.rateLimitUndo('never-hit')
