@@ -30,14 +30,44 @@ function claimText(value: unknown): string | undefined {
 export function identityHeaders(templates: Record<string, string>, payload: JWTPayload | undefined): Record<string, string> {
   const out: Record<string, string> = {}
   if (!payload) return out
-  for (const [name, template] of Object.entries(templates)) {
-    let found = false
-    const value = template.replace(PLACEHOLDER, (_m, claim: string) => {
-      const text = claimText(payload[claim])
+  for (const header of compiled(templates)) {
+    let found = header.claims.length === 0
+    let value = header.parts[0] as string
+    for (let i = 0; i < header.claims.length; i++) {
+      const text = claimText(payload[header.claims[i] as string])
       if (text !== undefined) found = true
-      return text ?? ''
-    })
-    if (found || !template.includes('{')) out[name.toLowerCase()] = value.replace(NOT_IN_HEADER_VALUE, '')
+      value += (text ?? '') + (header.parts[i + 1] as string)
+    }
+    if (found) out[header.name] = value.replace(NOT_IN_HEADER_VALUE, '')
   }
   return out
+}
+
+interface CompiledHeader {
+  name: string
+  /** Literal text around the placeholders: parts.length === claims.length + 1. */
+  parts: string[]
+  claims: string[]
+}
+
+/** Templates are split into literals and claim names once per route, not on every request. */
+const COMPILED = new WeakMap<Record<string, string>, CompiledHeader[]>()
+
+function compiled(templates: Record<string, string>): CompiledHeader[] {
+  let headers = COMPILED.get(templates)
+  if (headers) return headers
+  headers = Object.entries(templates).map(([name, template]) => {
+    const parts: string[] = []
+    const claims: string[] = []
+    let last = 0
+    for (const m of template.matchAll(PLACEHOLDER)) {
+      parts.push(template.slice(last, m.index))
+      claims.push(m[1] as string)
+      last = (m.index ?? 0) + m[0].length
+    }
+    parts.push(template.slice(last))
+    return { name: name.toLowerCase(), parts, claims }
+  })
+  COMPILED.set(templates, headers)
+  return headers
 }

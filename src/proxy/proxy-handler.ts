@@ -115,7 +115,7 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       timeout: route.timeout,
       rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, injected, authorised.identity, trusted),
       rewriteHeaders: (headers) => {
-        metrics.upstreamLatency.observe({ route: route.name }, Number(process.hrtime.bigint() - started) / 1e9)
+        metrics.observeUpstream(route.name, Number(process.hrtime.bigint() - started) / 1e9)
         return withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
       },
       // A rotation's cookies go out with the upstream's answer, which may come long after faster responses

@@ -20,11 +20,13 @@ export function normalisePath(rawPath: string): NormalisedPath {
   if (!rawPath.startsWith('/')) return { ok: false, reason: 'the path must start with /' }
   const segments: string[] = []
   for (const raw of rawPath.split('/')) {
-    let segment: string
-    try {
-      segment = decodeURIComponent(raw)
-    } catch {
-      return { ok: false, reason: 'the path has malformed percent-encoding' }
+    let segment = raw
+    if (raw.includes('%')) {
+      try {
+        segment = decodeURIComponent(raw)
+      } catch {
+        return { ok: false, reason: 'the path has malformed percent-encoding' }
+      }
     }
     if (FORBIDDEN_IN_SEGMENT.test(segment)) {
       return { ok: false, reason: 'the path has an encoded slash, backslash or control character' }
@@ -41,8 +43,11 @@ export function normalisePath(rawPath: string): NormalisedPath {
   return { ok: true, segments, path }
 }
 
+const PCHARS_ONLY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@]*$/
+
 /** Percent-encodes what RFC 3986 does not allow raw in a path segment (pchar). */
 export function encodeSegment(segment: string): string {
+  if (PCHARS_ONLY.test(segment)) return segment
   return encodeURIComponent(segment).replace(/%(2[146789ABC]|3[ABD]|40)/gi, (m) => decodeURIComponent(m))
 }
 

@@ -118,7 +118,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     sendError(reply, new GatewayError('not_found'))
   })
   app.addHook('onResponse', async (request, reply) => {
-    metrics.requests.inc({ route: request.routeName ?? 'gateway', status: String(reply.statusCode) })
+    metrics.countRequest(request.routeName ?? 'gateway', reply.statusCode)
   })
 
   await app.register(fastifyCookie)

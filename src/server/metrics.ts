@@ -48,4 +48,21 @@ export class Metrics {
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sessiongate_' })
   }
+
+  private readonly requestCounters = new Map<string, { inc(): void }>()
+  private readonly latencyHistograms = new Map<string, { observe(value: number): void }>()
+
+  /** Counts one answered request (labelled children are made once per route and status, then reused). */
+  countRequest(route: string, status: number): void {
+    const key = `${route} ${status}`
+    let counter = this.requestCounters.get(key)
+    if (!counter) this.requestCounters.set(key, (counter = this.requests.labels({ route, status: String(status) })))
+    counter.inc()
+  }
+
+  observeUpstream(route: string, seconds: number): void {
+    let histogram = this.latencyHistograms.get(route)
+    if (!histogram) this.latencyHistograms.set(route, (histogram = this.upstreamLatency.labels({ route })))
+    histogram.observe(seconds)
+  }
 }

@@ -57,7 +57,7 @@ export class RevocationCache {
   }
 
   async state(sid: string, jti: string, expiresAt: number): Promise<AccessState> {
-    if (this.deniedJtis.has(`${sid}:${jti}`)) return 'denied'
+    if (this.deniedJtis.size > 0 && this.deniedJtis.has(`${sid}:${jti}`)) return 'denied'
     const known = this.subscribed ? this.known.get(sid) : undefined
     if (known !== undefined) return known
     const epoch = this.epoch

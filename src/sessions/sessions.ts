@@ -1,6 +1,6 @@
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
-import type { SessionRecord, SessionStore } from '../session-store/session-store.js'
+import type { AccessState, SessionRecord, SessionStore } from '../session-store/session-store.js'
 import { AccessTokenIssuer, jtiForRefreshToken } from '../tokens/access-token.js'
 import { AccessTokenVerifier, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import type { KeyRing } from '../tokens/keys.js'
@@ -41,6 +41,7 @@ export class Sessions {
   private readonly issuer: AccessTokenIssuer
   private readonly refreshTokens: RefreshTokens
   private readonly inFlight = new Map<string, Promise<SessionTokens>>()
+  private readonly checksInFlight = new Map<string, Promise<AccessState>>()
 
   constructor(
     readonly store: SessionStore,
@@ -147,11 +148,25 @@ export class Sessions {
   private async accessState(token: VerifiedAccessToken): Promise<string> {
     if (this.revocationCache) return this.revocationCache.state(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
     try {
-      return await this.store.checkAccess(token.sid, token.jti)
+      return await this.sharedCheck(token.sid, token.jti)
     } catch (err) {
       if (err instanceof StoreUnavailableError && this.config.redis.onOutage === 'verify-only') return 'ok'
       throw err
     }
+  }
+
+  /**
+   * The store check of a (sid, jti), shared by the requests that need it while it is in flight: a burst of
+   * parallel requests carrying one token costs one round trip. A request may share the answer of a check that
+   * was sent at most one round trip before it arrived; a revocation applied before that is always seen.
+   */
+  private sharedCheck(sid: string, jti: string): Promise<AccessState> {
+    const key = `${sid} ${jti}`
+    const running = this.checksInFlight.get(key)
+    if (running) return running
+    const check = this.store.checkAccess(sid, jti).finally(() => this.checksInFlight.delete(key))
+    this.checksInFlight.set(key, check)
+    return check
   }
 
   /**
