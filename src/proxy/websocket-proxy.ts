@@ -45,6 +45,8 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       if (auth?.mode === 'cookie' && !sameOrigin(raw, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, Object.keys(match.route.config.headers), identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
+      // upstreamHeaders marks removed headers undefined (undici skips them); node's http client, under ws, would not.
+      for (const name of Object.keys(headers)) if (headers[name] === undefined) delete headers[name]
       const target = match.route.upstreamOrigin.replace(/^http/, 'ws') + match.upstreamPath
       const protocols = raw.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim())
       delete headers['sec-websocket-protocol']
