@@ -37,7 +37,7 @@ export function connectRedis(config: GatewayConfig['redis'], log: FastifyBaseLog
   } else {
     client = new Redis(config.url as string, COMMON)
   }
-  watchHealth(client, log)
+  watchHealth(client, log, config.onOutage)
   return client
 }
 
@@ -50,12 +50,16 @@ function credentials(url: string): RedisOptions {
   }
 }
 
-function watchHealth(client: RedisClient, log: FastifyBaseLogger): void {
+function watchHealth(client: RedisClient, log: FastifyBaseLogger, onOutage: GatewayConfig['redis']['onOutage']): void {
+  const consequence =
+    onOutage === 'verify-only'
+      ? 'verify-only: accepting valid signatures WITHOUT the denylist and revocation checks until it returns'
+      : 'failing closed (503 on protected routes) until it returns'
   let down = false
   client.on('error', (err: Error) => {
     if (down) return
     down = true
-    log.error({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, 'session store unreachable; failing closed until it returns')
+    log.error({ err: { message: err.message, code: (err as NodeJS.ErrnoException).code } }, `session store unreachable; ${consequence}`)
   })
   client.on('ready', () => {
     if (down) log.warn('session store reachable again')
