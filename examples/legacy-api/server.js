@@ -35,7 +35,9 @@ export function createLegacyApi() {
   return createServer(async (req, res) => {
     const url = new URL(req.url, 'http://legacy')
     const body = await readBody(req)
-    if (req.method === 'GET' && (url.pathname === '/' || url.pathname === '/index.html')) {
+    // The page lives under /public: the gateway's public catch-all route points there, so it can never reach
+    // the API's own paths (/orders, /admin, /login) without going through their protected routes.
+    if (req.method === 'GET' && ['/', '/public', '/public/', '/public/index.html'].includes(url.pathname)) {
       res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-cache' })
       return res.end(PAGE)
     }

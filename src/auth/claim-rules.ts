@@ -38,9 +38,25 @@ export function identityHeaders(templates: Record<string, string>, payload: JWTP
       if (text !== undefined) found = true
       value += (text ?? '') + (header.parts[i + 1] as string)
     }
-    if (found) out[header.name] = value.replace(NOT_IN_HEADER_VALUE, '')
+    if (found) out[header.name] = headerSafe(value)
   }
   return out
+}
+
+const NON_ASCII = /[\u0080-\uffff]+/g
+
+/**
+ * A header value undici will send: control characters removed, non-ASCII text percent-encoded as UTF-8
+ * (`山田` -> `%E5%B1%B1%E7%94%B0`), since header values are Latin-1 on the wire and anything above 0xFF is refused.
+ */
+function headerSafe(value: string): string {
+  return value.replace(NOT_IN_HEADER_VALUE, '').replace(NON_ASCII, (text) => {
+    try {
+      return encodeURIComponent(text)
+    } catch {
+      return ''
+    }
+  })
 }
 
 interface CompiledHeader {

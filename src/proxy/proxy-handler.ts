@@ -102,7 +102,6 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       throw err
     }
     if (authorised.auth?.rotated) reply.header('set-cookie', sessionCookies(rt.config, authorised.auth.rotated))
-    const injected = Object.keys(route.headers)
     const trusted = trustsPeer(request.socket.remoteAddress)
     const started = process.hrtime.bigint()
     // The query travels separately: reply-from refuses a source whose decoded text holds `../` (and fails on
@@ -113,7 +112,7 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       // An upstream's 503 is the client's to see (reply-from would silently retry a GET up to 10 times).
       retryDelay: () => null,
       timeout: route.timeout,
-      rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, injected, authorised.identity, trusted),
+      rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, rt.routes.injectedHeaders, authorised.identity, trusted),
       rewriteHeaders: (headers) => {
         metrics.observeUpstream(route.name, Number(process.hrtime.bigint() - started) / 1e9)
         return withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)

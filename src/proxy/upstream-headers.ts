@@ -23,6 +23,7 @@ export function upstreamHeaders(
   request: FastifyRequest,
   headers: IncomingHttpHeaders,
   names: CookieNames,
+  /** Lower-case names of every header any route injects. */
   injectedNames: readonly string[],
   identity: UpstreamIdentity | 'public',
   trustedPeer: boolean,
@@ -35,7 +36,15 @@ export function upstreamHeaders(
     for (const name of connection.split(',')) drop(out, name.trim().toLowerCase())
   }
   for (const name of HOP_BY_HOP) drop(out, name)
-  for (const name of injectedNames) drop(out, name.toLowerCase())
+  for (const name of injectedNames) drop(out, name)
+  // `X_User_Id` reads as `X-User-Id` to CGI, WSGI, Rack and PHP upstreams: look-alikes of injected names go too.
+  for (const name in out) {
+    if (name.includes('_') && injectedNames.includes(name.replace(/_/g, '-'))) drop(out, name)
+  }
+  if (!trustedPeer) {
+    drop(out, 'forwarded')
+    drop(out, 'x-real-ip')
+  }
   const cookie = request.headers.cookie === undefined ? undefined : cookieHeaderWithout(request.headers.cookie, names)
   if (cookie === undefined) drop(out, 'cookie')
   else out.cookie = cookie

@@ -43,7 +43,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       } as unknown as FastifyRequest
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.mode === 'cookie' && !sameOrigin(raw, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
-      const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, Object.keys(match.route.config.headers), identity, trustsPeer(raw.socket.remoteAddress))
+      const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
       // upstreamHeaders marks removed headers undefined (undici skips them); node's http client, under ws, would not.
       for (const name of Object.keys(headers)) if (headers[name] === undefined) delete headers[name]

@@ -22,6 +22,11 @@ export interface RouteMatch {
 /** Longest-prefix matching on whole segments: `/api/orders` matches `/api/orders/1`, not `/api/ordersX`. */
 export class RouteTable {
   private readonly routes: Route[]
+  /**
+   * Every header name any route injects (lower case). Inbound copies of all of them are removed on every route,
+   * public ones included, so that no route can be used to reach an upstream with a forged identity.
+   */
+  readonly injectedHeaders: readonly string[]
 
   constructor(routes: readonly RouteConfig[]) {
     this.routes = routes
@@ -36,6 +41,7 @@ export class RouteTable {
         return { config, segments: prefixSegments, upstreamOrigin: upstream.origin, upstreamBasePath: base, rewriteSegments: rewrite }
       })
       .sort((a, b) => b.segments.length - a.segments.length)
+    this.injectedHeaders = [...new Set(routes.flatMap((r) => Object.keys(r.headers).map((h) => h.toLowerCase())))]
   }
 
   get size(): number {
