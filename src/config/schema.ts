@@ -61,7 +61,7 @@ const RESERVED_HEADERS = new Set([
   'x-forwarded-proto', 'x-forwarded-host',
 ])
 
-const PREFIX = /^\/([A-Za-z0-9._~!$&'()*+,;=:@-]+\/?)*$/
+const PREFIX = /^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\/?$/
 
 const routeSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, ".", "_" or "-"'),

@@ -82,7 +82,8 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     }
     try {
       const tokens = await rt.sessions.refresh(token)
-      return sendTokens(request, reply, rt, tokens, !viaCookie || tokenMode(request))
+      // A session held in HttpOnly cookies is never turned into tokens a script could read.
+      return sendTokens(request, reply, rt, tokens, !viaCookie)
     } catch (err) {
       if (viaCookie && err instanceof GatewayError) reply.header('set-cookie', clearedCookies(rt.config))
       throw err

@@ -176,6 +176,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     current,
     async reload(next: LoadedConfig) {
       logReloadIgnored(app.log, restartOnlyChanges(runtime.config, next.config))
+      // A key made in memory stays the key: a reload must not log everyone out of the demo.
+      const previous = runtime.loaded.keys
+      if (next.keys.ephemeral && previous.ephemeral && previous.signing.alg === next.keys.signing.alg) next = { ...next, keys: previous }
       runtime = await buildRuntime({ ...next, config: { ...next.config, server: config.server, redis: config.redis, login: { ...next.config.login, path: config.login.path } } }, store, metrics, revocationCache)
       app.log.info({ routes: runtime.routes.size }, 'configuration reloaded')
     },

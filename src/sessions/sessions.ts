@@ -146,8 +146,8 @@ export class Sessions {
   }
 
   private async accessState(token: VerifiedAccessToken): Promise<string> {
-    if (this.revocationCache) return this.revocationCache.state(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
     try {
+      if (this.revocationCache) return await this.revocationCache.state(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
       return await this.sharedCheck(token.sid, token.jti)
     } catch (err) {
       if (err instanceof StoreUnavailableError && this.config.redis.onOutage === 'verify-only') return 'ok'
