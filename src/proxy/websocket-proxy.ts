@@ -8,6 +8,7 @@ import type { Runtime } from '../server/runtime.js'
 import { toGatewayError } from '../http/send-error.js'
 import { authorise, matchRoute } from './proxy-handler.js'
 import { upstreamHeaders } from './upstream-headers.js'
+import { sessionCookies } from '../auth/cookies.js'
 
 const WS_HANDSHAKE_HEADERS = ['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept', 'host', 'content-length']
 
@@ -27,8 +28,15 @@ function refuse(socket: Duplex, error: GatewayError): void {
 export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBaseLogger, trustsPeer: (a: string | undefined) => boolean) {
   // The client is told the subprotocol the upstream chose (ws would otherwise pick the client's first offer).
   const chosenProtocol = new WeakMap<IncomingMessage, string>()
+  // A session rotated on the way in: the 101 answer carries the new cookies, like any proxied answer.
+  const rotatedCookies = new WeakMap<IncomingMessage, string[]>()
   const wss = new WebSocketServer({ noServer: true, handleProtocols: (_offered, req) => chosenProtocol.get(req) ?? false })
-  return async function onUpgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+  wss.on('headers', (headers, req) => {
+    for (const cookie of rotatedCookies.get(req) ?? []) headers.push(`Set-Cookie: ${cookie}`)
+  })
+  const relayed = new Set<WebSocket>()
+
+  async function onUpgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy())
     const rt = current()
     try {
@@ -43,6 +51,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       } as unknown as FastifyRequest
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.mode === 'cookie' && !sameOrigin(raw, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
+      if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
       const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
       // upstreamHeaders marks removed headers undefined (undici skips them); node's http client, under ws, would not.
@@ -67,13 +76,25 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
           return
         }
         if (upstream.protocol) chosenProtocol.set(raw, upstream.protocol)
-        wss.handleUpgrade(raw, socket, head, (client) => relay(client, upstream))
+        wss.handleUpgrade(raw, socket, head, (client) => {
+          relayed.add(client)
+          client.once('close', () => relayed.delete(client))
+          relay(client, upstream)
+        })
       })
     } catch (err) {
       if (!(err instanceof GatewayError) && !(err instanceof StoreUnavailableError)) log.error({ err }, 'websocket upgrade failed')
       refuse(socket, toGatewayError(err))
     }
   }
+
+  /** Shutdown: every relayed connection is closed with 1001 (going away), so the server can finish. */
+  function close(): void {
+    for (const client of relayed) client.close(1001, 'gateway shutting down')
+    wss.close()
+  }
+
+  return { onUpgrade, close }
 }
 
 function sameOrigin(raw: IncomingMessage, allowed: readonly string[]): boolean {

@@ -133,6 +133,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     if (body === '') done(null, undefined)
     else parseJson(request, body as string, done)
   })
+  // Any other body (a form POST to /auth/logout, say) is read within bodyLimit and ignored: logout still happens,
+  // and a login without a JSON body is answered 400 invalid_request by the endpoint itself.
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined))
   await app.register(authEndpoints, { prefix: config.login.path, current, metrics })
 
   app.get('/.well-known/jwks.json', async (_request, reply) =>
@@ -162,8 +165,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     proxied.all('/*', proxyHandler({ current, metrics, trustsPeer }))
   })
 
-  const onUpgrade = websocketUpgradeHandler(current, app.log, trustsPeer)
-  app.server.on('upgrade', (req, socket, head) => void onUpgrade(req, socket, head))
+  const websockets = websocketUpgradeHandler(current, app.log, trustsPeer)
+  app.server.on('upgrade', (req, socket, head) => void websockets.onUpgrade(req, socket, head))
+  app.addHook('preClose', async () => websockets.close())
 
   app.addHook('onClose', async () => {
     if (!options.store) await store.close()
