@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs'
 import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
@@ -358,6 +358,14 @@ t.test('watch: true reloads on a file change (routes and keys); SIGINT stops gra
   writeFileSync(keys, JSON.stringify({ keys: [secondKey, firstKey] }))
   t.ok(await eventually(async () => (await jwks()).length === 2), 'a change of the key file reloads it')
   t.same(await jwks(), [secondKey.kid, (firstKey as { kid: string }).kid], 'the new key is published first, the old one kept')
+
+  // Editors, `mv` and ConfigMaps replace a file by renaming a new one over it, again and again.
+  for (const [i, prefix] of ['/r1', '/r2'].entries()) {
+    const next = `${gw.configFile}.new${i}`
+    writeFileSync(next, stringify(config(port, [{ name: 'a', prefix: '/a', upstream: up.url, auth: 'public' }, { name: `r${i}`, prefix, upstream: up.url, auth: 'public' }])))
+    renameSync(next, gw.configFile)
+    t.ok(await eventually(async () => (await send(`${gw.url}${prefix}/x`)).status === 200), `replacement ${i + 1} by rename is picked up`)
+  }
 
   gw.child.kill('SIGINT')
   const { code } = await gw.exited

@@ -1,4 +1,5 @@
 import { watch, type FSWatcher } from 'node:fs'
+import { basename, dirname, resolve } from 'node:path'
 import closeWithGrace from 'close-with-grace'
 import { configFileFrom, loadConfig, resolveConfigRelative, type LoadedConfig } from '../config/load.js'
 import { ConfigError } from '../errors.js'
@@ -71,5 +72,19 @@ function watchFiles(loaded: LoadedConfig, file: string, onChange: () => void): F
     clearTimeout(timer)
     timer = setTimeout(onChange, 200)
   }
-  return files.map((f) => watch(f, debounced))
+  // Folders are watched, not the files: editors, `mv` and Kubernetes ConfigMaps replace a file by renaming a new
+  // one over it, and a watch on the old file would never fire again.
+  const byFolder = new Map<string, Set<string>>()
+  for (const f of files.map((name) => resolve(name))) {
+    const names = byFolder.get(dirname(f)) ?? new Set<string>()
+    names.add(basename(f))
+    byFolder.set(dirname(f), names)
+  }
+  return [...byFolder].map(([folder, names]) =>
+    watch(folder, (_event, name) => {
+      // ConfigMaps swap a `..data` symlink: any change in the folder may change the files, so a nameless or
+      // unknown event reloads too; a reload of an unchanged config is harmless.
+      if (name === null || names.has(String(name)) || String(name).startsWith('..')) debounced()
+    }),
+  )
 }
