@@ -59,3 +59,12 @@ export function cookieHeaderWithout(header: string | undefined, names: CookieNam
     })
   return kept.length > 0 ? kept.join('; ') : undefined
 }
+
+/** Set-Cookie lines that do not set one of the gateway's cookies (the gateway alone sets those). */
+export function setCookiesWithout(value: unknown, names: CookieNames): string[] {
+  const lines = value === undefined ? [] : Array.isArray(value) ? value.map(String) : [String(value)]
+  return lines.filter((line) => {
+    const name = line.split('=', 1)[0]?.trim()
+    return name !== names.access && name !== names.refresh
+  })
+}

@@ -1,7 +1,7 @@
 import type {} from '@fastify/reply-from'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
-import { clearedCookies, sessionCookies, type CookieNames } from '../auth/cookies.js'
+import { clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
 import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { GatewayError } from '../errors.js'
@@ -71,9 +71,7 @@ function upstreamError(error: unknown): GatewayError {
 
 /** Removes the gateway's own cookies from the Set-Cookie lines of a reply (the upstream's stay). */
 function withoutOwnCookies(reply: FastifyReply, names: CookieNames): void {
-  const current = reply.getHeader('set-cookie')
-  const lines = current === undefined ? [] : Array.isArray(current) ? current.map(String) : [String(current)]
-  const kept = lines.filter((line) => !line.startsWith(`${names.access}=`) && !line.startsWith(`${names.refresh}=`))
+  const kept = setCookiesWithout(reply.getHeader('set-cookie'), names)
   reply.removeHeader('set-cookie')
   if (kept.length > 0) reply.header('set-cookie', kept)
 }

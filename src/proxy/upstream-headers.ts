@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
-import { cookieHeaderWithout, type CookieNames } from '../auth/cookies.js'
+import { cookieHeaderWithout, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials: never forwarded. */
 const HOP_BY_HOP = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate']
@@ -76,12 +76,8 @@ export function withoutHopByHop<T extends Record<string, unknown>>(headers: T): 
 
 /** An upstream may set cookies of its own, never the gateway's session cookies. */
 export function withoutGatewayCookies<T extends Record<string, unknown>>(headers: T, names: CookieNames): T {
-  const setCookie = headers['set-cookie']
-  if (setCookie === undefined) return headers
-  const kept = (Array.isArray(setCookie) ? setCookie : [setCookie]).filter((line: unknown) => {
-    const name = String(line).split('=', 1)[0]?.trim()
-    return name !== names.access && name !== names.refresh
-  })
+  if (headers['set-cookie'] === undefined) return headers
+  const kept = setCookiesWithout(headers['set-cookie'], names)
   const out: Record<string, unknown> = { ...headers }
   if (kept.length === 0) delete out['set-cookie']
   else out['set-cookie'] = kept
