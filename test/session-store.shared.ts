@@ -171,6 +171,14 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal(await store.getSession(n.sid), undefined, 'a revoked family is not a session')
   })
 
+  t.test('rotate: with reuseGrace 0 there is no grace at all, not even in the same millisecond', async (t) => {
+    const store = await storeFor(t)
+    const n = newSession()
+    await store.createSession(n)
+    t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, { graceMs: 0 }))).kind, 'rotated')
+    t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, { graceMs: 0 }))).kind, 'reused', 'the rotated token at once: a reuse')
+  })
+
   t.test('rotate: an older generation presented with a wrong hash', async (t) => {
     // At store level every older generation is treated as a genuine rotated token: 'reused', the family is
     // revoked. The store cannot tell a forgery from a replay; Sessions refuses tokens whose MAC is wrong before

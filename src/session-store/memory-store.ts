@@ -78,7 +78,7 @@ export class MemorySessionStore implements SessionStore {
     }
     if (
       r.presentedGen === s.gen - 1 && r.presentedHash === s.previous && s.sealedSuccessor !== undefined &&
-      now - s.rotatedAt <= r.graceMs
+      now - s.rotatedAt < r.graceMs
     ) {
       return { kind: 'grace', session: publicRecord(s), sealedSuccessor: s.sealedSuccessor }
     }

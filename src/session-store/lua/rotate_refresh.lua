@@ -30,7 +30,7 @@ if presentedGen == gen and ARGV[1] == f[2] then
   end
   return { 'rotated', gen + 1, f[9], now, abs, idle, f[7], f[8] }
 end
-if presentedGen == gen - 1 and ARGV[1] == f[3] and now - tonumber(f[4]) <= tonumber(ARGV[6]) then
+if presentedGen == gen - 1 and ARGV[1] == f[3] and now - tonumber(f[4]) < tonumber(ARGV[6]) then
   local sealed = redis.call('GET', KEYS[2])
   if sealed then
     return { 'grace', gen, f[9], f[4], abs, f[10], f[7], f[8], sealed }
