@@ -191,28 +191,11 @@ function rotatingBearers() {
   return [{ method: 'GET', path: '/api/items', setupRequest: (req) => ({ ...req, headers: { authorization: `Bearer ${manyBearers[i++ % manyBearers.length]}` } }) }]
 }
 
-/** The same per-request client work as s3 (a cookie chosen per request, Set-Cookie read back), against the bare proxy. */
-function hookedRequests() {
-  const jar = Array.from({ length: 200 }, (_, i) => `c=${i}`)
-  let next = 0
-  return [{
-    method: 'GET',
-    path: '/api/items',
-    setupRequest(req, context) {
-      context.slot = next++ % jar.length
-      return { ...req, headers: { ...req.headers, cookie: jar[context.slot] } }
-    },
-    onResponse(_status, _body, context, headers) {
-      const set = headers['set-cookie']
-      if (set) jar[context.slot] = String(set)
-    },
-  }]
-}
-
 const SYSTEMS = {
   direct: { url: `${upstream}/api/items`, opts: {} },
   bare: { url: `http://127.0.0.1:${barePort}/api/items`, opts: {} },
-  'bare, with the s3 client hooks': { url: `http://127.0.0.1:${barePort}/api/items`, opts: { requests: hookedRequests() } },
+  // The same per-request client work as s3 (a cookie chosen per request, Set-Cookie read back), against the bare proxy.
+  'bare, with the s3 client hooks': { url: `http://127.0.0.1:${barePort}/api/items`, opts: { requests: expiringRequests(Array.from({ length: 200 }, (_, i) => `c=${i}`)) } },
   's1 bearer, strict': { url: `${strict.url}/api/items`, opts: { headers: { authorization: `Bearer ${bearer}` } } },
   's1 bearer, strict, 100 tokens in turn': { url: `${strict.url}/api/items`, opts: { requests: rotatingBearers() } },
   's1 bearer, revocation cache': { url: `${cached.url}/api/items`, opts: { headers: { authorization: `Bearer ${bearer}` } } },
