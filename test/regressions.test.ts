@@ -34,7 +34,8 @@ t.test('a WebSocket upgrade that refreshes the session hands the new cookies to 
   })
   const client = new CookieClient(gw.url)
   t.equal((await client.login('alice', 'alice-pw')).status, 200)
-  await sleep(1200)
+  // exp is rounded up to the second, so the token lives 1 to 2 s: after 1.6 s it is within refreshAhead (or past).
+  await sleep(1600)
   const setCookies: string[] = []
   const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/ws`, { headers: { cookie: client.cookieHeader() } })
   ws.on('upgrade', (res) => setCookies.push(...((res.headers['set-cookie'] as string[] | undefined) ?? [])))
