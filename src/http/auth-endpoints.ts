@@ -64,7 +64,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     await rt.rateLimit.succeeded(request.ip, username)
     const tokens = await rt.sessions.start(identity.sub, identity.claims)
     metrics.logins.inc({ result: 'success' })
-    return sendTokens(request, reply, rt, tokens, tokenMode(request))
+    return sendTokens(reply, rt, tokens, tokenMode(request))
   })
 
   route('/refresh', 'POST', async (request, reply) => {
@@ -83,7 +83,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     try {
       const tokens = await rt.sessions.refresh(token)
       // A session held in HttpOnly cookies is never turned into tokens a script could read.
-      return sendTokens(request, reply, rt, tokens, !viaCookie)
+      return sendTokens(reply, rt, tokens, !viaCookie)
     } catch (err) {
       if (viaCookie && err instanceof GatewayError) reply.header('set-cookie', clearedCookies(rt.config))
       throw err
@@ -169,7 +169,7 @@ function userClaims(payload: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(Object.entries(payload).filter(([k]) => !REGISTERED_CLAIMS.has(k)))
 }
 
-function sendTokens(_request: FastifyRequest, reply: FastifyReply, rt: Runtime, tokens: SessionTokens, asTokens: boolean): FastifyReply {
+function sendTokens(reply: FastifyReply, rt: Runtime, tokens: SessionTokens, asTokens: boolean): FastifyReply {
   const body: Record<string, unknown> = {
     sub: tokens.sub,
     claims: tokens.claims,
