@@ -1,8 +1,8 @@
 #!/usr/bin/env node
 // `npm run bench`: sessiongate against a bare @fastify/http-proxy and the direct upstream, in one run, on 127.0.0.1.
 // Bounded in time (about 2-3 minutes). Writes bench/results.md. Everything it starts, it stops.
-import { execFileSync, fork, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { execFile, execFileSync, fork, spawn } from 'node:child_process'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -24,10 +24,18 @@ const { AccessTokenIssuer } = await import('../dist/tokens/access-token.js')
 const { newSessionId } = await import('../dist/tokens/refresh-token.js')
 
 const children = []
+const profiled = []
+/** Profiled gateways are stopped gracefully, so that they write their profile. */
+async function stopProfiled() {
+  await Promise.all(profiled.map((child) => new Promise((resolve) => {
+    child.once('exit', resolve)
+    child.kill('SIGTERM')
+  })))
+}
 const tmp = mkdtempSync(join(os.tmpdir(), 'sg-bench-'))
 const cleanup = () => {
   for (const c of children) c.kill('SIGKILL')
-  rmSync(tmp, { recursive: true, force: true })
+  if (!process.env.BENCH_KEEP) rmSync(tmp, { recursive: true, force: true })
 }
 process.on('exit', cleanup)
 process.on('SIGINT', () => process.exit(130))
@@ -89,10 +97,10 @@ const redisVersion = (await redis.info('server')).match(/redis_version:(\S+)/)?.
 
 // --- upstream, bare proxy, gateways --------------------------------------------------------------------------
 const upstreamPort = await freePort()
-await forkReady('bench/upstream.js', [String(upstreamPort)])
+const upstreamPid = (await forkReady('bench/upstream.js', [String(upstreamPort)])).pid
 const upstream = `http://127.0.0.1:${upstreamPort}`
 const barePort = await freePort()
-await forkReady('bench/bare-proxy.js', [String(barePort), upstream])
+const barePid = (await forkReady('bench/bare-proxy.js', [String(barePort), upstream])).pid
 
 const keysFile = join(tmp, 'keys.json')
 writeFileSync(keysFile, JSON.stringify({ keys: [await generatePrivateJwk('EdDSA')] }))
@@ -111,20 +119,27 @@ async function startGateway(name, overrides) {
     tokens: { issuer: 'https://bench', audience: 'bench', keys: keysFile, ...(overrides.tokens ?? {}) },
     cookies: { secure: false },
     login: { users: usersFile, rateLimit: { max: 1_000_000, window: '1m' } },
-    routes: [{ name: 'api', prefix: '/api', upstream, headers: { 'X-User-Id': '{sub}' } }],
+    routes: [
+      { name: 'api', prefix: '/api', upstream, headers: { 'X-User-Id': '{sub}' } },
+      // A public route: what the proxy path costs without the auth step.
+      { name: 'open', prefix: '/open', upstream, auth: 'public' },
+    ],
   }
   const file = join(tmp, `${name}.yaml`)
   writeFileSync(file, stringify(config))
-  const child = spawn(process.execPath, [join(ROOT, 'bin/sessiongate.js'), '--config', file], {
+  // BENCH_PROF=<gateway name>: that gateway runs with --cpu-prof; the profile is written when the bench ends.
+  const prof = process.env.BENCH_PROF === name ? ['--cpu-prof', `--cpu-prof-dir=${join(ROOT, 'bench/profiles')}`] : []
+  const child = spawn(process.execPath, [...prof, join(ROOT, 'bin/sessiongate.js'), '--config', file], {
     stdio: ['ignore', 'ignore', 'inherit'],
     env: { ...process.env, LOG_LEVEL: 'warn' },
   })
   children.push(child)
   await waitHttp(`http://127.0.0.1:${port}/healthz`)
-  return { name, url: `http://127.0.0.1:${port}`, file }
+  if (prof.length > 0) profiled.push(child)
+  return { name, url: `http://127.0.0.1:${port}`, file, pid: child.pid }
 }
 const strict = await startGateway('strict', {})
-const cached = await startGateway('cache', { redis: { revocationCache: true } })
+const cached = await startGateway('cache', { redis: { revocationCache: !process.env.BENCH_SWAP } })
 const expiring = await startGateway('expiring', { tokens: { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '10s' } })
 const expiringCached = await startGateway('expiring-cache', { tokens: { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '10s' }, redis: { revocationCache: true } })
 
@@ -142,10 +157,76 @@ const bearer = (await login(strict, 'token')).body.accessToken
 const cookie = (await login(strict, 'cookie')).cookies
 
 // --- measuring ---------------------------------------------------------------------------------------------------
+// wrk (C, epoll) when installed: it costs the shared 2 cores far less than autocannon, so more of the machine goes to
+// the systems measured. autocannon for the scenarios whose client must read each response (s3 cookies, s4, s5).
+const WRK = process.env.BENCH_NO_WRK ? null : whichSync('wrk')
+function whichSync(cmd) {
+  try {
+    return execFileSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).trim() || null
+  } catch {
+    return null
+  }
+}
+let wrkScripts = 0
+/** wrk with a Lua script: fixed headers, or a list of Authorization values taken in turn; its done() prints JSON. */
+function runWrk({ url, headers = {}, bearers, duration = DURATION }) {
+  const lua = `
+local headers = ${luaTable(headers)}
+local bearers = ${bearers ? luaList(bearers) : 'nil'}
+local i = 0
+function request()
+  if bearers then
+    i = i + 1
+    headers["Authorization"] = "Bearer " .. bearers[(i % #bearers) + 1]
+  end
+  return wrk.format("GET", nil, headers)
+end
+function done(s, latency, requests)
+  local e = s.errors
+  io.write(string.format('\\n@@{"total":%d,"seconds":%f,"errors":%d,"non2xx":%d,"timeouts":%d,"p50":%f,"p99":%f}\\n',
+    s.requests, s.duration / 1e6, e.connect + e.read + e.write, e.status, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
+end
+`
+  const file = join(tmp, `wrk-${wrkScripts++}.lua`)
+  writeFileSync(file, lua)
+  return new Promise((resolve, reject) => {
+    execFile(PIN ? 'taskset' : WRK, [...(PIN ? ['-c', '0', WRK] : []), '-t1', `-c${CONNECTIONS}`, `-d${duration}s`, '--timeout', '5s', '-s', file, url], { maxBuffer: 1 << 20 }, (err, out) => {
+      if (err) return reject(err)
+      if (!out.includes('@@')) return reject(new Error(`wrk printed no summary:\n${out}`))
+      const r = JSON.parse(out.split('@@')[1])
+      resolve({
+        requests: { average: r.total / r.seconds, total: r.total },
+        latency: { p50: r.p50, p99: r.p99 },
+        non2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts,
+      })
+    })
+  })
+}
+// Pinning (BENCH_PIN=1, needs taskset and 2+ cores): each measured proxy alone on core 1; the load generator, the
+// upstream and Redis on core 0. The systems then no longer compete with their own load for a core.
+const PIN = process.env.BENCH_PIN === '1' && os.cpus().length >= 2 && whichSync('taskset') !== null
+function pin(pid, core) {
+  if (PIN) execFileSync('taskset', ['-a', '-pc', String(core), String(pid)], { stdio: 'ignore' })
+}
+const luaString = (s) => JSON.stringify(String(s))
+const luaTable = (o) => `{${Object.entries(o).map(([k, v]) => `[${luaString(k)}] = ${luaString(v)}`).join(', ')}}`
+const luaList = (xs) => `{${xs.map(luaString).join(', ')}}`
+
 function run(opts) {
   return new Promise((resolve, reject) => {
     autocannon({ connections: CONNECTIONS, pipelining: 1, duration: DURATION, ...opts }, (err, result) => (err ? reject(err) : resolve(result)))
   })
+}
+/** CPU seconds (user + system) a process has used so far, from /proc (Linux); null elsewhere. */
+const TICK = 100
+function cpuSeconds(pid) {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ')
+    return (Number(fields[11]) + Number(fields[12])) / TICK
+  } catch {
+    return null
+  }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
 function summary(results) {
@@ -155,6 +236,8 @@ function summary(results) {
     p99: median(results.map((r) => r.latency.p99)),
     non2xx: results.reduce((n, r) => n + r.non2xx + r.errors + r.timeouts, 0),
     total: results.reduce((n, r) => n + r.requests.total, 0),
+    cpuUs: results[0]?.cpuUs === undefined ? undefined : median(results.map((r) => r.cpuUs)),
+    redisCpuUs: results[0]?.redisCpuUs === undefined ? undefined : median(results.map((r) => r.redisCpuUs)),
   }
 }
 
@@ -186,22 +269,46 @@ function expiringRequests(pool) {
 // 100 sessions' tokens, taken in turn: no two concurrent requests share a token, so no check is shared.
 const manyBearers = []
 for (let i = 0; i < 100; i++) manyBearers.push((await login(strict, 'token')).body.accessToken)
-function rotatingBearers() {
-  let i = 0
-  return [{ method: 'GET', path: '/api/items', setupRequest: (req) => ({ ...req, headers: { authorization: `Bearer ${manyBearers[i++ % manyBearers.length]}` } }) }]
+
+/**
+ * Every main-table system: wrk when it is installed and the client need not read responses, autocannon otherwise.
+ * Also the CPU time its own process (`pid`) and redis-server spent per request: unlike req/s on a shared 2-core
+ * machine, it does not depend on what else the scheduler ran at the time.
+ */
+async function measure(system, duration = DURATION) {
+  const before = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid)]
+  const result = await generate(system, duration)
+  const after = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid)]
+  if (before[0] !== null && after[0] !== null) {
+    result.cpuUs = (1e6 * (after[0] - before[0])) / result.requests.total
+    result.redisCpuUs = (1e6 * (after[1] - before[1])) / result.requests.total
+  }
+  return result
+}
+function generate({ url, headers, bearers, requests }, duration) {
+  if (WRK && !requests) return runWrk({ url, headers, bearers, duration })
+  if (bearers) {
+    let i = 0
+    requests = [{ method: 'GET', path: new URL(url).pathname, setupRequest: (req) => ({ ...req, headers: { authorization: `Bearer ${bearers[i++ % bearers.length]}` } }) }]
+  }
+  return run({ url, headers, requests, duration })
 }
 
 const SYSTEMS = {
-  direct: { url: `${upstream}/api/items`, opts: {} },
-  bare: { url: `http://127.0.0.1:${barePort}/api/items`, opts: {} },
+  direct: { url: `${upstream}/api/items`, pid: upstreamPid },
+  bare: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid },
+  'sessiongate, public route': { url: `${strict.url}/open/items`, pid: strict.pid },
+  's1 bearer, strict': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { authorization: `Bearer ${bearer}` } },
+  's1 bearer, strict, 100 tokens in turn': { url: `${strict.url}/api/items`, pid: strict.pid, bearers: manyBearers },
+  's1 bearer, revocation cache': { url: `${cached.url}/api/items`, pid: cached.pid, headers: { authorization: `Bearer ${bearer}` } },
+  's2 cookie': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { cookie } },
   // The same per-request client work as s3 (a cookie chosen per request, Set-Cookie read back), against the bare proxy.
-  'bare, with the s3 client hooks': { url: `http://127.0.0.1:${barePort}/api/items`, opts: { requests: expiringRequests(Array.from({ length: 200 }, (_, i) => `c=${i}`)) } },
-  's1 bearer, strict': { url: `${strict.url}/api/items`, opts: { headers: { authorization: `Bearer ${bearer}` } } },
-  's1 bearer, strict, 100 tokens in turn': { url: `${strict.url}/api/items`, opts: { requests: rotatingBearers() } },
-  's1 bearer, revocation cache': { url: `${cached.url}/api/items`, opts: { headers: { authorization: `Bearer ${bearer}` } } },
-  's2 cookie': { url: `${strict.url}/api/items`, opts: { headers: { cookie } } },
+  'bare, with the s3 client hooks': { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, requests: expiringRequests(Array.from({ length: 200 }, (_, i) => `c=${i}`)) },
 }
+if (process.env.BENCH_ONLY) for (const k of Object.keys(SYSTEMS)) if (!new RegExp(process.env.BENCH_ONLY).test(k)) delete SYSTEMS[k]
 
+for (const pid of [process.pid, redisProc.pid, upstreamPid]) pin(pid, 0)
+for (const pid of [barePid, strict.pid, cached.pid, expiring.pid, expiringCached.pid]) pin(pid, 1)
 console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${redisVersion}; ${ROUNDS} rounds x ${DURATION}s per system, ${CONNECTIONS} connections`)
 // ~5 % of requests should carry a refresh: each session refreshes about once per second (accessTtl 2s,
 // refreshAhead 1s), so the pool is sized at 5 % of the cookie-mode request rate, measured first.
@@ -213,22 +320,28 @@ const S3 = 's3 cookie, ~5% refresh'
 const S3C = 's3 cookie, ~5% refresh, revocation cache'
 const raw = Object.fromEntries([...Object.keys(SYSTEMS), S3, S3C].map((k) => [k, []]))
 // warm-up
-for (const s of Object.values(SYSTEMS)) await run({ url: s.url, ...s.opts, duration: 1 })
+for (const s of Object.values(SYSTEMS)) await measure(s, Number(process.env.BENCH_WARMUP ?? 1))
 const refreshCounts = []
 for (let round = 0; round < ROUNDS; round++) {
   for (const [name, s] of Object.entries(SYSTEMS)) {
-    raw[name].push(await run({ url: s.url, ...s.opts }))
+    raw[name].push(await measure(s))
     process.stdout.write('.')
   }
+  if (process.env.BENCH_QUICK && !process.env.BENCH_S3) continue
   refreshes.count = 0
-  const r = await run({ url: `${expiring.url}/api/items`, requests: expiringRequests(expiringPool) })
+  const r = await measure({ url: `${expiring.url}/api/items`, requests: expiringRequests(expiringPool), pid: expiring.pid })
   refreshCounts.push(refreshes.count / Math.max(1, r.requests.total))
   raw[S3].push(r)
-  raw[S3C].push(await run({ url: `${expiringCached.url}/api/items`, requests: expiringRequests(expiringCachedPool) }))
+  raw[S3C].push(await measure({ url: `${expiringCached.url}/api/items`, requests: expiringRequests(expiringCachedPool), pid: expiringCached.pid }))
   process.stdout.write('..')
 }
 console.log()
 const rows = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, summary(v)]))
+if (process.env.BENCH_QUICK) {
+  await stopProfiled()
+  for (const [k, r] of Object.entries(rows)) if (r.rps) console.log(k.padEnd(40), r.rps.toFixed(0).padStart(6), 'p50', r.p50.toFixed(2), 'p99', r.p99.toFixed(2), rows.bare ? `${((100 * r.rps) / rows.bare.rps).toFixed(0)} %` : '', r.non2xx, 'cpu µs/req', r.cpuUs?.toFixed(1), 'redis', r.redisCpuUs?.toFixed(1))
+  process.exit(0)
+}
 
 // S4: refresh throughput — chains of token-mode refreshes, each connection presenting its latest token.
 const chains = []
@@ -340,4 +453,5 @@ ${extra.join('\n')}
 writeFileSync(join(ROOT, 'bench/results.md'), report)
 console.log(report)
 await redis.quit()
+await stopProfiled()
 process.exit(0)

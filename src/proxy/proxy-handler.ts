@@ -1,4 +1,5 @@
 import type {} from '@fastify/reply-from'
+import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
 import { clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
@@ -10,6 +11,7 @@ import { normalisePath, splitUrl } from '../routing/normalise-path.js'
 import type { RouteMatch } from '../routing/route-table.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
+import type { SessionTokens } from '../sessions/sessions.js'
 import { upstreamHeaders, withoutGatewayCookies, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
 
 declare module 'fastify' {
@@ -18,6 +20,8 @@ declare module 'fastify' {
     routeName?: string
   }
 }
+
+type FromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
 
 interface Deps {
   current: () => Runtime
@@ -76,8 +80,70 @@ function withoutOwnCookies(reply: FastifyReply, names: CookieNames): void {
   if (kept.length > 0) reply.header('set-cookie', kept)
 }
 
+/** What one proxied request carries from the auth step to reply-from's hooks. */
+interface Forwarding {
+  rt: Runtime
+  routeName: string
+  identity: UpstreamIdentity | 'public'
+  rotated: SessionTokens | undefined
+  trusted: boolean
+  query: string
+  started: number
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    forwarding?: Forwarding
+  }
+}
+
+/**
+ * reply-from's options, made once per timeout rather than per request: the hooks read what they need from
+ * `request.forwarding` (no closures allocated on the hot path).
+ */
+function forwardingOptions(metrics: Metrics) {
+  const byTimeout = new Map<number, FromOptions>()
+  const state = (request: FastifyRequest): Forwarding => request.forwarding as Forwarding
+  const hooks: FromOptions = {
+    // The query travels separately: reply-from refuses a source whose decoded text holds `../` (and fails on
+    // malformed percent-encoding), which is only meant for the path; the path here is already normalised.
+    queryString: (_search, _url, request) => state(request as FastifyRequest).query,
+    // An upstream's 503 is the client's to see (reply-from would silently retry a GET up to 10 times).
+    retryDelay: () => null,
+    rewriteRequestHeaders: (request, headers) => {
+      const f = state(request as FastifyRequest)
+      return upstreamHeaders(request as FastifyRequest, headers, f.rt.cookies, f.rt.routes.injectedHeaders, f.identity, f.trusted)
+    },
+    rewriteHeaders: (headers, request) => {
+      const f = state(request as FastifyRequest)
+      metrics.observeUpstream(f.routeName, (performance.now() - f.started) / 1000)
+      return withoutGatewayCookies(withoutHopByHop(headers), f.rt.cookies)
+    },
+    // A rotation's cookies go out with the upstream's answer, which may come long after faster responses
+    // carried newer ones: checked just before sending, so a slow response never sets an older pair.
+    onResponse: (request, reply, res) => {
+      const f = state(request as FastifyRequest)
+      if (!f.rotated) return void reply.send(res.stream)
+      void f.rt.sessions.superseded(f.rotated.refreshToken).then((stale) => {
+        if (stale) withoutOwnCookies(reply as FastifyReply, f.rt.cookies)
+        reply.send(res.stream)
+      })
+    },
+    onError: (errorReply, { error }) => {
+      errorReply.request.log.warn({ err: error, route: errorReply.request.routeName }, 'upstream failed')
+      sendError(errorReply as FastifyReply, upstreamError(error))
+    },
+  }
+  return (timeout: number): FromOptions => {
+    let options = byTimeout.get(timeout)
+    if (!options) byTimeout.set(timeout, (options = { ...hooks, timeout }))
+    return options
+  }
+}
+
 /** The catch-all handler: route match -> auth -> proxy, one way. */
 export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
+  const optionsFor = forwardingOptions(metrics)
   return async function proxy(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const rt = current()
     const match = matchRoute(rt, request.url)
@@ -99,36 +165,13 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       } else metrics.storeErrors.inc()
       throw err
     }
-    if (authorised.auth?.rotated) reply.header('set-cookie', sessionCookies(rt.config, authorised.auth.rotated))
-    const trusted = trustsPeer(request.socket.remoteAddress)
-    const started = process.hrtime.bigint()
-    // The query travels separately: reply-from refuses a source whose decoded text holds `../` (and fails on
-    // malformed percent-encoding), which is only meant for the path; the path here is already normalised.
+    const rotated = authorised.auth?.rotated
+    if (rotated) reply.header('set-cookie', sessionCookies(rt.config, rotated))
     const upstream = splitUrl(match.upstreamPath)
-    return reply.from(match.route.upstreamOrigin + upstream.path, {
-      queryString: () => upstream.query.slice(1),
-      // An upstream's 503 is the client's to see (reply-from would silently retry a GET up to 10 times).
-      retryDelay: () => null,
-      timeout: route.timeout,
-      rewriteRequestHeaders: (_req, headers) => upstreamHeaders(request, headers, rt.cookies, rt.routes.injectedHeaders, authorised.identity, trusted),
-      rewriteHeaders: (headers) => {
-        metrics.observeUpstream(route.name, Number(process.hrtime.bigint() - started) / 1e9)
-        return withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
-      },
-      // A rotation's cookies go out with the upstream's answer, which may come long after faster responses
-      // carried newer ones: checked just before sending, so a slow response never sets an older pair.
-      onResponse: (_req, r, res) => {
-        const rotated = authorised.auth?.rotated
-        if (!rotated) return void r.send(res.stream)
-        void rt.sessions.superseded(rotated.refreshToken).then((stale) => {
-          if (stale) withoutOwnCookies(r as FastifyReply, rt.cookies)
-          r.send(res.stream)
-        })
-      },
-      onError: (errorReply, { error }) => {
-        errorReply.request.log.warn({ err: error, route: route.name }, 'upstream failed')
-        sendError(errorReply as FastifyReply, upstreamError(error))
-      },
-    })
+    request.forwarding = {
+      rt, routeName: route.name, identity: authorised.identity, rotated,
+      trusted: trustsPeer(request.socket.remoteAddress), query: upstream.query.slice(1), started: performance.now(),
+    }
+    return reply.from(match.route.upstreamOrigin + upstream.path, optionsFor(route.timeout))
   }
 }

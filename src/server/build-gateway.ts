@@ -117,8 +117,12 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   app.setNotFoundHandler((_request, reply) => {
     sendError(reply, new GatewayError('not_found'))
   })
-  app.addHook('onResponse', async (request, reply) => {
+  // Declared up front, so that every request object has the same shape (set later, they would change it).
+  app.decorateRequest('routeName', undefined)
+  app.decorateRequest('forwarding', undefined)
+  app.addHook('onResponse', (request, reply, done) => {
     metrics.countRequest(request.routeName ?? 'gateway', reply.statusCode)
+    done()
   })
 
   await app.register(fastifyCookie)
