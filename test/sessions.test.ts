@@ -709,3 +709,26 @@ t.test('users file (§6): sub defaults to the username; claims reach the token; 
     t.ok(problems.some((p) => p.path.endsWith(path)), `${what}: reported at ${path} (${problems.map((p) => `${p.path}: ${p.message}`).join('; ')})`)
   }
 })
+
+t.test('tokens the gateway signs are cached as verified with exactly the claims that were signed', async (t) => {
+  const gw = await gateway(t)
+  const logged = await login(gw)
+  t.equal(logged.status, 200)
+  const { accessToken, refreshToken } = logged.json as { accessToken: string; refreshToken: string }
+  const verifier = gw.gateway.current().sessions.verifier
+  // A token found in the cache resolves without jose: its payload must be the one inside the signed token.
+  const cached = await verifier.verify(accessToken)
+  t.same(cached.payload, decodeJwt(accessToken), 'login: the remembered payload is the signed one')
+  t.equal(cached.expiresAt, (decodeJwt(accessToken).exp as number) * 1000)
+  const rotated = await refresh(gw, refreshToken)
+  t.equal(rotated.status, 200)
+  const next = (rotated.json as { accessToken: string }).accessToken
+  const again = await verifier.verify(next)
+  t.same(again.payload, decodeJwt(next), 'refresh: the remembered payload is the signed one')
+  t.equal(again.jti, decodeJwt(next).jti)
+  t.equal(again.sid, cached.sid)
+  // The cached entry is no shortcut past the store: a logged-out token is refused at once.
+  t.equal((await sessionWith(gw, next)).status, 200)
+  t.equal((await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${next}` } })).status, 204)
+  t.equal((await sessionWith(gw, next)).status, 401)
+})

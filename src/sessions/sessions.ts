@@ -124,6 +124,7 @@ export class Sessions {
     const access = spent
       ? await this.issuer.issue(subject)
       : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken))
+    this.verifier.remember({ token: access.token, sub: session.sub, sid: session.sid, jti: access.jti, expiresAt: access.expiresAt, payload: access.payload })
     return {
       sid: session.sid, sub: session.sub, claims: session.claims,
       accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),

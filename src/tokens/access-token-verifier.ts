@@ -60,6 +60,14 @@ export class AccessTokenVerifier {
     return verified
   }
 
+  /**
+   * A token this instance has just signed (login, refresh) is known good: it goes into the cache as if verified,
+   * so that neither the refresh that made it nor the client's next request pays for a signature check.
+   */
+  remember(verified: VerifiedAccessToken): void {
+    this.cache.set(verified.token, verified)
+  }
+
   private async verifyUncached(token: string, now: number): Promise<VerifiedAccessToken> {
     if (token.length > MAX_TOKEN_LENGTH) throw new TokenRefusedError('too large')
     if (!JWS_COMPACT.test(token)) throw new TokenRefusedError('not a compact JWS (three base64url parts)')

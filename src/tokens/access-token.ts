@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
-import { SignJWT } from 'jose'
+import { SignJWT, type JWTPayload } from 'jose'
 import type { GatewayConfig } from '../config/schema.js'
 import type { KeyRing } from './keys.js'
 
@@ -10,6 +10,8 @@ export interface IssuedAccessToken {
   jti: string
   /** Epoch milliseconds (whole seconds, as in the token). */
   expiresAt: number
+  /** The claims set that was signed. */
+  payload: JWTPayload
 }
 
 export interface AccessTokenSubject {
@@ -34,17 +36,12 @@ export class AccessTokenIssuer {
     // Rounded up from the real issue time: iat is floored, so `iat + ttl` could leave a token (almost) expired at birth.
     const exp = Math.ceil((issuedAt + this.tokens.accessTtl) / 1000)
     const key = this.keys.signing
-    const token = await new SignJWT({ ...subject.claims, sid: subject.sid })
-      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYPE })
-      .setIssuer(this.tokens.issuer)
-      .setAudience(this.tokens.audience)
-      .setSubject(subject.sub)
-      .setIssuedAt(iat)
-      .setNotBefore(iat)
-      .setExpirationTime(exp)
-      .setJti(jti)
-      .sign(key.privateKey)
-    return { token, jti, expiresAt: exp * 1000 }
+    const payload: JWTPayload = {
+      ...subject.claims, sid: subject.sid,
+      iss: this.tokens.issuer, aud: this.tokens.audience, sub: subject.sub, iat, nbf: iat, exp, jti,
+    }
+    const token = await new SignJWT(payload).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYPE }).sign(key.privateKey)
+    return { token, jti, expiresAt: exp * 1000, payload }
   }
 }
 
