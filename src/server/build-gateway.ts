@@ -13,7 +13,7 @@ import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
 import { createSessionStore } from '../session-store/create-store.js'
 import type { SessionStore } from '../session-store/session-store.js'
 import { RevocationCache } from '../sessions/revocation-cache.js'
-import { loggerOptions } from './logger.js'
+import { lazyChildLogger, loggerOptions } from './logger.js'
 import { Metrics } from './metrics.js'
 import { buildRuntime, logReloadIgnored, restartOnlyChanges, type Runtime } from './runtime.js'
 
@@ -90,6 +90,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     http: { headersTimeout: 10_000, connectionsCheckingInterval: 1000, maxHeaderSize: 16_384 },
     routerOptions: { maxParamLength: 8192 },
     clientErrorHandler: clientError,
+    childLoggerFactory: lazyChildLogger,
     frameworkErrors: (error, _request, reply) => {
       sendError(reply, new GatewayError('invalid_path', `The request is malformed: ${error.message}`))
     },
