@@ -50,3 +50,14 @@ t.test('the level can be changed on a request logger alone', async (t) => {
   log.debug('still not written')
   t.equal(lines.length, 1)
 })
+
+t.test('with logging off, requests are still served', async (t) => {
+  const app = Fastify({ logger: false, childLoggerFactory: lazyChildLogger })
+  app.get('/', async (request) => {
+    request.log.warn('nowhere')
+    return { ok: true }
+  })
+  const res = await app.inject('/')
+  t.equal(res.statusCode, 200)
+  t.same(res.json(), { ok: true })
+})

@@ -27,6 +27,8 @@ type Logger = { level: string; isLevelEnabled(level: string): boolean; child(bin
  * the real child the first time something is logged at an enabled level, which at `warn` is almost never.
  */
 export function lazyChildLogger(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
+  // Without a logger (logger: false) Fastify's stand-in has no levels: its own child() is already free.
+  if (typeof (logger as Partial<Logger>).isLevelEnabled !== 'function') return logger.child(bindings, options)
   return new LazyChildLogger(logger as unknown as Logger, bindings, options) as unknown as FastifyBaseLogger
 }
 
