@@ -34,7 +34,7 @@ export function matchRoute(rt: Runtime, url: string): RouteMatch {
   const { path, query } = splitUrl(url)
   const normalised = normalisePath(path)
   if (!normalised.ok) throw new GatewayError('invalid_path', `The request path is not acceptable: ${normalised.reason}.`)
-  const match = rt.routes.match(normalised.segments, normalised.path.length > 1 && normalised.path.endsWith('/'), query)
+  const match = rt.routes.match(normalised, query)
   if (!match) throw new GatewayError('not_found')
   return match
 }

@@ -16,7 +16,18 @@ export type NormalisedPath =
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN_IN_SEGMENT = /[/\\\u0000-\u001f\u007f]/
 
+/** Segments of unreserved and sub-delim characters only, none empty and none starting with a dot. */
+const CLEAN_PATH = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,;=:@]*)*\/?$/
+
 export function normalisePath(rawPath: string): NormalisedPath {
+  // Fast path, most requests: nothing to decode, drop or resolve, and every character is already a pchar, so
+  // the path is its own normal form.
+  if (CLEAN_PATH.test(rawPath)) {
+    const segments = rawPath.split('/')
+    segments.shift()
+    if (segments[segments.length - 1] === '') segments.pop()
+    return { ok: true, segments, path: rawPath }
+  }
   if (!rawPath.startsWith('/')) return { ok: false, reason: 'the path must start with /' }
   const segments: string[] = []
   for (const raw of rawPath.split('/')) {

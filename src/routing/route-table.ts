@@ -52,15 +52,16 @@ export class RouteTable {
     return this.routes
   }
 
-  /** The route for already-normalised segments, or undefined. */
-  match(segments: readonly string[], trailingSlash: boolean, query: string): RouteMatch | undefined {
+  /** The route for an already-normalised path, or undefined. */
+  match(normalised: { segments: readonly string[]; path: string }, query: string): RouteMatch | undefined {
+    const { segments } = normalised
     for (const route of this.routes) {
       if (!startsWith(segments, route.segments)) continue
-      const rest = segments.slice(route.segments.length)
-      const head = route.rewriteSegments ?? route.segments
-      const all = [...head, ...rest]
+      // The normalised path is already the encoded segments: kept as it is unless the prefix is rewritten.
+      if (route.rewriteSegments === undefined) return { route, upstreamPath: route.upstreamBasePath + normalised.path + query }
+      const all = [...route.rewriteSegments, ...segments.slice(route.segments.length)]
       let path = `${route.upstreamBasePath}/${all.map(encodeSegment).join('/')}`
-      if (trailingSlash && all.length > 0) path += '/'
+      if (normalised.path.length > 1 && normalised.path.endsWith('/') && all.length > 0) path += '/'
       return { route, upstreamPath: path + query }
     }
     return undefined
@@ -70,7 +71,7 @@ export class RouteTable {
   matchUrl(rawPath: string, query = ''): RouteMatch | undefined | 'invalid' {
     const normalised = normalisePath(rawPath)
     if (!normalised.ok) return 'invalid'
-    return this.match(normalised.segments, normalised.path.endsWith('/') && normalised.path !== '/', query)
+    return this.match(normalised, query)
   }
 }
 

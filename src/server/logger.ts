@@ -28,7 +28,7 @@ type Logger = { level: string; isLevelEnabled(level: string): boolean; child(bin
  */
 export function lazyChildLogger(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
   // Without a logger (logger: false) Fastify's stand-in has no levels: its own child() is already free.
-  if (typeof (logger as Partial<Logger>).isLevelEnabled !== 'function') return logger.child(bindings, options)
+  if (typeof (logger as unknown as Partial<Logger>).isLevelEnabled !== 'function') return logger.child(bindings, options)
   return new LazyChildLogger(logger as unknown as Logger, bindings, options) as unknown as FastifyBaseLogger
 }
 
