@@ -26,7 +26,7 @@ export class RouteTable {
    * Every header name any route injects (lower case). Inbound copies of all of them are removed on every route,
    * public ones included, so that no route can be used to reach an upstream with a forged identity.
    */
-  readonly injectedHeaders: readonly string[]
+  readonly injectedHeaders: ReadonlySet<string>
 
   constructor(routes: readonly RouteConfig[]) {
     this.routes = routes
@@ -41,7 +41,7 @@ export class RouteTable {
         return { config, segments: prefixSegments, upstreamOrigin: upstream.origin, upstreamBasePath: base, rewriteSegments: rewrite }
       })
       .sort((a, b) => b.segments.length - a.segments.length)
-    this.injectedHeaders = [...new Set(routes.flatMap((r) => Object.keys(r.headers).map((h) => h.toLowerCase())))]
+    this.injectedHeaders = new Set(routes.flatMap((r) => Object.keys(r.headers).map((h) => h.toLowerCase())))
   }
 
   get size(): number {

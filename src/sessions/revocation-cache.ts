@@ -14,7 +14,7 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  * absolute expiry) keeps being accepted here until its access token expires (at most accessTtl).
  */
 export class RevocationCache {
-  private readonly known = new LRUCache<string, AccessState>({ max: 200_000 })
+  private readonly knownSessions = new LRUCache<string, AccessState>({ max: 200_000 })
   private readonly deniedJtis = new LRUCache<string, true>({ max: 200_000 })
   private subscribed = false
   /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
@@ -37,7 +37,7 @@ export class RevocationCache {
   setSubscribed(up: boolean): void {
     if (!up) {
       this.epoch++
-      this.known.clear()
+      this.knownSessions.clear()
       this.deniedJtis.clear()
     }
     this.subscribed = up
@@ -48,7 +48,7 @@ export class RevocationCache {
   }
 
   revokeSession(sid: string): void {
-    this.known.set(sid, 'revoked')
+    this.knownSessions.set(sid, 'revoked')
   }
 
   denyJti(sid: string, jti: string, expiresAt: number): void {
@@ -56,9 +56,14 @@ export class RevocationCache {
     if (ttl > 0) this.deniedJtis.set(`${sid}:${jti}`, true, { ttl })
   }
 
-  async state(sid: string, jti: string, expiresAt: number): Promise<AccessState> {
+  /** What is known without asking the store; undefined when the store must be asked (state()). */
+  known(sid: string, jti: string): AccessState | undefined {
     if (this.deniedJtis.size > 0 && this.deniedJtis.has(`${sid}:${jti}`)) return 'denied'
-    const known = this.subscribed ? this.known.get(sid) : undefined
+    return this.subscribed ? this.knownSessions.get(sid) : undefined
+  }
+
+  async state(sid: string, jti: string, expiresAt: number): Promise<AccessState> {
+    const known = this.known(sid, jti)
     if (known !== undefined) return known
     const epoch = this.epoch
     const fresh = await this.store.checkAccess(sid, jti)
@@ -66,7 +71,7 @@ export class RevocationCache {
     // arrived while the store was being asked.
     if (this.subscribed && epoch === this.epoch) {
       if (fresh === 'denied') this.denyJti(sid, jti, expiresAt)
-      else if (!this.known.has(sid)) this.known.set(sid, fresh)
+      else if (!this.knownSessions.has(sid)) this.knownSessions.set(sid, fresh)
     }
     return fresh
   }

@@ -45,6 +45,12 @@ export class AccessTokenVerifier {
     this.toleranceMs = tokens.clockTolerance
   }
 
+  /** The token if it was verified before and has not expired since; undefined means: call verify(). */
+  cached(token: string, now = Date.now()): VerifiedAccessToken | undefined {
+    const cached = this.cache.get(token)
+    return cached !== undefined && cached.expiresAt + this.toleranceMs > now ? cached : undefined
+  }
+
   /** Refuses or returns the token; `allowExpired` serves logout, which must deny a just-expired token too. */
   async verify(token: string, now = Date.now()): Promise<VerifiedAccessToken> {
     const cached = this.cache.get(token)
