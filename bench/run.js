@@ -2,7 +2,7 @@
 // `npm run bench`: sessiongate against a bare @fastify/http-proxy and the direct upstream, in one run, on 127.0.0.1.
 // Bounded in time (about 2-3 minutes). Writes bench/results.md. Everything it starts, it stops.
 import { execFile, execFileSync, fork, spawn } from 'node:child_process'
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import os from 'node:os'
 import { join } from 'node:path'
@@ -11,7 +11,7 @@ import { Redis } from 'ioredis'
 import { stringify } from 'yaml'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const DURATION = Number(process.env.BENCH_SECONDS ?? 4)
+const DURATION = Number(process.env.BENCH_SECONDS ?? 3)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
 const CONNECTIONS = 32
 
@@ -102,6 +102,37 @@ const upstream = `http://127.0.0.1:${upstreamPort}`
 const barePort = await freePort()
 const barePid = (await forkReady('bench/bare-proxy.js', [String(barePort), upstream])).pid
 
+// nginx proxy_pass, one worker process, keep-alive to the upstream: when nginx is installed.
+const NGINX = whichSync('nginx') ?? (existsSync('/usr/sbin/nginx') ? '/usr/sbin/nginx' : null)
+let nginx
+if (NGINX && !process.env.BENCH_NO_NGINX) {
+  const port = await freePort()
+  const dir = join(tmp, 'nginx')
+  mkdirSync(dir)
+  writeFileSync(join(dir, 'nginx.conf'), `
+daemon off;
+master_process off;
+worker_processes 1;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log warn;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path ${dir}/body; proxy_temp_path ${dir}/proxy; fastcgi_temp_path ${dir}/fastcgi;
+  uwsgi_temp_path ${dir}/uwsgi; scgi_temp_path ${dir}/scgi;
+  upstream backend { server 127.0.0.1:${upstreamPort}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${port};
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`)
+  const child = spawn(NGINX, ['-p', dir, '-c', join(dir, 'nginx.conf')], { stdio: ['ignore', 'ignore', 'inherit'] })
+  children.push(child)
+  await waitHttp(`http://127.0.0.1:${port}/api/items`)
+  nginx = { url: `http://127.0.0.1:${port}`, pid: child.pid }
+}
+
 const keysFile = join(tmp, 'keys.json')
 writeFileSync(keysFile, JSON.stringify({ keys: [await generatePrivateJwk('EdDSA')] }))
 const usersFile = join(tmp, 'users.yaml')
@@ -139,7 +170,7 @@ async function startGateway(name, overrides) {
   return { name, url: `http://127.0.0.1:${port}`, file, pid: child.pid }
 }
 const strict = await startGateway('strict', {})
-const cached = await startGateway('cache', { redis: { revocationCache: !process.env.BENCH_SWAP } })
+const cached = await startGateway('cache', { redis: { revocationCache: true } })
 const expiring = await startGateway('expiring', { tokens: { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '10s' } })
 const expiringCached = await startGateway('expiring-cache', { tokens: { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '10s' }, redis: { revocationCache: true } })
 
@@ -203,9 +234,9 @@ end
     })
   })
 }
-// Pinning (BENCH_PIN=1, needs taskset and 2+ cores): each measured proxy alone on core 1; the load generator, the
+// Pinning (on when taskset is installed and there are 2+ cores; BENCH_PIN=0 turns it off): each measured proxy alone on core 1; the load generator, the
 // upstream and Redis on core 0. The systems then no longer compete with their own load for a core.
-const PIN = process.env.BENCH_PIN === '1' && os.cpus().length >= 2 && whichSync('taskset') !== null
+const PIN = process.env.BENCH_PIN !== '0' && os.cpus().length >= 2 && whichSync('taskset') !== null
 function pin(pid, core) {
   if (PIN) execFileSync('taskset', ['-a', '-pc', String(core), String(pid)], { stdio: 'ignore' })
 }
@@ -296,6 +327,7 @@ function generate({ url, headers, bearers, requests }, duration) {
 
 const SYSTEMS = {
   direct: { url: `${upstream}/api/items`, pid: upstreamPid },
+  ...(nginx ? { 'nginx proxy_pass': { url: `${nginx.url}/api/items`, pid: nginx.pid } } : {}),
   bare: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid },
   'sessiongate, public route': { url: `${strict.url}/open/items`, pid: strict.pid },
   's1 bearer, strict': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { authorization: `Bearer ${bearer}` } },
@@ -308,7 +340,7 @@ const SYSTEMS = {
 if (process.env.BENCH_ONLY) for (const k of Object.keys(SYSTEMS)) if (!new RegExp(process.env.BENCH_ONLY).test(k)) delete SYSTEMS[k]
 
 for (const pid of [process.pid, redisProc.pid, upstreamPid]) pin(pid, 0)
-for (const pid of [barePid, strict.pid, cached.pid, expiring.pid, expiringCached.pid]) pin(pid, 1)
+for (const pid of [barePid, strict.pid, cached.pid, expiring.pid, expiringCached.pid, ...(nginx ? [nginx.pid] : [])]) pin(pid, 1)
 console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${redisVersion}; ${ROUNDS} rounds x ${DURATION}s per system, ${CONNECTIONS} connections`)
 // ~5 % of requests should carry a refresh: each session refreshes about once per second (accessTtl 2s,
 // refreshAhead 1s), so the pool is sized at 5 % of the cookie-mode request rate, measured first.
@@ -373,10 +405,15 @@ const s5 = await run({
 // S6 and S7: sessions made directly in the store, tokens signed with the same keys.
 const loaded = await loadConfig(strict.file, {})
 const logSink = { warn() {}, error() {}, info() {}, debug() {}, child() { return this } }
-const storeClient = new Redis(redisUrl, { enableAutoPipelining: true })
-const store = new RedisSessionStore(storeClient, 'sg:', logSink)
 const issuer = new AccessTokenIssuer(loaded.keys, loaded.config.tokens)
-async function createSessions(n) {
+const dbUrl = (db) => redisUrl.replace(/\/0$/, `/${db}`)
+const storeClients = []
+function storeOn(db) {
+  const client = new Redis(dbUrl(db), { enableAutoPipelining: true })
+  storeClients.push(client)
+  return new RedisSessionStore(client, 'sg:', logSink)
+}
+async function createSessions(store, n) {
   const sids = []
   for (let done = 0; done < n; done += 2000) {
     const batch = Array.from({ length: Math.min(2000, n - done) }, () => newSessionId())
@@ -388,21 +425,22 @@ async function createSessions(n) {
   }
   return sids
 }
-async function latencyWith(sids) {
-  const tokens = await Promise.all(sids.slice(0, 100).map(async (sid) => (await issuer.issue({ sub: 'u', sid, claims: {} })).token))
-  let i = 0
-  const requests = [{ method: 'GET', path: '/api/items', setupRequest: (req) => ({ ...req, headers: { authorization: `Bearer ${tokens[i++ % tokens.length]}` } }) }]
-  const results = []
-  for (let r = 0; r < 2; r++) results.push(await run({ url: `${strict.url}/api/items`, requests }))
-  return summary(results)
+// S6: one redis-server, two databases (100 sessions in one, 100,000 in the other), a gateway on each; the two
+// alternate over the rounds like the main table, each driven with 100 of its sessions' tokens in turn.
+const s6 = []
+for (const [db, n] of [[1, 100], [2, 100_000]]) {
+  const sids = await createSessions(storeOn(db), n)
+  const gw = await startGateway(`s6-${n}`, { redis: { url: dbUrl(db) } })
+  pin(gw.pid, 1)
+  const bearers = await Promise.all(sids.slice(-100).map(async (sid) => (await issuer.issue({ sub: 'u', sid, claims: {} })).token))
+  s6.push({ url: `${gw.url}/api/items`, pid: gw.pid, bearers, results: [] })
 }
+for (const s of s6) await measure(s, 1)
+for (let round = 0; round < ROUNDS; round++) for (const s of s6) s.results.push(await measure(s))
+const [s6small, s6large] = s6.map((s) => summary(s.results))
+const store = storeOn(0)
 await redis.flushdb()
-const hundred = await createSessions(100)
-const s6small = await latencyWith(hundred)
-const more = await createSessions(99_900)
-const s6large = await latencyWith([...hundred, ...more].slice(-100))
-await redis.flushdb()
-const sample = await createSessions(10_000)
+const sample = await createSessions(store, 10_000)
 let bytes = 0
 for (let i = 0; i < sample.length; i += 500) {
   const chunk = sample.slice(i, i + 500)
@@ -414,37 +452,49 @@ const subjectIndexBytes = []
 for (const key of (await redis.keys('sg:{u:*')).slice(0, 200)) subjectIndexBytes.push(Number(await redis.memory('USAGE', key)))
 const perSession = bytes / sample.length
 const perIndex = subjectIndexBytes.reduce((a, b) => a + b, 0) / Math.max(1, subjectIndexBytes.length)
-await storeClient.quit()
+for (const client of storeClients) await client.quit()
 
 // --- report -----------------------------------------------------------------------------------------------------
 const bare = rows.bare
 const direct = rows.direct
+const ngx = rows['nginx proxy_pass']
 const pct = (x, y) => `${((100 * x) / y).toFixed(0)} %`
+const ms = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(2))
 const lines = []
-lines.push('| system | req/s | p50 ms | p99 ms | vs bare proxy | vs direct | errors / non-2xx |')
-lines.push('| --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+lines.push(`| system | req/s | p50 ms | p99 ms | vs bare proxy | vs direct |${ngx ? ' vs nginx |' : ''} CPU µs/req (its process) | Redis CPU µs/req | errors / non-2xx |`)
+lines.push(`| --- | ---: | ---: | ---: | ---: | ---: |${ngx ? ' ---: |' : ''} ---: | ---: | ---: |`)
 for (const [name, r] of Object.entries(rows)) {
-  lines.push(`| ${name} | ${r.rps.toFixed(0)} | ${r.p50} | ${r.p99} | ${pct(r.rps, bare.rps)} | ${pct(r.rps, direct.rps)} | ${r.non2xx} of ${r.total} |`)
+  const cpu = r.cpuUs === undefined ? '' : r.cpuUs.toFixed(1)
+  const redisCpu = r.redisCpuUs === undefined ? '' : r.redisCpuUs.toFixed(1)
+  lines.push(`| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(r.p99)} | ${pct(r.rps, bare.rps)} | ${pct(r.rps, direct.rps)} |${ngx ? ` ${pct(r.rps, ngx.rps)} |` : ''} ${cpu} | ${redisCpu} | ${r.non2xx} of ${r.total} |`)
 }
 const refreshShare = median(refreshCounts)
 const hooked = rows['bare, with the s3 client hooks']
+const s1 = rows['s1 bearer, strict']
+const s1c = rows['s1 bearer, revocation cache']
 const extra = [
-  `- s3 against the bare proxy driven by the same client hooks: ${pct(rows[S3].rps, hooked.rps)}, with the revocation cache ${pct(rows[S3C].rps, hooked.rps)} (the hooks cost the load generator, which shares the 2 cores, ${pct(hooked.rps, bare.rps)} of the plain bare figure).`,
+  `- s1 p99 against the bare proxy's: strict ${ms(s1.p99)} ms, revocation cache ${ms(s1c.p99)} ms, bare ${ms(bare.p99)} ms (${(s1.p99 - bare.p99).toFixed(2)} / ${(s1c.p99 - bare.p99).toFixed(2)} ms above).`,
+  `- s3 against the bare proxy driven by the same client hooks (autocannon, since the client must keep each session's new cookies): ${pct(rows[S3].rps, hooked.rps)}, with the revocation cache ${pct(rows[S3C].rps, hooked.rps)}.`,
   `- s3: ${(100 * refreshShare).toFixed(1)} % of requests carried a transparent refresh (${poolSize} sessions, accessTtl 2s, refreshAhead 1s).`,
   `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}).`,
   `- s5 login throughput: ${s5.requests.average.toFixed(1)} logins/s with 8 connections (p50 ${s5.latency.p50} ms) — bounded by scrypt (N=2^15, r=8, p=1) on libuv's 4 threads, by design.`,
-  `- s6 bearer latency with 100 sessions in Redis: p50 ${s6small.p50} ms, p99 ${s6small.p99} ms, ${s6small.rps.toFixed(0)} req/s; with 100,000: p50 ${s6large.p50} ms, p99 ${s6large.p99} ms, ${s6large.rps.toFixed(0)} req/s (p99 difference ${(100 * Math.abs(s6large.p99 - s6small.p99) / Math.max(s6small.p99, 1)).toFixed(0)} %).`,
+  `- s6 bearer latency, 100 tokens in turn, two gateways alternated over the rounds, one on a Redis database with 100 sessions: p50 ${ms(s6small.p50)} ms, p99 ${ms(s6small.p99)} ms, ${s6small.rps.toFixed(0)} req/s; with 100,000: p50 ${ms(s6large.p50)} ms, p99 ${ms(s6large.p99)} ms, ${s6large.rps.toFixed(0)} req/s (p99 difference ${(100 * Math.abs(s6large.p99 - s6small.p99) / s6small.p99).toFixed(0)} %).`,
   `- s7 Redis memory per session: ${perSession.toFixed(0)} bytes for the session hash (MEMORY USAGE summed over 10,000 sessions) + ${perIndex.toFixed(0)} bytes for a one-session subject index = ${(perSession + perIndex).toFixed(0)} bytes.`,
 ]
+const generator = WRK ? `wrk (${CONNECTIONS} connections, 1 thread) for every row that needs no per-response work, autocannon for the rows with client hooks (s3, its bare control, s4, s5)` : `autocannon, ${CONNECTIONS} connections, pipelining 1`
 const report = `# Benchmark results
 
-Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, Redis ${redisVersion}, ${new Date().toISOString()}.
+Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, Redis ${redisVersion}${ngx ? ', nginx' : ''}, ${new Date().toISOString()}.
 
-Command: \`npm run bench\` (BENCH_SECONDS=${DURATION}, BENCH_ROUNDS=${ROUNDS}). autocannon in the bench process, ${CONNECTIONS} connections, pipelining 1;
-every system runs in its own process on 127.0.0.1 and the systems alternate round by round; the figures are medians of the rounds.
+Command: \`npm run bench\` (BENCH_SECONDS=${DURATION}, BENCH_ROUNDS=${ROUNDS}). Load: ${generator}.
+${PIN ? 'Pinned with taskset: each measured proxy alone on core 1; the load generator, the upstream and Redis on core 0.' : 'Not pinned.'}
+Every system runs in its own process on 127.0.0.1 and the systems alternate round by round; the figures are medians of the rounds.
+"CPU µs/req" is the user + system time the measured process (and redis-server) spent per answered request, read from /proc:
+it does not depend on what else the scheduler ran at the time, so it is the steadier figure on a shared machine.
 Upstream: node:http answering ~100 bytes of JSON. Bare proxy: Fastify + @fastify/http-proxy, logger off. sessiongate: LOG_LEVEL=warn,
-Redis store, EdDSA tokens; "strict" checks the jti denylist and the session in Redis on every request (one round trip, auto-pipelined);
-"revocation cache" is \`redis.revocationCache: true\`.
+Redis store, EdDSA tokens; "strict" checks the jti denylist and the session in Redis on every request (one round trip, auto-pipelined,
+shared by concurrent requests with the same token); "revocation cache" is \`redis.revocationCache: true\`; the public route is
+the same gateway without the auth step.
 
 ${lines.join('\n')}
 
