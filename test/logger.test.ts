@@ -61,3 +61,11 @@ t.test('with logging off, requests are still served', async (t) => {
   t.equal(res.statusCode, 200)
   t.same(res.json(), { ok: true })
 })
+
+t.test("a route's own logLevel below the root's is honoured", async (t) => {
+  const { log, lines } = appLogging('warn')
+  const child = lazyChildLogger(log, { reqId: 'req-10' }, { level: 'debug' })
+  child.debug('route debug line')
+  t.equal(lines.length, 1)
+  t.match(lines[0], { reqId: 'req-10', msg: 'route debug line' })
+})

@@ -732,3 +732,13 @@ t.test('tokens the gateway signs are cached as verified with exactly the claims 
   t.equal((await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${next}` } })).status, 204)
   t.equal((await sessionWith(gw, next)).status, 401)
 })
+
+t.test('claims that JSON cannot carry are cached as the token carries them', async (t) => {
+  const gw = await gateway(t, { users: [{ username: 'odd', password: 'odd-pw', claims: { big: Infinity, nested: { n: NaN } } }] })
+  const logged = await send(`${gw.url}/auth/login`, { headers: TOKEN_MODE, body: { username: 'odd', password: 'odd-pw' } })
+  t.equal(logged.status, 200)
+  const { accessToken } = logged.json as { accessToken: string }
+  const cached = await gw.gateway.current().sessions.verifier.verify(accessToken)
+  t.same(cached.payload, decodeJwt(accessToken))
+  t.equal(cached.payload.big, null, 'Infinity is null in the token, and in the cache')
+})

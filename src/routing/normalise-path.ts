@@ -22,7 +22,7 @@ const CLEAN_PATH = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,;=
 export function normalisePath(rawPath: string): NormalisedPath {
   // Fast path, most requests: nothing to decode, drop or resolve, and every character is already a pchar, so
   // the path is its own normal form.
-  if (CLEAN_PATH.test(rawPath)) {
+  if (rawPath.charCodeAt(0) === 47 && CLEAN_PATH.test(rawPath)) {
     const segments = rawPath.split('/')
     segments.shift()
     if (segments[segments.length - 1] === '') segments.pop()

@@ -29,6 +29,8 @@ type Logger = { level: string; isLevelEnabled(level: string): boolean; child(bin
 export function lazyChildLogger(logger: FastifyBaseLogger, bindings: Bindings, options: ChildLoggerOptions): FastifyBaseLogger {
   // Without a logger (logger: false) Fastify's stand-in has no levels: its own child() is already free.
   if (typeof (logger as unknown as Partial<Logger>).isLevelEnabled !== 'function') return logger.child(bindings, options)
+  // A route's own logLevel decides which lines are written: that child is made at once.
+  if (options.level !== undefined) return logger.child(bindings, options)
   return new LazyChildLogger(logger as unknown as Logger, bindings, options) as unknown as FastifyBaseLogger
 }
 

@@ -71,7 +71,8 @@ export class AccessTokenVerifier {
    * so that neither the refresh that made it nor the client's next request pays for a signature check.
    */
   remember(verified: VerifiedAccessToken): void {
-    this.cache.set(verified.token, verified)
+    // One that verify() would refuse (claims too large) is not remembered: every instance must refuse it alike.
+    if (verified.token.length <= MAX_TOKEN_LENGTH) this.cache.set(verified.token, verified)
   }
 
   private async verifyUncached(token: string, now: number): Promise<VerifiedAccessToken> {

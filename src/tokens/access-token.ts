@@ -41,7 +41,8 @@ export class AccessTokenIssuer {
       iss: this.tokens.issuer, aud: this.tokens.audience, sub: subject.sub, iat, nbf: iat, exp, jti,
     }
     const token = await new SignJWT(payload).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYPE }).sign(key.privateKey)
-    return { token, jti, expiresAt: exp * 1000, payload }
+    // The payload as it decodes from the token (JSON: no Infinity/NaN, no shared objects), as verify() would give it.
+    return { token, jti, expiresAt: exp * 1000, payload: JSON.parse(JSON.stringify(payload)) as JWTPayload }
   }
 }
 
