@@ -18,9 +18,8 @@ import { ConfigError } from '../src/errors.js'
 import { normalisePath } from '../src/routing/normalise-path.js'
 import { RouteTable } from '../src/routing/route-table.js'
 import { send } from './helpers/client.js'
-import { startGateway, writeUsers } from './helpers/gateway.js'
-import { startRedis } from './helpers/redis-server.js'
-import { startUpstream } from './helpers/upstream.js'
+import { writeUsers } from './helpers/gateway.js'
+import { startStack } from './helpers/stack.js'
 
 const dir = mkdtempSync(join(tmpdir(), 'sg-prop-'))
 t.teardown(() => rmSync(dir, { recursive: true, force: true }))
@@ -230,14 +229,7 @@ t.test('cookies: cookieHeaderWithout never lets a gateway cookie through and kee
 // Garbage at a running gateway
 
 t.test('a running gateway: garbage credentials are a JSON 401, garbage auth bodies never a 5xx', async (t) => {
-  const redis = await startRedis()
-  const upstream = await startUpstream()
-  const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await upstream.close()
-    await redis.stop()
-  })
+  const { upstream, gw } = await startStack(t)
   const visible = fc.string({ unit: fc.integer({ min: 0x20, max: 0x7e }).map((c) => String.fromCharCode(c)), maxLength: 120 })
   const b64 = fc.uint8Array({ maxLength: 60 }).map((b) => Buffer.from(b).toString('base64url'))
   const jwtLike = fc

@@ -1,18 +1,9 @@
 import t from 'tap'
 import { CookieClient, send } from './helpers/client.js'
-import { startGateway } from './helpers/gateway.js'
-import { startRedis } from './helpers/redis-server.js'
-import { startUpstream } from './helpers/upstream.js'
+import { startStack } from './helpers/stack.js'
 
 t.test('login through a Redis-backed gateway and call a protected route', async (t) => {
-  const redis = await startRedis()
-  const upstream = await startUpstream()
-  const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await upstream.close()
-    await redis.stop()
-  })
+  const { upstream, gw } = await startStack(t)
   const client = new CookieClient(gw.url)
   const login = await client.login('alice', 'alice-pw')
   t.equal(login.status, 200)
