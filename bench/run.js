@@ -11,9 +11,16 @@ import { Redis } from 'ioredis'
 import { stringify } from 'yaml'
 
 const ROOT = new URL('..', import.meta.url).pathname
-const DURATION = Number(process.env.BENCH_SECONDS ?? 3)
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
+// Many short slices, the systems alternating (the order reversed every other round), so that the drift of a shared
+// VM hits every system alike; each ratio is taken within a round, between slices a few seconds apart.
+const DURATION = Number(process.env.BENCH_SECONDS ?? 1)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
 const CONNECTIONS = 32
+// The latency table: every system at the same fixed, moderate load (closed loop with a think time, far below any
+// system's capacity), where latency is the cost of a request rather than queueing behind 31 others.
+const PACED_CONNECTIONS = 16
+const PACED_DELAY_MS = 5
+const PACED_ROUNDS = Number(process.env.BENCH_PACED_ROUNDS ?? 6)
 
 if (!existsSync(join(ROOT, 'dist/cli/main.js'))) execFileSync('npm', ['run', 'build'], { cwd: ROOT, stdio: 'inherit' })
 const { hashPassword } = await import('../dist/auth/password.js')
@@ -66,7 +73,7 @@ async function waitHttp(url) {
 }
 
 function forkReady(script, args, env = {}) {
-  const child = fork(join(ROOT, script), args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } })
+  const child = fork(join(ROOT, script), args, { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } })
   children.push(child)
   return new Promise((resolve, reject) => {
     child.once('message', () => resolve(child))
@@ -171,8 +178,12 @@ async function startGateway(name, overrides) {
 }
 const strict = await startGateway('strict', {})
 const cached = await startGateway('cache', { redis: { revocationCache: true } })
-const expiring = await startGateway('expiring', { tokens: { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '10s' } })
-const expiringCached = await startGateway('expiring-cache', { tokens: { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '10s' }, redis: { revocationCache: true } })
+// reuseGrace covers the gap between two slices of the same system: a slice that ends while a rotation's response is
+// in flight leaves that session's older pair in the client's pool, presented again when its next slice starts. A
+// browser never drops responses by the dozen like that; here it would be taken for replays and end those sessions.
+const EXPIRING_TOKENS = { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '2m' }
+const expiring = await startGateway('expiring', { tokens: EXPIRING_TOKENS })
+const expiringCached = await startGateway('expiring-cache', { tokens: EXPIRING_TOKENS, redis: { revocationCache: true } })
 
 async function login(gateway, mode) {
   const res = await fetch(`${gateway.url}/auth/login`, {
@@ -199,9 +210,13 @@ function whichSync(cmd) {
   }
 }
 let wrkScripts = 0
-/** wrk with a Lua script: fixed headers, or a list of Authorization values taken in turn; its done() prints JSON. */
-function runWrk({ url, headers = {}, bearers, duration = DURATION }) {
-  const lua = `
+/**
+ * wrk with a Lua script: fixed headers, or a list of Authorization values taken in turn, or (s3) a pool of cookie
+ * sessions that keeps each session's rotated pair; `paced` adds a think time per connection. done() prints JSON.
+ */
+function runWrk({ url, headers = {}, bearers, sessions, duration = DURATION, paced = false }) {
+  const file = join(tmp, `wrk-${wrkScripts++}.lua`)
+  writeFileSync(file, sessions ? cookieSessionsLua(sessions) : `
 local headers = ${luaTable(headers)}
 local bearers = ${bearers ? luaList(bearers) : 'nil'}
 local i = 0
@@ -212,27 +227,81 @@ function request()
   end
   return wrk.format("GET", nil, headers)
 end
-function done(s, latency, requests)
-  local e = s.errors
-  io.write(string.format('\\n@@{"total":%d,"seconds":%f,"errors":%d,"non2xx":%d,"timeouts":%d,"p50":%f,"p99":%f}\\n',
-    s.requests, s.duration / 1e6, e.connect + e.read + e.write, e.status, e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-`
-  const file = join(tmp, `wrk-${wrkScripts++}.lua`)
-  writeFileSync(file, lua)
+${paced ? `function delay() return ${PACED_DELAY_MS} end` : ''}
+${wrkDone()}
+`)
+  const connections = paced ? PACED_CONNECTIONS : CONNECTIONS
   return new Promise((resolve, reject) => {
-    execFile(PIN ? 'taskset' : WRK, [...(PIN ? ['-c', '0', WRK] : []), '-t1', `-c${CONNECTIONS}`, `-d${duration}s`, '--timeout', '5s', '-s', file, url], { maxBuffer: 1 << 20 }, (err, out) => {
+    execFile(PIN ? 'taskset' : WRK, [...(PIN ? ['-c', '0', WRK] : []), '-t1', `-c${connections}`, `-d${duration}s`, '--timeout', '5s', '-s', file, url], { maxBuffer: 64 << 20 }, (err, out) => {
       if (err) return reject(err)
       if (!out.includes('@@')) return reject(new Error(`wrk printed no summary:\n${out}`))
       const r = JSON.parse(out.split('@@')[1])
+      const pool = out.split('@@S\n')[1]
       resolve({
+        sessions: pool?.trim().split('\n').map((line) => {
+          const [access, refresh] = line.split(' ')
+          return { access, refresh }
+        }),
         requests: { average: r.total / r.seconds, total: r.total },
         latency: { p50: r.p50, p99: r.p99 },
-        non2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts,
+        non2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts, refreshed: r.refreshed ?? 0,
       })
     })
   })
+}
+const wrkDone = (more = '') => `
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function done(s, latency, requests)
+  local e = s.errors
+  local refreshed = 0
+  for _, t in ipairs(threads) do refreshed = refreshed + (t:get("refreshed") or 0) end
+  io.write(string.format('\\n@@{"total":%d,"seconds":%f,"errors":%d,"non2xx":%d,"timeouts":%d,"p50":%f,"p99":%f,"refreshed":%d}\\n',
+    s.requests, s.duration / 1e6, e.connect + e.read + e.write, e.status, e.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, refreshed))
+  ${more}
+end
+`
+/**
+ * s3's client in wrk: each request takes the next session of the pool; a response that rotates the session carries
+ * its new refresh cookie (the last Set-Cookie line, all that wrk keeps of repeated headers) and, echoed by the
+ * bench upstream in `x-bench-authorization`, the new access token that was forwarded. The pair goes back into the
+ * pool under the session's id (the refresh token starts with it), so later requests present the new cookies.
+ * Against the bare proxy the same script runs with cookies that never rotate: the same client work per response.
+ */
+function cookieSessionsLua(sessions) {
+  // Two flat tables (wrk copies a thread's globals to done() one level deep only).
+  return `
+pa = { ${sessions.map((s) => luaString(s.access)).join(',\n')} }
+pr = { ${sessions.map((s) => luaString(s.refresh)).join(',\n')} }
+local slotOf = {}
+for i, r in ipairs(pr) do slotOf[r:match("^([^.]+)%.") or i] = i end
+local i = 0
+refreshed = 0
+function request()
+  i = i % #pr + 1
+  return wrk.format("GET", nil, { Cookie = "sg_access=" .. pa[i] .. "; sg_refresh=" .. pr[i], ["x-bench-echo"] = "1" })
+end
+function response(status, headers, body)
+  local cookie = headers["set-cookie"] or headers["Set-Cookie"]
+  if not cookie then return end
+  local r = cookie:match("^sg_refresh=([^;]+)")
+  local a = headers["x-bench-authorization"]
+  if r and a then
+    local slot = slotOf[r:match("^([^.]+)%.")]
+    if slot then
+      pa[slot] = a:match("^Bearer (.+)$")
+      pr[slot] = r
+      refreshed = refreshed + 1
+    end
+  end
+end
+${wrkDone(`
+  -- the pool as the slice left it (one thread), one "access refresh" line per session, for the next slice
+  io.write("@@S\\n")
+  local a, r = threads[1]:get("pa"), threads[1]:get("pr")
+  for k = 1, #r do io.write(a[k], " ", r[k], "\\n") end`)}
+`
 }
 // Pinning (on when taskset is installed and there are 2+ cores; BENCH_PIN=0 turns it off): each measured proxy alone on core 1; the load generator, the
 // upstream and Redis on core 0. The systems then no longer compete with their own load for a core.
@@ -260,39 +329,46 @@ function cpuSeconds(pid) {
   }
 }
 const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
-function summary(results) {
+/** Medians of the rounds; `ratioTo`: the median of the per-round ratios to that row's result of the same round. */
+function summary(results, reference) {
+  const ratio = (other) => (other ? median(results.map((r, i) => r.requests.average / other[i].requests.average)) : undefined)
   return {
     rps: median(results.map((r) => r.requests.average)),
     p50: median(results.map((r) => r.latency.p50)),
     p99: median(results.map((r) => r.latency.p99)),
     non2xx: results.reduce((n, r) => n + r.non2xx + r.errors + r.timeouts, 0),
     total: results.reduce((n, r) => n + r.requests.total, 0),
+    refreshed: results.reduce((n, r) => n + (r.refreshed ?? 0), 0),
     cpuUs: results[0]?.cpuUs === undefined ? undefined : median(results.map((r) => r.cpuUs)),
     redisCpuUs: results[0]?.redisCpuUs === undefined ? undefined : median(results.map((r) => r.redisCpuUs)),
+    vs: (other) => ratio(other),
+    reference,
   }
 }
 
-/** A pool of cookie sessions on an expiring gateway: each request takes the next one, and keeps its new cookies. */
-async function cookiePool(size, gateway) {
-  const pool = []
-  for (let i = 0; i < size; i++) pool.push((await login(gateway, 'cookie')).cookies)
-  return pool
+/** A session in cookie mode: its two cookie values. */
+async function cookieSession(gateway) {
+  const { cookies } = await login(gateway, 'cookie')
+  const value = (name) => cookies.split('; ').find((c) => c.startsWith(`${name}=`)).slice(name.length + 1)
+  return { access: value('sg_access'), refresh: value('sg_refresh') }
 }
-const refreshes = { count: 0 }
-function expiringRequests(pool) {
+/** autocannon's s3 client (when wrk is not installed): each request takes the next session and keeps its new cookies. */
+function cookieSessionRequests(pool) {
   let next = 0
   return [{
     method: 'GET',
     path: '/api/items',
     setupRequest(req, context) {
       context.slot = next++ % pool.length
-      return { ...req, headers: { ...req.headers, cookie: pool[context.slot] } }
+      const s = pool[context.slot]
+      return { ...req, headers: { ...req.headers, cookie: `sg_access=${s.access}; sg_refresh=${s.refresh}` } }
     },
     onResponse(_status, _body, context, headers) {
       const set = headers['set-cookie']
       if (!set) return
-      refreshes.count++
-      pool[context.slot] = (Array.isArray(set) ? set : [set]).map((c) => c.split(';')[0]).join('; ')
+      context.refreshed = (context.refreshed ?? 0) + 1
+      const pairs = Object.fromEntries((Array.isArray(set) ? set : [set]).map((c) => c.split(';')[0].split('=')))
+      if (pairs.sg_access && pairs.sg_refresh) pool[context.slot] = { access: pairs.sg_access, refresh: pairs.sg_refresh }
     },
   }]
 }
@@ -302,13 +378,13 @@ const manyBearers = []
 for (let i = 0; i < 100; i++) manyBearers.push((await login(strict, 'token')).body.accessToken)
 
 /**
- * Every main-table system: wrk when it is installed and the client need not read responses, autocannon otherwise.
- * Also the CPU time its own process (`pid`) and redis-server spent per request: unlike req/s on a shared 2-core
- * machine, it does not depend on what else the scheduler ran at the time.
+ * One slice of load on one system: wrk when it is installed, autocannon otherwise. Also the CPU time its own
+ * process (`pid`) and redis-server spent per request: unlike req/s on a shared 2-core machine, it does not depend
+ * on what else the scheduler ran at the time.
  */
-async function measure(system, duration = DURATION) {
+async function measure(system, duration = DURATION, paced = false) {
   const before = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid)]
-  const result = await generate(system, duration)
+  const result = await generate(system, duration, paced)
   const after = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid)]
   if (before[0] !== null && after[0] !== null) {
     result.cpuUs = (1e6 * (after[0] - before[0])) / result.requests.total
@@ -316,15 +392,55 @@ async function measure(system, duration = DURATION) {
   }
   return result
 }
-function generate({ url, headers, bearers, requests }, duration) {
-  if (WRK && !requests) return runWrk({ url, headers, bearers, duration })
-  if (bearers) {
+async function generate({ url, headers, bearers, sessions }, duration, paced) {
+  if (WRK) {
+    const result = await runWrk({ url, headers, bearers, sessions, duration, paced })
+    // The pool lives in wrk's Lua state: its rotated pairs come back from done() and serve the next slice.
+    if (sessions && result.sessions) sessions.splice(0, sessions.length, ...result.sessions)
+    return result
+  }
+  let requests
+  if (sessions) requests = cookieSessionRequests(sessions)
+  else if (bearers) {
     let i = 0
     requests = [{ method: 'GET', path: new URL(url).pathname, setupRequest: (req) => ({ ...req, headers: { authorization: `Bearer ${bearers[i++ % bearers.length]}` } }) }]
   }
-  return run({ url, headers, requests, duration })
+  const opts = { url, headers, requests, duration }
+  if (paced) Object.assign(opts, { connections: PACED_CONNECTIONS, connectionRate: Math.round(1000 / PACED_DELAY_MS) })
+  const result = await run(opts)
+  result.refreshed = requests?.[0]?.refreshed
+  return result
 }
 
+/** Runs every system for one slice per round, the order reversed every other round; returns the results by name. */
+async function rounds(systems, count, { paced = false, onSlice = () => {} } = {}) {
+  const names = Object.keys(systems)
+  const results = Object.fromEntries(names.map((n) => [n, []]))
+  for (let round = 0; round < count; round++) {
+    for (const name of round % 2 === 0 ? names : [...names].reverse()) {
+      results[name].push(await measure(systems[name], DURATION, paced))
+      onSlice()
+    }
+  }
+  return results
+}
+
+// ~5 % of requests should carry a refresh: with accessTtl 2s and refreshAhead 1s a session in use refreshes about
+// once per second, so the pool holds about 5 % of the s3 request rate (estimated from a cookie-mode probe).
+const probe = await measure({ url: `${strict.url}/api/items`, headers: { cookie } }, 2)
+const poolSize = Math.max(50, Math.round(probe.requests.average * Number(process.env.BENCH_S3_POOL ?? 0.04)))
+const expiringPool = []
+const expiringCachedPool = []
+for (let i = 0; i < poolSize; i++) {
+  expiringPool.push(await cookieSession(expiring))
+  expiringCachedPool.push(await cookieSession(expiringCached))
+}
+// The bare control of s3: the same client work, cookies shaped like the gateway's (they never rotate there).
+const barePool = expiringPool.map((s) => ({ ...s }))
+
+const S3 = 's3 cookie, ~5% refresh'
+const S3C = 's3 cookie, ~5% refresh, revocation cache'
+const S3BARE = 'bare, with the s3 client'
 const SYSTEMS = {
   direct: { url: `${upstream}/api/items`, pid: upstreamPid },
   ...(nginx ? { 'nginx proxy_pass': { url: `${nginx.url}/api/items`, pid: nginx.pid } } : {}),
@@ -334,44 +450,38 @@ const SYSTEMS = {
   's1 bearer, strict, 100 tokens in turn': { url: `${strict.url}/api/items`, pid: strict.pid, bearers: manyBearers },
   's1 bearer, revocation cache': { url: `${cached.url}/api/items`, pid: cached.pid, headers: { authorization: `Bearer ${bearer}` } },
   's2 cookie': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { cookie } },
-  // The same per-request client work as s3 (a cookie chosen per request, Set-Cookie read back), against the bare proxy.
-  'bare, with the s3 client hooks': { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, requests: expiringRequests(Array.from({ length: 200 }, (_, i) => `c=${i}`)) },
+  [S3BARE]: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, sessions: barePool },
+  [S3]: { url: `${expiring.url}/api/items`, pid: expiring.pid, sessions: expiringPool },
+  [S3C]: { url: `${expiringCached.url}/api/items`, pid: expiringCached.pid, sessions: expiringCachedPool },
 }
-if (process.env.BENCH_ONLY) for (const k of Object.keys(SYSTEMS)) if (!new RegExp(process.env.BENCH_ONLY).test(k)) delete SYSTEMS[k]
+if (process.env.BENCH_ONLY) for (const k of Object.keys(SYSTEMS)) if (k !== 'bare' && !new RegExp(process.env.BENCH_ONLY).test(k)) delete SYSTEMS[k]
 
 for (const pid of [process.pid, redisProc.pid, upstreamPid]) pin(pid, 0)
 for (const pid of [barePid, strict.pid, cached.pid, expiring.pid, expiringCached.pid, ...(nginx ? [nginx.pid] : [])]) pin(pid, 1)
 console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${redisVersion}; ${ROUNDS} rounds x ${DURATION}s per system, ${CONNECTIONS} connections`)
-// ~5 % of requests should carry a refresh: each session refreshes about once per second (accessTtl 2s,
-// refreshAhead 1s), so the pool is sized at 5 % of the cookie-mode request rate, measured first.
-const probe = await run({ url: `${strict.url}/api/items`, headers: { cookie }, duration: 2 })
-const poolSize = Math.max(50, Math.round(probe.requests.average * 0.08))
-const expiringPool = await cookiePool(poolSize, expiring)
-const expiringCachedPool = await cookiePool(poolSize, expiringCached)
-const S3 = 's3 cookie, ~5% refresh'
-const S3C = 's3 cookie, ~5% refresh, revocation cache'
-const raw = Object.fromEntries([...Object.keys(SYSTEMS), S3, S3C].map((k) => [k, []]))
-// warm-up
+// warm-up (JIT): one slice each, not counted
 for (const s of Object.values(SYSTEMS)) await measure(s, Number(process.env.BENCH_WARMUP ?? 1))
-const refreshCounts = []
-for (let round = 0; round < ROUNDS; round++) {
-  for (const [name, s] of Object.entries(SYSTEMS)) {
-    raw[name].push(await measure(s))
-    process.stdout.write('.')
-  }
-  if (process.env.BENCH_QUICK && !process.env.BENCH_S3) continue
-  refreshes.count = 0
-  const r = await measure({ url: `${expiring.url}/api/items`, requests: expiringRequests(expiringPool), pid: expiring.pid })
-  refreshCounts.push(refreshes.count / Math.max(1, r.requests.total))
-  raw[S3].push(r)
-  raw[S3C].push(await measure({ url: `${expiringCached.url}/api/items`, requests: expiringRequests(expiringCachedPool), pid: expiringCached.pid }))
-  process.stdout.write('..')
+// s3's pools were sized from a probe of another scenario: resized to their own measured rate, so that about 5 % of
+// requests carry a refresh (share = sessions x ~1 refresh/s / req/s), then warmed again.
+for (const [name, gateway] of [[S3, expiring], [S3C, expiringCached]]) {
+  const system = SYSTEMS[name]
+  if (!system) continue
+  const slice = await measure(system, 2)
+  const share = slice.refreshed / Math.max(1, slice.requests.total)
+  const size = Math.min(3000, Math.max(50, Math.round((system.sessions.length * 0.05) / Math.max(share, 0.005))))
+  while (system.sessions.length < size) system.sessions.push(await cookieSession(gateway))
+  system.sessions.length = size
+  await measure(system, 1)
 }
+const raw = await rounds(SYSTEMS, ROUNDS, { onSlice: () => process.stdout.write('.') })
 console.log()
 const rows = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, summary(v)]))
+const ratio = (name, ref) => (raw[name] && raw[ref] ? rows[name].vs(raw[ref]) : undefined)
+const refOf = (name) => (name.startsWith('s3') ? S3BARE : 'bare')
+const quickLine = (k, r, ref) => `${k.padEnd(42)} ${r.rps.toFixed(0).padStart(6)} p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} ${ref === undefined ? '' : `${(100 * ref).toFixed(0)} %`} err ${r.non2xx} cpu µs/req ${r.cpuUs?.toFixed(1)} redis ${r.redisCpuUs?.toFixed(1)}${r.refreshed ? ` refreshed ${((100 * r.refreshed) / r.total).toFixed(1)} %` : ''}`
 if (process.env.BENCH_QUICK) {
   await stopProfiled()
-  for (const [k, r] of Object.entries(rows)) if (r.rps) console.log(k.padEnd(40), r.rps.toFixed(0).padStart(6), 'p50', r.p50.toFixed(2), 'p99', r.p99.toFixed(2), rows.bare ? `${((100 * r.rps) / rows.bare.rps).toFixed(0)} %` : '', r.non2xx, 'cpu µs/req', r.cpuUs?.toFixed(1), 'redis', r.redisCpuUs?.toFixed(1))
+  for (const [k, r] of Object.entries(rows)) console.log(quickLine(k, r, ratio(k, refOf(k))))
   process.exit(0)
 }
 
@@ -380,6 +490,7 @@ const chains = []
 for (let i = 0; i < CONNECTIONS + 8; i++) chains.push((await login(strict, 'token')).body.refreshToken)
 const s4 = await run({
   url: `${strict.url}/auth/refresh`,
+  duration: 3,
   requests: [{
     method: 'POST',
     path: '/auth/refresh',
@@ -397,6 +508,7 @@ const s4 = await run({
 const s5 = await run({
   url: `${strict.url}/auth/login`,
   method: 'POST',
+  duration: 3,
   headers: { 'content-type': 'application/json', 'x-session-mode': 'token' },
   body: JSON.stringify({ username: 'bench', password: 'bench-pw' }),
   connections: 8,
@@ -425,19 +537,32 @@ async function createSessions(store, n) {
   }
   return sids
 }
-// S6: one redis-server, two databases (100 sessions in one, 100,000 in the other), a gateway on each; the two
-// alternate over the rounds like the main table, each driven with 100 of its sessions' tokens in turn.
-const s6 = []
+// S6: one redis-server, two databases (100 sessions in one, 100,000 in the other), a gateway on each, driven with
+// 100 of its sessions' tokens in turn (strict: every request is a Redis round trip).
+const S6 = {}
 for (const [db, n] of [[1, 100], [2, 100_000]]) {
   const sids = await createSessions(storeOn(db), n)
   const gw = await startGateway(`s6-${n}`, { redis: { url: dbUrl(db) } })
   pin(gw.pid, 1)
   const bearers = await Promise.all(sids.slice(-100).map(async (sid) => (await issuer.issue({ sub: 'u', sid, claims: {} })).token))
-  s6.push({ url: `${gw.url}/api/items`, pid: gw.pid, bearers, results: [] })
+  S6[`s6 ${n.toLocaleString('en')} sessions in Redis`] = { url: `${gw.url}/api/items`, pid: gw.pid, bearers }
 }
-for (const s of s6) await measure(s, 1)
-for (let round = 0; round < ROUNDS; round++) for (const s of s6) s.results.push(await measure(s))
-const [s6small, s6large] = s6.map((s) => summary(s.results))
+// The latency table: the same moderate load on every system (PACED_CONNECTIONS connections, each waiting
+// PACED_DELAY_MS between a response and its next request), alternated over the rounds like the main table.
+const PACED = {
+  bare: SYSTEMS.bare,
+  's1 bearer, strict': SYSTEMS['s1 bearer, strict'],
+  's1 bearer, revocation cache': SYSTEMS['s1 bearer, revocation cache'],
+  ...S6,
+}
+for (const s of Object.values(S6)) await measure(s, 1)
+for (const s of Object.values(PACED)) await measure(s, 1, true)
+const pacedRaw = await rounds(PACED, PACED_ROUNDS, { paced: true, onSlice: () => process.stdout.write(':') })
+console.log()
+const paced = Object.fromEntries(Object.entries(pacedRaw).map(([k, v]) => [k, summary(v)]))
+const [s6small, s6large] = Object.keys(S6).map((k) => paced[k])
+
+// S7: Redis memory per session.
 const store = storeOn(0)
 await redis.flushdb()
 const sample = await createSessions(store, 10_000)
@@ -456,47 +581,78 @@ for (const client of storeClients) await client.quit()
 
 // --- report -----------------------------------------------------------------------------------------------------
 const bare = rows.bare
-const direct = rows.direct
-const ngx = rows['nginx proxy_pass']
-const pct = (x, y) => `${((100 * x) / y).toFixed(0)} %`
+const ngxName = 'nginx proxy_pass'
+const pct = (x) => (x === undefined ? '' : `${(100 * x).toFixed(0)} %`)
 const ms = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(2))
 const lines = []
-lines.push(`| system | req/s | p50 ms | p99 ms | vs bare proxy | vs direct |${ngx ? ' vs nginx |' : ''} CPU µs/req (its process) | Redis CPU µs/req | errors / non-2xx |`)
-lines.push(`| --- | ---: | ---: | ---: | ---: | ---: |${ngx ? ' ---: |' : ''} ---: | ---: | ---: |`)
+lines.push(`| system | req/s | p50 ms | p99 ms | vs bare proxy | vs direct |${rows[ngxName] ? ' vs nginx |' : ''} CPU µs/req (its process) | Redis CPU µs/req | errors / non-2xx |`)
+lines.push(`| --- | ---: | ---: | ---: | ---: | ---: |${rows[ngxName] ? ' ---: |' : ''} ---: | ---: | ---: |`)
 for (const [name, r] of Object.entries(rows)) {
   const cpu = r.cpuUs === undefined ? '' : r.cpuUs.toFixed(1)
   const redisCpu = r.redisCpuUs === undefined ? '' : r.redisCpuUs.toFixed(1)
-  lines.push(`| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(r.p99)} | ${pct(r.rps, bare.rps)} | ${pct(r.rps, direct.rps)} |${ngx ? ` ${pct(r.rps, ngx.rps)} |` : ''} ${cpu} | ${redisCpu} | ${r.non2xx} of ${r.total} |`)
+  lines.push(`| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(r.p99)} | ${pct(ratio(name, 'bare'))} | ${pct(ratio(name, 'direct'))} |${rows[ngxName] ? ` ${pct(ratio(name, ngxName))} |` : ''} ${cpu} | ${redisCpu} | ${r.non2xx} of ${r.total} |`)
 }
-const refreshShare = median(refreshCounts)
-const hooked = rows['bare, with the s3 client hooks']
-const s1 = rows['s1 bearer, strict']
-const s1c = rows['s1 bearer, revocation cache']
+const pacedLines = [
+  '| system | req/s | p50 ms | p99 ms | p99 − bare p99 | errors / non-2xx |',
+  '| --- | ---: | ---: | ---: | ---: | ---: |',
+  ...Object.entries(paced).map(([name, r]) => `| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(r.p99)} | ${name === 'bare' ? '' : `${(r.p99 - paced.bare.p99).toFixed(2)} ms`} | ${r.non2xx} of ${r.total} |`),
+]
+const S1 = 's1 bearer, strict'
+const S1C = 's1 bearer, revocation cache'
+const s6diff = Math.abs(s6large.p99 - s6small.p99) / s6small.p99
+const targets = [
+  [`s1 strict ≥ 80 % of the bare proxy's req/s`, ratio(S1, 'bare') >= 0.8, pct(ratio(S1, 'bare'))],
+  [`s1 revocation cache ≥ 95 %`, ratio(S1C, 'bare') >= 0.95, pct(ratio(S1C, 'bare'))],
+  [`s1 p99 ≤ bare p99 + 1 ms (fixed load)`, Math.max(paced[S1].p99, paced[S1C].p99) <= paced.bare.p99 + 1,
+    `strict ${ms(paced[S1].p99)} ms, cache ${ms(paced[S1C].p99)} ms, bare ${ms(paced.bare.p99)} ms`],
+  [`s2 cookie ≥ 75 %`, ratio('s2 cookie', 'bare') >= 0.75, pct(ratio('s2 cookie', 'bare'))],
+  [`s3 ≥ 65 % (strict)`, ratio(S3, 'bare') >= 0.65, `${pct(ratio(S3, 'bare'))} of bare, ${pct(ratio(S3, S3BARE))} of bare with the same client; revocation cache ${pct(ratio(S3C, 'bare'))} / ${pct(ratio(S3C, S3BARE))}`],
+  [`s4 ≥ 3,000 rotations/s`, s4.requests.average >= 3000, `${s4.requests.average.toFixed(0)} rotations/s`],
+  [`s6 p99 differs < 10 % (fixed load)`, s6diff < 0.1, `${ms(s6small.p99)} vs ${ms(s6large.p99)} ms (${(100 * s6diff).toFixed(0)} %)`],
+  [`s7 ≤ 1 KB per session`, perSession + perIndex <= 1024, `${(perSession + perIndex).toFixed(0)} B`],
+]
 const extra = [
-  `- s1 p99 against the bare proxy's: strict ${ms(s1.p99)} ms, revocation cache ${ms(s1c.p99)} ms, bare ${ms(bare.p99)} ms (${(s1.p99 - bare.p99).toFixed(2)} / ${(s1c.p99 - bare.p99).toFixed(2)} ms above).`,
-  `- s3 against the bare proxy driven by the same client hooks (autocannon, since the client must keep each session's new cookies): ${pct(rows[S3].rps, hooked.rps)}, with the revocation cache ${pct(rows[S3C].rps, hooked.rps)}.`,
-  `- s3: ${(100 * refreshShare).toFixed(1)} % of requests carried a transparent refresh (${poolSize} sessions, accessTtl 2s, refreshAhead 1s).`,
-  `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}).`,
+  `- s1 p99 at full load (the main table): strict ${ms(rows[S1].p99)} ms, revocation cache ${ms(rows[S1C].p99)} ms, bare ${ms(bare.p99)} ms.`,
+  `- s3: ${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests carried a transparent refresh in strict mode (${SYSTEMS[S3].sessions.length} sessions), ${((100 * rows[S3C].refreshed) / rows[S3C].total).toFixed(1)} % with the revocation cache (${SYSTEMS[S3C].sessions.length} sessions; accessTtl 2s, refreshAhead 1s, reuseGrace 2m); against the bare proxy driven by the same client script: ${pct(ratio(S3, S3BARE))}, with the revocation cache ${pct(ratio(S3C, S3BARE))}.`,
+  `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (POST /auth/refresh in token mode, ${CONNECTIONS} connections, 3 s; p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}).`,
   `- s5 login throughput: ${s5.requests.average.toFixed(1)} logins/s with 8 connections (p50 ${s5.latency.p50} ms) — bounded by scrypt (N=2^15, r=8, p=1) on libuv's 4 threads, by design.`,
-  `- s6 bearer latency, 100 tokens in turn, two gateways alternated over the rounds, one on a Redis database with 100 sessions: p50 ${ms(s6small.p50)} ms, p99 ${ms(s6small.p99)} ms, ${s6small.rps.toFixed(0)} req/s; with 100,000: p50 ${ms(s6large.p50)} ms, p99 ${ms(s6large.p99)} ms, ${s6large.rps.toFixed(0)} req/s (p99 difference ${(100 * Math.abs(s6large.p99 - s6small.p99) / s6small.p99).toFixed(0)} %).`,
+  `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (a Redis round trip each): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(s6small.p99)} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(s6large.p99)} ms (p99 difference ${(100 * s6diff).toFixed(0)} %).`,
   `- s7 Redis memory per session: ${perSession.toFixed(0)} bytes for the session hash (MEMORY USAGE summed over 10,000 sessions) + ${perIndex.toFixed(0)} bytes for a one-session subject index = ${(perSession + perIndex).toFixed(0)} bytes.`,
 ]
-const generator = WRK ? `wrk (${CONNECTIONS} connections, 1 thread) for every row that needs no per-response work, autocannon for the rows with client hooks (s3, its bare control, s4, s5)` : `autocannon, ${CONNECTIONS} connections, pipelining 1`
+const generator = WRK ? `wrk (1 thread; ${CONNECTIONS} connections at full load)` : `autocannon (${CONNECTIONS} connections at full load, pipelining 1)`
 const report = `# Benchmark results
 
-Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, Redis ${redisVersion}${ngx ? ', nginx' : ''}, ${new Date().toISOString()}.
+Machine: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, Node ${process.version}, Redis ${redisVersion}${rows[ngxName] ? ', nginx' : ''}, ${new Date().toISOString()}.
 
-Command: \`npm run bench\` (BENCH_SECONDS=${DURATION}, BENCH_ROUNDS=${ROUNDS}). Load: ${generator}.
+Command: \`npm run bench\` (BENCH_SECONDS=${DURATION}, BENCH_ROUNDS=${ROUNDS}, BENCH_PACED_ROUNDS=${PACED_ROUNDS}). Load: ${generator}; s4 and s5 with autocannon.
 ${PIN ? 'Pinned with taskset: each measured proxy alone on core 1; the load generator, the upstream and Redis on core 0.' : 'Not pinned.'}
-Every system runs in its own process on 127.0.0.1 and the systems alternate round by round; the figures are medians of the rounds.
-"CPU µs/req" is the user + system time the measured process (and redis-server) spent per answered request, read from /proc:
-it does not depend on what else the scheduler ran at the time, so it is the steadier figure on a shared machine.
+Every system runs in its own process on 127.0.0.1. The systems take turns in slices of ${DURATION} s, the order reversed every
+other round; figures are medians of the rounds, and every ratio is the median of the ratios taken within a round
+(slices seconds apart), so that the drift of a shared VM hits both sides of a ratio alike.
+"CPU µs/req" is the user + system time the measured process (and redis-server) spent per answered request, read from /proc.
 Upstream: node:http answering ~100 bytes of JSON. Bare proxy: Fastify + @fastify/http-proxy, logger off. sessiongate: LOG_LEVEL=warn,
-Redis store, EdDSA tokens; "strict" checks the jti denylist and the session in Redis on every request (one round trip, auto-pipelined,
-shared by concurrent requests with the same token); "revocation cache" is \`redis.revocationCache: true\`; the public route is
-the same gateway without the auth step.
+Redis store, EdDSA tokens; "strict" (the default) checks the jti denylist and the session in Redis on every request (one round
+trip, auto-pipelined, shared by concurrent requests with the same token); "revocation cache" is \`redis.revocationCache: true\`;
+the public route is the same gateway without the auth step. s3's client is a wrk script that keeps every session's rotated
+cookies; its bare control runs the same script.
+
+## Targets (issue 7)
+
+| target | met | measured |
+| --- | :---: | --- |
+${targets.map(([what, ok, how]) => `| ${what} | ${ok ? 'yes' : '**no**'} | ${how} |`).join('\n')}
+
+## Throughput at full load (${CONNECTIONS} connections)
 
 ${lines.join('\n')}
+
+## Latency at a fixed moderate load
+
+${PACED_CONNECTIONS} connections, each waiting ${PACED_DELAY_MS} ms between a response and its next request: every system serves the same rate,
+far below its capacity, so latency is what a request costs rather than time queued behind 31 others (at full load
+p99 is decided by queueing and by scheduler stalls of the VM, as the first table shows). ${PACED_ROUNDS} rounds of ${DURATION} s.
+
+${pacedLines.join('\n')}
 
 ${extra.join('\n')}
 `

@@ -2,10 +2,16 @@
 import { createServer } from 'node:http'
 
 const body = JSON.stringify({ ok: true, service: 'legacy-api', items: [1, 2, 3], note: 'a one-hundred-byte JSON reply!!' })
+// Asked by `x-bench-echo` (s3's wrk client, and its bare control), the forwarded Authorization comes back in
+// `x-bench-authorization`: that is how the client learns a rotated access token (wrk keeps only the last of repeated
+// Set-Cookie lines, the refresh cookie). Other requests get nothing extra.
+const length = Buffer.byteLength(body)
 const server = createServer((req, res) => {
   req.resume()
   req.on('end', () => {
-    res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) })
+    const auth = req.headers['x-bench-echo'] === undefined ? undefined : (req.headers.authorization ?? '')
+    if (auth === undefined) res.writeHead(200, { 'content-type': 'application/json', 'content-length': length })
+    else res.writeHead(200, { 'content-type': 'application/json', 'content-length': length, 'x-bench-authorization': auth })
     res.end(body)
   })
 })
