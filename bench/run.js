@@ -214,9 +214,9 @@ let wrkScripts = 0
  * wrk with a Lua script: fixed headers, or a list of Authorization values taken in turn, or (s3) a pool of cookie
  * sessions that keeps each session's rotated pair; `paced` adds a think time per connection. done() prints JSON.
  */
-function runWrk({ url, headers = {}, bearers, sessions, duration = DURATION, paced = false }) {
+function runWrk({ url, headers = {}, bearers, sessions, bareControl, duration = DURATION, paced = false }) {
   const file = join(tmp, `wrk-${wrkScripts++}.lua`)
-  writeFileSync(file, sessions ? cookieSessionsLua(sessions) : `
+  writeFileSync(file, sessions ? cookieSessionsLua(sessions, bareControl) : `
 local headers = ${luaTable(headers)}
 local bearers = ${bearers ? luaList(bearers) : 'nil'}
 local i = 0
@@ -269,7 +269,7 @@ end
  * pool under the session's id (the refresh token starts with it), so later requests present the new cookies.
  * Against the bare proxy the same script runs with cookies that never rotate: the same client work per response.
  */
-function cookieSessionsLua(sessions) {
+function cookieSessionsLua(sessions, bareControl) {
   // Two flat tables (wrk copies a thread's globals to done() one level deep only).
   return `
 pa = { ${sessions.map((s) => luaString(s.access)).join(',\n')} }
@@ -280,7 +280,7 @@ local i = 0
 refreshed = 0
 function request()
   i = i % #pr + 1
-  return wrk.format("GET", nil, { Cookie = "sg_access=" .. pa[i] .. "; sg_refresh=" .. pr[i], ["x-bench-echo"] = "1" })
+  return wrk.format("GET", nil, { Cookie = "sg_access=" .. pa[i] .. "; sg_refresh=" .. pr[i], ["x-bench-echo"] = "1"${bareControl ? ', Authorization = "Bearer " .. pa[i]' : ''} })
 end
 function response(status, headers, body)
   local cookie = headers["set-cookie"] or headers["Set-Cookie"]
@@ -328,7 +328,11 @@ function cpuSeconds(pid) {
     return null
   }
 }
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]
+const median = (xs) => {
+  const sorted = [...xs].sort((a, b) => a - b)
+  const mid = Math.floor(sorted.length / 2)
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+}
 /** Medians of the rounds; `ratioTo`: the median of the per-round ratios to that row's result of the same round. */
 function summary(results, reference) {
   const ratio = (other) => (other ? median(results.map((r, i) => r.requests.average / other[i].requests.average)) : undefined)
@@ -353,7 +357,7 @@ async function cookieSession(gateway) {
   return { access: value('sg_access'), refresh: value('sg_refresh') }
 }
 /** autocannon's s3 client (when wrk is not installed): each request takes the next session and keeps its new cookies. */
-function cookieSessionRequests(pool) {
+function cookieSessionRequests(pool, counter) {
   let next = 0
   return [{
     method: 'GET',
@@ -366,9 +370,11 @@ function cookieSessionRequests(pool) {
     onResponse(_status, _body, context, headers) {
       const set = headers['set-cookie']
       if (!set) return
-      context.refreshed = (context.refreshed ?? 0) + 1
       const pairs = Object.fromEntries((Array.isArray(set) ? set : [set]).map((c) => c.split(';')[0].split('=')))
-      if (pairs.sg_access && pairs.sg_refresh) pool[context.slot] = { access: pairs.sg_access, refresh: pairs.sg_refresh }
+      if (pairs.sg_access && pairs.sg_refresh) {
+        pool[context.slot] = { access: pairs.sg_access, refresh: pairs.sg_refresh }
+        counter.refreshed++
+      }
     },
   }]
 }
@@ -392,15 +398,17 @@ async function measure(system, duration = DURATION, paced = false) {
   }
   return result
 }
-async function generate({ url, headers, bearers, sessions }, duration, paced) {
+async function generate({ url, headers, bearers, sessions, bareControl }, duration, paced) {
   if (WRK) {
-    const result = await runWrk({ url, headers, bearers, sessions, duration, paced })
+    const result = await runWrk({ url, headers, bearers, sessions, bareControl, duration, paced })
     // The pool lives in wrk's Lua state: its rotated pairs come back from done() and serve the next slice.
     if (sessions && result.sessions) sessions.splice(0, sessions.length, ...result.sessions)
     return result
   }
   let requests
-  if (sessions) requests = cookieSessionRequests(sessions)
+  // autocannon resets a request's context between requests and copies the request objects: the count lives here.
+  const counter = { refreshed: 0 }
+  if (sessions) requests = cookieSessionRequests(sessions, counter)
   else if (bearers) {
     let i = 0
     requests = [{ method: 'GET', path: new URL(url).pathname, setupRequest: (req) => ({ ...req, headers: { authorization: `Bearer ${bearers[i++ % bearers.length]}` } }) }]
@@ -408,7 +416,7 @@ async function generate({ url, headers, bearers, sessions }, duration, paced) {
   const opts = { url, headers, requests, duration }
   if (paced) Object.assign(opts, { connections: PACED_CONNECTIONS, connectionRate: Math.round(1000 / PACED_DELAY_MS) })
   const result = await run(opts)
-  result.refreshed = requests?.[0]?.refreshed
+  result.refreshed = counter.refreshed
   return result
 }
 
@@ -454,7 +462,8 @@ const SYSTEMS = {
   's1 bearer, strict, 100 tokens in turn': { url: `${strict.url}/api/items`, pid: strict.pid, bearers: manyBearers },
   's1 bearer, revocation cache': { url: `${cached.url}/api/items`, pid: cached.pid, headers: { authorization: `Bearer ${bearer}` } },
   's2 cookie': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { cookie } },
-  [S3BARE]: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, sessions: barePool },
+  // bareControl: it also sends an Authorization as long as the gateway's, so that the upstream's echo weighs the same.
+  [S3BARE]: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, sessions: barePool, bareControl: true },
   [S3]: { url: `${expiring.url}/api/items`, pid: expiring.pid, sessions: expiringPool },
   [S3C]: { url: `${expiringCached.url}/api/items`, pid: expiringCached.pid, sessions: expiringCachedPool },
 }
@@ -470,7 +479,7 @@ for (const s of Object.values(SYSTEMS)) await measure(s, Number(process.env.BENC
 for (const [name, gateway] of [[S3, expiring], [S3C, expiringCached]]) {
   const system = SYSTEMS[name]
   if (!system) continue
-  const slice = await measure(system, 2)
+  const slice = await measure(system, DURATION)
   const share = slice.refreshed / Math.max(1, slice.requests.total)
   const size = Math.min(3000, Math.max(50, Math.round((system.sessions.length * 0.05) / Math.max(share, 0.005))))
   while (system.sessions.length < size) system.sessions.push(await cookieSession(gateway))
@@ -654,7 +663,9 @@ ${lines.join('\n')}
 
 ${PACED_CONNECTIONS} connections, each waiting ${PACED_DELAY_MS} ms between a response and its next request: every system serves the same rate,
 far below its capacity, so latency is what a request costs rather than time queued behind 31 others (at full load
-p99 is decided by queueing and by scheduler stalls of the VM, as the first table shows). ${PACED_ROUNDS} rounds of ${DURATION} s.
+p99 is decided by queueing and by scheduler stalls of the VM, as the first table shows). ${PACED_ROUNDS} rounds of ${DURATION} s.${WRK ? '' : `
+Without wrk this table uses autocannon's per-connection rate, which sends each second's allowance in a burst: it is not a
+fixed load, and its p99 says little. Install wrk for this table.`}
 
 ${pacedLines.join('\n')}
 
