@@ -1,4 +1,4 @@
-import { LRUCache } from 'lru-cache'
+import { boundedCache } from '../bounded-cache.js'
 import type { AccessState, SessionStore } from '../session-store/session-store.js'
 
 /**
@@ -14,8 +14,8 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  * absolute expiry) keeps being accepted here until its access token expires (at most accessTtl).
  */
 export class RevocationCache {
-  private readonly knownSessions = new LRUCache<string, AccessState>({ max: 200_000 })
-  private readonly deniedJtis = new LRUCache<string, true>({ max: 200_000 })
+  private readonly knownSessions = boundedCache<string, AccessState>(200_000)
+  private readonly deniedJtis = boundedCache<string, true>(200_000)
   private subscribed = false
   /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
   private epoch = 0

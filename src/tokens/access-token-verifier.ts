@@ -1,5 +1,5 @@
 import { decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWTPayload } from 'jose'
-import { LRUCache } from 'lru-cache'
+import { boundedCache } from '../bounded-cache.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { ACCESS_TOKEN_TYPE } from './access-token.js'
 import type { KeyRing } from './keys.js'
@@ -35,7 +35,7 @@ const FORBIDDEN_HEADERS = ['jku', 'x5u', 'jwk', 'x5c', 'crit', 'b64', 'zip', 'en
  * per instance; a new verifier, with an empty cache, is made on every key reload.
  */
 export class AccessTokenVerifier {
-  private readonly cache = new LRUCache<string, VerifiedAccessToken>({ max: 50_000 })
+  private readonly cache = boundedCache<string, VerifiedAccessToken>(50_000)
   private readonly toleranceMs: number
 
   constructor(
