@@ -11,6 +11,7 @@ import { Redis } from 'ioredis'
 import { stringify } from 'yaml'
 
 const ROOT = new URL('..', import.meta.url).pathname
+const benchStarted = performance.now()
 // Many short slices, the systems alternating (the order reversed every other round), so that the drift of a shared
 // VM hits every system alike; each ratio is taken within a round, between slices a few seconds apart.
 const DURATION = Number(process.env.BENCH_SECONDS ?? 1)
@@ -471,9 +472,13 @@ if (process.env.BENCH_ONLY) for (const k of Object.keys(SYSTEMS)) if (k !== 'bar
 
 for (const pid of [process.pid, redisProc.pid, upstreamPid]) pin(pid, 0)
 for (const pid of [barePid, strict.pid, cached.pid, expiring.pid, expiringCached.pid, ...(nginx ? [nginx.pid] : [])]) pin(pid, 1)
+const phase = (name) => console.error(`bench: ${name} done at ${((performance.now() - benchStarted) / 1000).toFixed(0)} s`)
+phase('set-up')
 console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${redisVersion}; ${ROUNDS} rounds x ${DURATION}s per system, ${CONNECTIONS} connections`)
-// warm-up (JIT): one slice each, not counted
-for (const s of Object.values(SYSTEMS)) await measure(s, Number(process.env.BENCH_WARMUP ?? 1))
+// Warm-up, not counted: two passes over the systems. A Node process needs several seconds under load before its code
+// is fully optimised (measured: the slices right after a 3-second warm-up still cost 10-60 % more CPU per request).
+for (let pass = 0; pass < 2; pass++) for (const s of Object.values(SYSTEMS)) await measure(s, Number(process.env.BENCH_WARMUP ?? 1))
+phase('warm-up')
 // s3's pools were sized from a probe of another scenario: resized to their own measured rate, so that about 5 % of
 // requests carry a refresh (share = sessions x ~1 refresh/s / req/s), then warmed again.
 for (const [name, gateway] of [[S3, expiring], [S3C, expiringCached]]) {
@@ -488,6 +493,7 @@ for (const [name, gateway] of [[S3, expiring], [S3C, expiringCached]]) {
 }
 const raw = await rounds(SYSTEMS, ROUNDS, { onSlice: () => process.stdout.write('.') })
 console.log()
+phase('full-load rounds')
 const rows = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, summary(v)]))
 const ratio = (name, ref) => (raw[name] && raw[ref] ? rows[name].vs(raw[ref]) : undefined)
 const refOf = (name) => (name.startsWith('s3') ? S3BARE : 'bare')
@@ -570,8 +576,10 @@ const PACED = {
 }
 for (const s of Object.values(S6)) await measure(s, 1)
 for (const s of Object.values(PACED)) await measure(s, 1, true)
+phase('s4, s5, s6 set-up')
 const pacedRaw = await rounds(PACED, PACED_ROUNDS, { paced: true, onSlice: () => process.stdout.write(':') })
 console.log()
+phase('fixed-load rounds')
 const paced = Object.fromEntries(Object.entries(pacedRaw).map(([k, v]) => [k, summary(v)]))
 const [s6small, s6large] = Object.keys(S6).map((k) => paced[k])
 
