@@ -15,7 +15,7 @@ const benchStarted = performance.now()
 // Many short slices, the systems alternating (the order reversed every other round), so that the drift of a shared
 // VM hits every system alike; each ratio is taken within a round, between slices a few seconds apart.
 const DURATION = Number(process.env.BENCH_SECONDS ?? 1)
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 7)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6)
 const CONNECTIONS = 32
 // The latency table: every system at the same fixed, moderate load (closed loop with a think time, far below any
 // system's capacity), where latency is the cost of a request rather than queueing behind 31 others.
@@ -479,14 +479,15 @@ console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${
 // is fully optimised (measured: the slices right after a 3-second warm-up still cost 10-60 % more CPU per request).
 for (let pass = 0; pass < 2; pass++) for (const s of Object.values(SYSTEMS)) await measure(s, Number(process.env.BENCH_WARMUP ?? 1))
 phase('warm-up')
-// s3's pools were sized from a probe of another scenario: resized to their own measured rate, so that about 5 % of
-// requests carry a refresh (share = sessions x ~1 refresh/s / req/s), then warmed again.
+// s3's pools were sized from a probe of another scenario: resized to their own measured rate. Every session's access
+// token (2 s) expires during the gap between two slices of its system, so each session refreshes at the start of a
+// slice and about once more per second of it: about 5 % of a 1-second slice's requests carry a refresh when the pool
+// holds 5 % of that slice's requests (less once the slices are longer than accessTtl - refreshAhead).
 for (const [name, gateway] of [[S3, expiring], [S3C, expiringCached]]) {
   const system = SYSTEMS[name]
   if (!system) continue
   const slice = await measure(system, DURATION)
-  const share = slice.refreshed / Math.max(1, slice.requests.total)
-  const size = Math.min(3000, Math.max(50, Math.round((system.sessions.length * 0.05) / Math.max(share, 0.005))))
+  const size = Math.min(3000, Math.max(50, Math.round(0.05 * slice.requests.total)))
   while (system.sessions.length < size) system.sessions.push(await cookieSession(gateway))
   system.sessions.length = size
   await measure(system, 1)
@@ -527,7 +528,7 @@ const s4 = await run({
 const s5 = await run({
   url: `${strict.url}/auth/login`,
   method: 'POST',
-  duration: 3,
+  duration: 2,
   headers: { 'content-type': 'application/json', 'x-session-mode': 'token' },
   body: JSON.stringify({ username: 'bench', password: 'bench-pw' }),
   connections: 8,
@@ -546,8 +547,8 @@ function storeOn(db) {
 }
 async function createSessions(store, n) {
   const sids = []
-  for (let done = 0; done < n; done += 2000) {
-    const batch = Array.from({ length: Math.min(2000, n - done) }, () => newSessionId())
+  for (let done = 0; done < n; done += 10_000) {
+    const batch = Array.from({ length: Math.min(10_000, n - done) }, () => newSessionId())
     await Promise.all(batch.map((sid) => store.createSession({
       sid, sub: `user-${sid.slice(0, 6)}`, claims: { roles: ['user'], email: 'someone@example.com' },
       refreshHash: 'x'.repeat(22), idleTtlMs: 3_600_000, absoluteTtlMs: 7_200_000,
@@ -566,6 +567,7 @@ for (const [db, n] of [[1, 100], [2, 100_000]]) {
   const bearers = await Promise.all(sids.slice(-100).map(async (sid) => (await issuer.issue({ sub: 'u', sid, claims: {} })).token))
   S6[`s6 ${n.toLocaleString('en')} sessions in Redis`] = { url: `${gw.url}/api/items`, pid: gw.pid, bearers }
 }
+phase('s4, s5; 100,000 sessions made')
 // The latency table: the same moderate load on every system (PACED_CONNECTIONS connections, each waiting
 // PACED_DELAY_MS between a response and its next request), alternated over the rounds like the main table.
 const PACED = {
@@ -574,9 +576,8 @@ const PACED = {
   's1 bearer, revocation cache': SYSTEMS['s1 bearer, revocation cache'],
   ...S6,
 }
-for (const s of Object.values(S6)) await measure(s, 1)
 for (const s of Object.values(PACED)) await measure(s, 1, true)
-phase('s4, s5, s6 set-up')
+phase('fixed-load warm-up')
 const pacedRaw = await rounds(PACED, PACED_ROUNDS, { paced: true, onSlice: () => process.stdout.write(':') })
 console.log()
 phase('fixed-load rounds')
