@@ -399,13 +399,24 @@ async function measure(system, duration = DURATION, paced = false) {
   }
   return result
 }
-async function generate({ url, headers, bearers, sessions, bareControl }, duration, paced) {
-  if (WRK) {
-    const result = await runWrk({ url, headers, bearers, sessions, bareControl, duration, paced })
-    // The pool lives in wrk's Lua state: its rotated pairs come back from done() and serve the next slice.
-    if (sessions && result.sessions) sessions.splice(0, sessions.length, ...result.sessions)
-    return result
+async function generate(system, duration, paced) {
+  const { url, headers, bearers, bareControl } = system
+  // s3: the first `active` sessions of the system's reserve serve this slice (see S3_SHARE).
+  const sessions = system.sessions?.slice(0, system.active ?? system.sessions.length)
+  const result = await generateWith({ url, headers, bearers, sessions, bareControl }, duration, paced)
+  if (sessions) {
+    // The pool lives in wrk's Lua state: its rotated pairs come back from done() and serve the next slices.
+    system.sessions.splice(0, sessions.length, ...(result.sessions ?? sessions))
+    // Steered towards S3_SHARE by the share the slice actually had (the bare control has none: it keeps its size).
+    if (system.active !== undefined && result.refreshed > 0) {
+      const share = result.refreshed / result.requests.total
+      system.active = Math.min(system.sessions.length, Math.max(20, Math.round((system.active * S3_SHARE) / share)))
+    }
   }
+  return result
+}
+async function generateWith({ url, headers, bearers, sessions, bareControl }, duration, paced) {
+  if (WRK) return runWrk({ url, headers, bearers, sessions, bareControl, duration, paced })
   let requests
   // autocannon resets a request's context between requests and copies the request objects: the count lives here.
   const counter = { refreshed: 0 }
@@ -434,16 +445,20 @@ async function rounds(systems, count, { paced = false, onSlice = () => {} } = {}
   return results
 }
 
-// ~5 % of requests should carry a refresh: with accessTtl 2s and refreshAhead 1s a session in use refreshes about
-// once per second, so the pool holds about 5 % of the s3 request rate (estimated from a cookie-mode probe).
+// s3: about 5 % of requests should carry a refresh. Every session's access token (2 s) expires during the gap between
+// two slices of its system, so each session in use refreshes at the start of a slice, and again once its new token is
+// within refreshAhead. Each slice uses the first `active` sessions of a reserve, `active` steered after every slice by
+// the share of refreshes that slice had (the request rate moves with the VM's phases).
+const S3_SHARE = 0.05
 const probe = await measure({ url: `${strict.url}/api/items`, headers: { cookie } }, 2)
-const poolSize = Math.max(50, Math.round(probe.requests.average * Number(process.env.BENCH_S3_POOL ?? 0.04)))
+const reserveSize = Math.max(100, Math.round(probe.requests.average * DURATION * S3_SHARE * 3))
 const expiringPool = []
 const expiringCachedPool = []
-for (let i = 0; i < poolSize; i++) {
+for (let i = 0; i < reserveSize; i++) {
   expiringPool.push(await cookieSession(expiring))
   expiringCachedPool.push(await cookieSession(expiringCached))
 }
+const firstActive = Math.round(reserveSize / 4)
 // The bare control of s3: the same client work, cookies shaped like the gateway's (they never rotate there).
 const barePool = expiringPool.map((s) => ({ ...s }))
 
@@ -464,9 +479,9 @@ const SYSTEMS = {
   's1 bearer, revocation cache': { url: `${cached.url}/api/items`, pid: cached.pid, headers: { authorization: `Bearer ${bearer}` } },
   's2 cookie': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { cookie } },
   // bareControl: it also sends an Authorization as long as the gateway's, so that the upstream's echo weighs the same.
-  [S3BARE]: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, sessions: barePool, bareControl: true },
-  [S3]: { url: `${expiring.url}/api/items`, pid: expiring.pid, sessions: expiringPool },
-  [S3C]: { url: `${expiringCached.url}/api/items`, pid: expiringCached.pid, sessions: expiringCachedPool },
+  [S3BARE]: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid, sessions: barePool, bareControl: true, active: firstActive },
+  [S3]: { url: `${expiring.url}/api/items`, pid: expiring.pid, sessions: expiringPool, active: firstActive },
+  [S3C]: { url: `${expiringCached.url}/api/items`, pid: expiringCached.pid, sessions: expiringCachedPool, active: firstActive },
 }
 if (process.env.BENCH_ONLY) for (const k of Object.keys(SYSTEMS)) if (k !== 'bare' && !new RegExp(process.env.BENCH_ONLY).test(k)) delete SYSTEMS[k]
 
@@ -477,27 +492,14 @@ phase('set-up')
 console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${redisVersion}; ${ROUNDS} rounds x ${DURATION}s per system, ${CONNECTIONS} connections`)
 // Warm-up, not counted: two passes over the systems. A Node process needs several seconds under load before its code
 // is fully optimised (measured: the slices right after a 3-second warm-up still cost 10-60 % more CPU per request).
-// (nginx needs no JIT; s3's systems get their second pass while their pools are sized, below.)
+// (nginx needs no JIT.)
 for (let pass = 0; pass < 2; pass++) {
   for (const [name, s] of Object.entries(SYSTEMS)) {
-    if (pass === 1 && (name === 'nginx proxy_pass' || s.sessions)) continue
+    if (pass === 1 && name === 'nginx proxy_pass') continue
     await measure(s, Number(process.env.BENCH_WARMUP ?? 1))
   }
 }
 phase('warm-up')
-// s3's pools were sized from a probe of another scenario: resized to their own measured rate. Every session's access
-// token (2 s) expires during the gap between two slices of its system, so each session refreshes at the start of a
-// slice and about once more per second of it: about 5 % of a 1-second slice's requests carry a refresh when the pool
-// holds 5 % of that slice's requests (less once the slices are longer than accessTtl - refreshAhead).
-for (const [name, gateway] of [[S3, expiring], [S3C, expiringCached]]) {
-  const system = SYSTEMS[name]
-  if (!system) continue
-  const slice = await measure(system, DURATION)
-  const size = Math.min(3000, Math.max(50, Math.round(0.05 * slice.requests.total)))
-  while (system.sessions.length < size) system.sessions.push(await cookieSession(gateway))
-  system.sessions.length = size
-  await measure(system, 1)
-}
 const raw = await rounds(SYSTEMS, ROUNDS, { onSlice: () => process.stdout.write('.') })
 console.log()
 phase('full-load rounds')
@@ -641,7 +643,7 @@ const targets = [
 ]
 const extra = [
   `- s1 p99 at full load (the main table): strict ${ms(rows[S1].p99)} ms, revocation cache ${ms(rows[S1C].p99)} ms, bare ${ms(bare.p99)} ms.`,
-  `- s3: ${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests carried a transparent refresh in strict mode (${SYSTEMS[S3].sessions.length} sessions), ${((100 * rows[S3C].refreshed) / rows[S3C].total).toFixed(1)} % with the revocation cache (${SYSTEMS[S3C].sessions.length} sessions; accessTtl 2s, refreshAhead 1s, reuseGrace 2m); against the bare proxy driven by the same client script: ${pct(ratio(S3, S3BARE))}, with the revocation cache ${pct(ratio(S3C, S3BARE))}.`,
+  `- s3: ${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests carried a transparent refresh in strict mode, ${((100 * rows[S3C].refreshed) / rows[S3C].total).toFixed(1)} % with the revocation cache (sessions in use steered towards 5 % refreshes slice by slice, from reserves of ${reserveSize}; accessTtl 2s, refreshAhead 1s, reuseGrace 2m); against the bare proxy driven by the same client script: ${pct(ratio(S3, S3BARE))}, with the revocation cache ${pct(ratio(S3C, S3BARE))}.`,
   `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (POST /auth/refresh in token mode, ${CONNECTIONS} connections, 3 s; p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}).`,
   `- s5 login throughput: ${s5.requests.average.toFixed(1)} logins/s with 8 connections (p50 ${s5.latency.p50} ms) — bounded by scrypt (N=2^15, r=8, p=1) on libuv's 4 threads, by design.`,
   `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (a Redis round trip each): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(s6small.p99)} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(s6large.p99)} ms (p99 difference ${(100 * s6diff).toFixed(0)} %).`,
