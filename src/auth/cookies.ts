@@ -1,4 +1,5 @@
 import { fastifyCookie } from '@fastify/cookie'
+import type { FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import type { SessionTokens } from '../sessions/sessions.js'
 
@@ -21,6 +22,17 @@ function attributes(cookies: GatewayConfig['cookies'], maxAgeSeconds: number) {
     secure: cookies.secure,
     maxAge: Math.max(0, maxAgeSeconds),
   } as const
+}
+
+/**
+ * The request's cookies, parsed on first use. @fastify/cookie is registered without its parsing hook: a request that
+ * never asks (a public route, a Bearer request) costs neither the hook nor the parse.
+ */
+export function requestCookies(request: Pick<FastifyRequest, 'cookies' | 'headers'>): FastifyRequest['cookies'] {
+  if (request.cookies) return request.cookies
+  const header = request.headers.cookie
+  request.cookies = header ? fastifyCookie.parse(header) : {}
+  return request.cookies
 }
 
 /** Set-Cookie values for a new or rotated pair: Max-Age is the access and refresh lifetimes. */

@@ -3,7 +3,7 @@ import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
 import type { SessionTokens, Sessions } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
-import type { CookieNames } from './cookies.js'
+import { requestCookies, type CookieNames } from './cookies.js'
 
 /** How a request presents itself: the gateway's cookies (browser), a Bearer token (API client) or nothing. */
 export type Credentials =
@@ -21,8 +21,8 @@ export interface Authenticated {
 const BEARER = /^Bearer +([^ ]+) *$/i
 
 /** The gateway's cookies win over a client Authorization header: the upstream only ever sees our token. */
-export function credentialsOf(request: FastifyRequest, names: CookieNames): Credentials {
-  const cookies = request.cookies
+export function credentialsOf(request: Pick<FastifyRequest, 'cookies' | 'headers'>, names: CookieNames): Credentials {
+  const cookies = requestCookies(request)
   const access = nonEmpty(cookies[names.access])
   const refresh = nonEmpty(cookies[names.refresh])
   if (access !== undefined || refresh !== undefined) return { mode: 'cookie', access, refresh }

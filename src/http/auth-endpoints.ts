@@ -1,7 +1,7 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeJwt } from 'jose'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
-import { clearedCookies, sessionCookies } from '../auth/cookies.js'
+import { clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
@@ -74,7 +74,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     if (fromBody !== undefined && typeof fromBody !== 'string') {
       throw new GatewayError('invalid_request', 'refreshToken must be a string.')
     }
-    const fromCookie = request.cookies[rt.cookies.refresh]
+    const fromCookie = requestCookies(request)[rt.cookies.refresh]
     const token = fromBody ?? fromCookie
     const viaCookie = fromBody === undefined
     if (token === undefined || token === '') {

@@ -2,7 +2,7 @@ import type {} from '@fastify/reply-from'
 import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
-import { clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
+import { clearedCookies, requestCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
 import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { GatewayError } from '../errors.js'
@@ -156,7 +156,8 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       if (err instanceof GatewayError) {
         metrics.denials.inc({ reason: err.code })
         if (err.statusCode === 401) {
-          if (request.cookies[rt.cookies.access] !== undefined || request.cookies[rt.cookies.refresh] !== undefined) {
+          const cookies = requestCookies(request)
+          if (cookies[rt.cookies.access] !== undefined || cookies[rt.cookies.refresh] !== undefined) {
             reply.header('set-cookie', clearedCookies(rt.config))
           }
           const page = wantsLoginPage(request, rt)

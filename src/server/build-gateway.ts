@@ -126,7 +126,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     done()
   })
 
-  await app.register(fastifyCookie)
+  // No parsing hook: cookies are parsed where they are read (requestCookies), so that Bearer and public requests
+  // do not pay for it. The gateway sets its cookies as headers, never through reply.setCookie.
+  await app.register(fastifyCookie, { hook: false })
   await app.register(replyFrom, {
     disableRequestLogging: true,
     undici: { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000 },
