@@ -20,6 +20,13 @@ t.test('cookies are parsed where they are read, once, and only then', async (t) 
   t.same(empty.json().first, {}, 'an empty Cookie header: an empty object')
 })
 
+t.test('a cookie named like an Object method is just a cookie', async (t) => {
+  const cookies = requestCookies({ cookies: null as never, headers: { cookie: 'a=1' } })
+  t.equal(cookies.constructor, undefined, 'no inherited constructor')
+  t.equal(cookies.toString, undefined, 'no inherited toString')
+  t.equal(requestCookies({ cookies: null as never, headers: { cookie: 'constructor=x' } }).constructor, 'x')
+})
+
 t.test('a request-like object (the WebSocket path) keeps the cookies it was given', async (t) => {
   const given = { sg_access: 'tok' }
   t.equal(requestCookies({ cookies: given, headers: { cookie: 'sg_access=other' } }), given)

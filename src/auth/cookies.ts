@@ -26,12 +26,13 @@ function attributes(cookies: GatewayConfig['cookies'], maxAgeSeconds: number) {
 
 /**
  * The request's cookies, parsed on first use. @fastify/cookie is registered without its parsing hook: a request that
- * never asks (a public route, a Bearer request) costs neither the hook nor the parse.
+ * never asks (a public route, a Bearer request) costs neither the hook nor the parse. Read cookies through this,
+ * never `request.cookies` directly: that stays null until this is called. The object has no prototype (as the
+ * `cookie` package returns it), so a cookie named like an Object method is just a cookie.
  */
 export function requestCookies(request: Pick<FastifyRequest, 'cookies' | 'headers'>): FastifyRequest['cookies'] {
   if (request.cookies) return request.cookies
-  const header = request.headers.cookie
-  request.cookies = header ? fastifyCookie.parse(header) : {}
+  request.cookies = fastifyCookie.parse(request.headers.cookie ?? '')
   return request.cookies
 }
 
