@@ -1,6 +1,5 @@
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
-import { fastifyCookie } from '@fastify/cookie'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
@@ -44,7 +43,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       if (!match.route.config.websocket) throw new GatewayError('not_found', 'This route does not accept WebSocket upgrades.')
       const request = {
         headers: raw.headers,
-        cookies: fastifyCookie.parse(raw.headers.cookie ?? ''),
+        cookies: null, // parsed by requestCookies when authorise reads them
         method: 'GET',
         url: raw.url,
         socket: raw.socket,
