@@ -74,7 +74,7 @@ async function waitHttp(url) {
 }
 
 function forkReady(script, args, env = {}) {
-  const child = fork(join(ROOT, script), args, { execArgv: [], stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } })
+  const child = fork(join(ROOT, script), args, { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], env: { ...process.env, ...env } })
   children.push(child)
   return new Promise((resolve, reject) => {
     child.once('message', () => resolve(child))
@@ -334,9 +334,8 @@ const median = (xs) => {
   const mid = Math.floor(sorted.length / 2)
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
-/** Medians of the rounds; `ratioTo`: the median of the per-round ratios to that row's result of the same round. */
-function summary(results, reference) {
-  const ratio = (other) => (other ? median(results.map((r, i) => r.requests.average / other[i].requests.average)) : undefined)
+/** Medians of the rounds (ratios are taken per round: `ratio` below). */
+function summary(results) {
   return {
     rps: median(results.map((r) => r.requests.average)),
     p50: median(results.map((r) => r.latency.p50)),
@@ -346,8 +345,6 @@ function summary(results, reference) {
     refreshed: results.reduce((n, r) => n + (r.refreshed ?? 0), 0),
     cpuUs: results[0]?.cpuUs === undefined ? undefined : median(results.map((r) => r.cpuUs)),
     redisCpuUs: results[0]?.redisCpuUs === undefined ? undefined : median(results.map((r) => r.redisCpuUs)),
-    vs: (other) => ratio(other),
-    reference,
   }
 }
 
@@ -471,8 +468,8 @@ const SYSTEMS = {
   bare: { url: `http://127.0.0.1:${barePort}/api/items`, pid: barePid },
   'sessiongate, public route': { url: `${strict.url}/open/items`, pid: strict.pid },
   // The same route on the revocation-cache gateway: it also gives that process two slices per round, like the bare
-  // proxy. Served in one slice per round in the full rotation, that process measured 68-84 % of the bare proxy with
-  // more CPU per request than the strict gateway; served in two, 89-93 % with less CPU per request than strict.
+  // proxy. Served in one slice per round in the full rotation, that process measured 65-84 % of the bare proxy with
+  // more CPU per request than the strict gateway; see the README's performance section.
   'sessiongate, public route, revocation-cache gateway': { url: `${cached.url}/open/items`, pid: cached.pid },
   's1 bearer, strict': { url: `${strict.url}/api/items`, pid: strict.pid, headers: { authorization: `Bearer ${bearer}` } },
   's1 bearer, strict, 100 tokens in turn': { url: `${strict.url}/api/items`, pid: strict.pid, bearers: manyBearers },
@@ -504,7 +501,9 @@ const raw = await rounds(SYSTEMS, ROUNDS, { onSlice: () => process.stdout.write(
 console.log()
 phase('full-load rounds')
 const rows = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, summary(v)]))
-const ratio = (name, ref) => (raw[name] && raw[ref] ? rows[name].vs(raw[ref]) : undefined)
+/** The median of the per-round ratios of a row's req/s to another row's in the same round; undefined if either is absent. */
+const ratio = (name, ref) =>
+  raw[name] && raw[ref] ? median(raw[name].map((r, i) => r.requests.average / raw[ref][i].requests.average)) : undefined
 const refOf = (name) => (name.startsWith('s3') ? S3BARE : 'bare')
 const quickLine = (k, r, ref) => `${k.padEnd(42)} ${r.rps.toFixed(0).padStart(6)} p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} ${ref === undefined ? '' : `${(100 * ref).toFixed(0)} %`} err ${r.non2xx} cpu µs/req ${r.cpuUs?.toFixed(1)} redis ${r.redisCpuUs?.toFixed(1)}${r.refreshed ? ` refreshed ${((100 * r.refreshed) / r.total).toFixed(1)} %` : ''}`
 // BENCH_ONLY removes rows that the latency table and the targets need: it implies BENCH_QUICK.
