@@ -179,6 +179,26 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, { graceMs: 0 }))).kind, 'reused', 'the rotated token at once: a reuse')
   })
 
+  t.test('rotate unlessSuperseded: an older generation is superseded and changes nothing; the current one rotates', async (t) => {
+    const store = await storeFor(t)
+    const n = newSession()
+    await store.createSession(n)
+    const r1 = rotation(n.sid, n.refreshHash, 0, { graceMs: 100 })
+    const first = await store.rotate(r1)
+    t.equal(first.kind, 'rotated')
+    const early = { unlessSuperseded: true, graceMs: 100 }
+    t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, early))).kind, 'superseded', 'within the grace: superseded, not a grace answer')
+    await sleep(250)
+    t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, early))).kind, 'superseded', 'after the grace: superseded, not a reuse')
+    t.equal(await store.checkAccess(n.sid, id()), 'ok', 'the family is not revoked')
+    t.same(await store.getSession(n.sid), first.kind === 'rotated' ? first.session : undefined, 'nothing changed')
+    const next = await store.rotate(rotation(n.sid, r1.nextHash, 1, early))
+    t.equal(next.kind, 'rotated', 'the current token rotates as without the option')
+    if (next.kind === 'rotated') t.equal(next.session.gen, 2)
+    t.equal((await store.rotate(rotation(n.sid, hash(), 2, early))).kind, 'invalid', 'a wrong hash of the current generation is still invalid')
+    t.equal((await store.rotate(rotation(hash(), hash(), 0, early))).kind, 'expired', 'an unknown family is still expired')
+  })
+
   t.test('rotate: an older generation presented with a wrong hash', async (t) => {
     // At store level every older generation is treated as a genuine rotated token: 'reused', the family is
     // revoked. The store cannot tell a forgery from a replay; Sessions refuses tokens whose MAC is wrong before

@@ -83,13 +83,12 @@ export async function authenticate(
     if (current) return { mode: 'cookie', token: current, rotated: undefined }
     throw unauthenticated('cookie')
   }
-  // The refresh cookie is already behind its family: a rotation was made for another request (typically a slow
-  // one whose response, with the new cookies, has not reached the client yet). Presenting it again could only be
-  // refused, or after the grace be taken for a replay that revokes the session: the still-valid access token
-  // serves until the new cookies arrive.
-  if (current && (await sessions.superseded(credentials.refresh))) return { mode: 'cookie', token: current, rotated: undefined }
   try {
-    const rotated = await sessions.refresh(credentials.refresh)
+    // With a still-valid access token the refresh is early: when the refresh cookie is already behind its family
+    // (a rotation was made for another request, typically a slow one whose response with the new cookies has not
+    // reached the client yet), the access token serves until the new cookies arrive.
+    const rotated = current ? await sessions.refreshUnlessSuperseded(credentials.refresh) : await sessions.refresh(credentials.refresh)
+    if (!rotated) return { mode: 'cookie', token: current as VerifiedAccessToken, rotated: undefined }
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }
   } catch (err) {
     // A still-valid token stays usable when only the early refresh failed, unless the family was revoked. That

@@ -67,6 +67,7 @@ export class MemorySessionStore implements SessionStore {
       this.sessions.delete(r.sid)
       return { kind: 'expired' }
     }
+    if (r.unlessSuperseded && r.presentedGen < s.gen) return { kind: 'superseded' }
     if (r.presentedGen === s.gen && r.presentedHash === s.current) {
       s.previous = s.current
       s.current = r.nextHash

@@ -71,7 +71,7 @@ export class RedisSessionStore implements SessionStore {
 
   async rotate(r: RotateRequest): Promise<RotateResult> {
     const reply = (await guarded(
-      this.redis.rotateRefresh(this.keys.session(r.sid), this.keys.successor(r.sid), r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs),
+      this.redis.rotateRefresh(this.keys.session(r.sid), this.keys.successor(r.sid), r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs, r.unlessSuperseded ? '1' : '0'),
     )) as (string | number)[]
     const status = reply[0]
     if (status === 'rotated' || status === 'grace') {
@@ -87,7 +87,7 @@ export class RedisSessionStore implements SessionStore {
       void this.publish({ type: 'session', sid: r.sid })
       return { kind: 'reused' }
     }
-    if (status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
+    if (status === 'superseded' || status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
     throw new StoreUnavailableError(new Error(`unexpected rotate reply ${String(status)}`))
   }
 

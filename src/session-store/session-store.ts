@@ -39,11 +39,19 @@ export interface RotateRequest {
   sealedSuccessor: string
   idleTtlMs: number
   graceMs: number
+  /**
+   * When the family has already moved past the presented generation, answer `superseded` and change nothing
+   * (instead of a grace answer or a reuse): the caller still holds a valid access token and only wanted to
+   * refresh early, while a newer pair is on its way to the client.
+   */
+  unlessSuperseded?: boolean
 }
 
 export type RotateResult =
   | { kind: 'rotated'; session: SessionRecord }
   | { kind: 'grace'; session: SessionRecord; sealedSuccessor: string }
+  /** Only with `unlessSuperseded`: a newer generation exists; nothing changed. */
+  | { kind: 'superseded' }
   /** A rotated token was presented after the grace window: the family is now revoked. */
   | { kind: 'reused' }
   /** The family was revoked earlier (by a detected reuse). */

@@ -40,7 +40,7 @@ export class Sessions {
   readonly verifier: AccessTokenVerifier
   private readonly issuer: AccessTokenIssuer
   private readonly refreshTokens: RefreshTokens
-  private readonly inFlight = new Map<string, Promise<SessionTokens>>()
+  private readonly inFlight = new Map<string, Promise<SessionTokens | undefined>>()
   private readonly checksInFlight = new Map<string, Promise<AccessState>>()
 
   constructor(
@@ -68,14 +68,31 @@ export class Sessions {
 
   /** Rotates a refresh token. Concurrent calls with the same token in this process share one rotation. */
   refresh(refreshToken: string): Promise<SessionTokens> {
-    const running = this.inFlight.get(refreshToken)
+    // Only an early refresh (refreshUnlessSuperseded) can be answered with undefined.
+    return this.shared(refreshToken, false) as Promise<SessionTokens>
+  }
+
+  /**
+   * The early refresh of a client whose access token is still valid: rotates as refresh() does, unless the
+   * family has already rotated past `refreshToken` (undefined then, and nothing changes). A newer pair then
+   * exists, typically on its way to the client in a slow response: cookies carrying an older one would overwrite
+   * it in the browser, and presenting the token again could only be refused or, after the grace, taken for a
+   * replay. Checked in the rotation's own round trip, so no rotation can slip in between the check and it.
+   */
+  refreshUnlessSuperseded(refreshToken: string): Promise<SessionTokens | undefined> {
+    return this.shared(refreshToken, true)
+  }
+
+  private shared(refreshToken: string, unlessSuperseded: boolean): Promise<SessionTokens | undefined> {
+    const key = unlessSuperseded ? `early ${refreshToken}` : refreshToken
+    const running = this.inFlight.get(key)
     if (running) return running
-    const rotation = this.rotate(refreshToken).finally(() => this.inFlight.delete(refreshToken))
-    this.inFlight.set(refreshToken, rotation)
+    const rotation = this.rotate(refreshToken, unlessSuperseded).finally(() => this.inFlight.delete(key))
+    this.inFlight.set(key, rotation)
     return rotation
   }
 
-  private async rotate(refreshToken: string): Promise<SessionTokens> {
+  private async rotate(refreshToken: string, unlessSuperseded: boolean): Promise<SessionTokens | undefined> {
     const parsed = this.refreshTokens.parse(refreshToken)
     if (!parsed) {
       this.events.onRefresh?.('invalid')
@@ -90,7 +107,9 @@ export class Sessions {
       sealedSuccessor: sealSuccessor(successor, refreshToken),
       idleTtlMs: this.config.tokens.refreshIdleTtl,
       graceMs: this.config.tokens.reuseGrace,
+      unlessSuperseded,
     })
+    if (result.kind === 'superseded') return undefined
     this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind)
     switch (result.kind) {
       case 'rotated':

@@ -1,9 +1,10 @@
 -- One-time-use refresh rotation, atomic, one round trip.
 -- KEYS[1] session hash, KEYS[2] the sealed successor of the last rotation (same hash tag; it lives only for the
 -- reuse grace, in a key of its own so that the session hash stays small enough for Redis' compact encoding)
--- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms
+-- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
+--       unless superseded ('1': an older generation is answered 'superseded' and changes nothing)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
---   status: rotated | grace | reused | revoked | expired | invalid
+--   status: rotated | grace | superseded | reused | revoked | expired | invalid
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]
 local f = redis.call('HMGET', key, 'gen', 'cur', 'prev', 'rot', 'abs', 'rev', 'sub', 'claims', 'created', 'idle')
@@ -18,6 +19,7 @@ if now >= abs or now >= tonumber(f[10]) then
   redis.call('DEL', key, KEYS[2])
   return { 'expired' }
 end
+if ARGV[7] == '1' and presentedGen < gen then return { 'superseded' } end
 if presentedGen == gen and ARGV[1] == f[2] then
   local idle = math.min(now + tonumber(ARGV[5]), abs)
   redis.call('HSET', key, 'gen', gen + 1, 'cur', ARGV[3], 'prev', f[2], 'rot', now, 'idle', idle)
