@@ -541,6 +541,24 @@ t.test('login page', async (t) => {
   const htmlPost = await send(`${gw.url}/api/orders`, { method: 'POST', headers: { accept: 'text/html' }, body: 'a=1' })
   t.equal(htmlPost.status, 401, 'only GET navigations are redirected')
 
+  // Not navigations, though they accept HTML: each gets the JSON 401, never a 302.
+  const notNavigations: [string, Record<string, string>][] = [
+    ['an XHR library (X-Requested-With)', { accept: 'text/html,*/*', 'x-requested-with': 'XMLHttpRequest' }],
+    ['fetch() as the browser labels it (Sec-Fetch-Mode: cors)', { accept: 'text/html', 'sec-fetch-mode': 'cors' }],
+    ['HTML accepted but not preferred', { accept: 'application/json, text/html;q=0.1' }],
+    ['a Bearer client', { accept: 'text/html', authorization: 'Bearer bad' }],
+  ]
+  for (const [what, headers] of notNavigations) {
+    const res = await send(`${gw.url}/api/orders`, { headers })
+    t.equal(res.status, 401, what)
+    t.equal(res.json?.error, 'unauthenticated', what)
+    t.notOk(res.headers.location, what)
+  }
+  const bearer = await send(`${gw.url}/api/orders`, { headers: { accept: 'text/html', authorization: 'Bearer bad' } })
+  t.equal(bearer.headers['www-authenticate'], 'Bearer error="invalid_token"', 'a Bearer 401 keeps its challenge')
+  const navigate = await send(`${gw.url}/api/orders`, { headers: { accept: 'text/html', 'sec-fetch-mode': 'navigate' } })
+  t.equal(navigate.status, 302, 'a navigation the browser labels as one')
+
   const client = new CookieClient(gw.url)
   await client.login('alice', 'alice-pw')
   const signedIn = await client.send('/api/orders', { headers: { accept: 'text/html' } })

@@ -275,6 +275,21 @@ t.test('refresh rotates: a new pair; the old token after the grace revokes the f
   t.equal(successor.json.error, 'refresh_token_reused')
   const replayAgain = await refresh(gw, first.json.refreshToken)
   t.equal(replayAgain.status, 401)
+  t.same([...cookiesOf(replay).keys()].sort(), ['sg_access', 'sg_refresh'], 'a reuse clears the cookies, even for a token sent in the body')
+})
+
+t.test('logout with a bad JSON body still ends the session its cookies name', async (t) => {
+  const gw = await gateway(t)
+  const client = new CookieClient(gw.url)
+  t.equal((await client.login('alice', 'alice-pw')).status, 200)
+  const refreshToken = client.jar.get('sg_refresh') as string
+  const out = await send(`${gw.url}/auth/logout`, {
+    method: 'POST', headers: { cookie: client.cookieHeader(), 'content-type': 'application/json', 'x-csrf': '1' }, body: '{"refreshToken": ',
+  })
+  t.equal(out.status, 204)
+  t.same([...cookiesOf(out).keys()].sort(), ['sg_access', 'sg_refresh'], 'cookies cleared')
+  assertError(t, await refresh(gw, refreshToken), 401, 'session_expired', 'the family is gone')
+  assertError(t, await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' }), 400, 'invalid_request', 'other endpoints still refuse bad JSON')
 })
 
 t.test('refresh in cookie mode: new cookies; a reused cookie after the grace clears cookies', async (t) => {
@@ -462,6 +477,9 @@ t.test('logout (cookie mode): 204, Clear-Site-Data, cookies cleared, both tokens
   t.equal(again.headers['clear-site-data'], '"cookies"')
   t.equal((await send(`${gw.url}/auth/logout`, { method: 'POST' })).status, 204, 'with no cookies at all')
   t.equal((await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { authorization: 'Bearer nonsense' } })).status, 204, 'with a garbage token')
+  const badJson = await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{' })
+  t.equal(badJson.status, 204, 'with a JSON body that does not parse')
+  t.equal(badJson.headers['clear-site-data'], '"cookies"')
   const get = await send(`${gw.url}/auth/logout`)
   assertError(t, get, 405, 'method_not_allowed', 'GET /auth/logout')
   t.equal(get.headers.allow, 'POST')
@@ -552,6 +570,23 @@ t.test('GET /auth/session in cookie mode refreshes transparently when the access
   t.equal(res.setCookies.length, 2, 'new cookies')
   t.not(client.jar.get('sg_refresh'), oldRefresh, 'rotated')
   t.ok(client.jar.get('sg_access'))
+})
+
+t.test('GET /auth/session with a replayed refresh cookie: 401, the family revoked, the cookies cleared', async (t) => {
+  const gw = await gateway(t, { config: { tokens: { reuseGrace: '200ms' } } })
+  const client = new CookieClient(gw.url)
+  await client.login('alice', 'alice-pw')
+  const oldRefresh = client.jar.get('sg_refresh') as string
+  t.equal((await refresh(gw, oldRefresh)).status, 200, 'rotated once')
+  await sleep(300)
+  const replay = await send(`${gw.url}/auth/session`, { headers: { cookie: `sg_refresh=${oldRefresh}` } })
+  assertError(t, replay, 401, 'unauthenticated')
+  t.same([...cookiesOf(replay).keys()].sort(), ['sg_access', 'sg_refresh'], 'cookies cleared')
+  const garbage = await send(`${gw.url}/auth/session`, { headers: { cookie: 'sg_access=garbage' } })
+  assertError(t, garbage, 401, 'unauthenticated')
+  t.equal(cookiesOf(garbage).size, 2, 'a dead access cookie is cleared too')
+  const none = await send(`${gw.url}/auth/session`)
+  t.equal(none.setCookies.length, 0, 'no cookies, nothing to clear')
 })
 
 t.test('GET /.well-known/jwks.json: public keys only, cacheable', async (t) => {

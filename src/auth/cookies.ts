@@ -36,6 +36,12 @@ export function requestCookies(request: Pick<FastifyRequest, 'cookies' | 'header
   return request.cookies
 }
 
+/** Whether the request carries either of the gateway's cookies (a 401 then clears them). */
+export function carriesSessionCookies(request: Pick<FastifyRequest, 'cookies' | 'headers'>, names: CookieNames): boolean {
+  const cookies = requestCookies(request)
+  return cookies[names.access] !== undefined || cookies[names.refresh] !== undefined
+}
+
 /** Set-Cookie values for a new or rotated pair: Max-Age is the access and refresh lifetimes. */
 export function sessionCookies(config: GatewayConfig, tokens: SessionTokens, now = Date.now()): string[] {
   const names = cookieNames(config.cookies)

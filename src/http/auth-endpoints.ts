@@ -1,13 +1,20 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeJwt } from 'jose'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
-import { clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
+import { carriesSessionCookies, clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { sendError } from './send-error.js'
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A JSON body that does not parse is taken as no body instead of a 400 (server/build-gateway.ts). */
+    unreadableBodyIsNone?: boolean
+  }
+}
 
 const REGISTERED_CLAIMS = new Set(['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid'])
 const MAX_USERNAME = 256
@@ -23,8 +30,10 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
   app.addHook('onSend', async (_request, reply) => {
     reply.header('cache-control', 'no-store')
   })
-  const route = (path: string, method: 'GET' | 'POST', handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>) => {
-    app.route({ method, url: path, handler })
+  const route = (
+    path: string, method: 'GET' | 'POST', handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>, config: FastifyContextConfig = {},
+  ) => {
+    app.route({ method, url: path, handler, config })
     const others = (['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const).filter((m) => m !== method && !(method === 'GET' && m === 'HEAD'))
     app.route({
       method: [...others],
@@ -85,7 +94,9 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       // A session held in HttpOnly cookies is never turned into tokens a script could read.
       return sendTokens(reply, rt, tokens, !viaCookie)
     } catch (err) {
-      if (viaCookie && err instanceof GatewayError) reply.header('set-cookie', clearedCookies(rt.config))
+      // A detected reuse ends the family however the token came: cookies of it, if any, are dead too.
+      const reused = err instanceof GatewayError && err.code === 'refresh_token_reused'
+      if (reused || (viaCookie && err instanceof GatewayError)) reply.header('set-cookie', clearedCookies(rt.config))
       throw err
     }
   })
@@ -102,11 +113,11 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     if (accessText) access = await verifiedForLogout(rt, accessText)
     await rt.sessions.logout(access, refreshToken)
     return sendLoggedOut(reply, rt)
-  })
+  }, { unreadableBodyIsNone: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
 
   route('/logout-all', 'POST', async (request, reply) => {
     const rt = current()
-    const auth = await authenticateOrThrow(request, rt)
+    const auth = await authenticateOrThrow(request, reply, rt)
     await rt.sessions.logoutAll(auth.token.sub)
     await rt.sessions.logout(auth.token, undefined)
     return sendLoggedOut(reply, rt)
@@ -114,7 +125,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
 
   route('/session', 'GET', async (request, reply) => {
     const rt = current()
-    const auth = await authenticateOrThrow(request, rt)
+    const auth = await authenticateOrThrow(request, reply, rt)
     const session = await rt.sessions.session(auth.token.sid)
     if (!session) throw unauthenticated(auth.mode)
     if (auth.rotated) reply.header('set-cookie', sessionCookies(rt.config, auth.rotated))
@@ -153,11 +164,18 @@ async function verifiedForLogout(rt: Runtime, token: string): Promise<VerifiedAc
   return rt.sessions.verifier.verify(token, exp * 1000 - 1).catch(() => undefined)
 }
 
-async function authenticateOrThrow(request: FastifyRequest, rt: Runtime): Promise<Authenticated> {
-  const credentials = credentialsOf(request, rt.cookies)
-  const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
-  if (!auth) throw unauthenticated('none')
-  return auth
+/** The request's session; a 401 clears the gateway's cookies when it carried them (as on the proxy path). */
+async function authenticateOrThrow(request: FastifyRequest, reply: FastifyReply, rt: Runtime): Promise<Authenticated> {
+  try {
+    const auth = await authenticate(credentialsOf(request, rt.cookies), rt.sessions, rt.config.tokens)
+    if (!auth) throw unauthenticated('none')
+    return auth
+  } catch (err) {
+    if (err instanceof GatewayError && err.statusCode === 401 && carriesSessionCookies(request, rt.cookies)) {
+      reply.header('set-cookie', clearedCookies(rt.config))
+    }
+    throw err
+  }
 }
 
 function tokenMode(request: FastifyRequest): boolean {

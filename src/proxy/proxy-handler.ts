@@ -2,7 +2,7 @@ import type {} from '@fastify/reply-from'
 import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
-import { clearedCookies, requestCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
+import { carriesSessionCookies, clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
 import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { GatewayError } from '../errors.js'
@@ -57,12 +57,21 @@ export async function authorise(request: FastifyRequest, rt: Runtime, match: Rou
   return { identity: { token: auth.token.token, headers: identityHeaders(route.headers, auth.token.payload) }, auth }
 }
 
-/** A browser navigation to a protected route goes to the configured login page (never a target from the request). */
+const HTML_FIRST = /^\s*text\/html\s*(?:[,;]|$)/i
+
+/**
+ * A browser navigation to a protected route goes to the configured login page (never a target from the request).
+ * Only a navigation: a GET whose Accept puts HTML first (as browsers do for pages), with no Authorization header
+ * (an API client), no X-Requested-With (XHR libraries) and, when the browser says, Sec-Fetch-Mode `navigate`.
+ * Everything else, fetch() and XHR above all, gets the JSON 401.
+ */
 function wantsLoginPage(request: FastifyRequest, rt: Runtime): string | undefined {
   const page = rt.config.login.page
   if (page === undefined || request.method !== 'GET') return undefined
-  const accept = request.headers.accept
-  return typeof accept === 'string' && accept.includes('text/html') ? page : undefined
+  const h = request.headers
+  if (h.authorization !== undefined || h['x-requested-with'] !== undefined) return undefined
+  if (h['sec-fetch-mode'] !== undefined && h['sec-fetch-mode'] !== 'navigate') return undefined
+  return typeof h.accept === 'string' && HTML_FIRST.test(h.accept) ? page : undefined
 }
 
 function upstreamError(error: unknown): GatewayError {
@@ -156,10 +165,7 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       if (err instanceof GatewayError) {
         metrics.denials.inc({ reason: err.code })
         if (err.statusCode === 401) {
-          const cookies = requestCookies(request)
-          if (cookies[rt.cookies.access] !== undefined || cookies[rt.cookies.refresh] !== undefined) {
-            reply.header('set-cookie', clearedCookies(rt.config))
-          }
+          if (carriesSessionCookies(request, rt.cookies)) reply.header('set-cookie', clearedCookies(rt.config))
           const page = wantsLoginPage(request, rt)
           if (page) return reply.redirect(page, 302)
         }

@@ -134,11 +134,15 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     undici: { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000 },
   })
 
-  // Gateway endpoints parse JSON bodies (bounded by server.bodyLimit); an empty body is no body.
+  // Gateway endpoints parse JSON bodies (bounded by server.bodyLimit); an empty body is no body, and so is one that
+  // does not parse on a route that says so (logout).
   const parseJson = app.getDefaultJsonParser('error', 'error')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
-    if (body === '') done(null, undefined)
-    else parseJson(request, body as string, done)
+    if (body === '') return done(null, undefined)
+    parseJson(request, body as string, (err, value) => {
+      if (err && request.routeOptions.config.unreadableBodyIsNone) done(null, undefined)
+      else done(err, value)
+    })
   })
   // Any other body (a form POST to /auth/logout, say) is read within bodyLimit and ignored: logout still happens,
   // and a login without a JSON body is answered 400 invalid_request by the endpoint itself.
