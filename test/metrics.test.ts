@@ -53,9 +53,9 @@ t.test('requests by route and status, and upstream latency by route, as Promethe
   t.equal(m.get('sessiongate_upstream_duration_seconds_count{route="fast"}'), 5)
   t.notOk(m.has('sessiongate_upstream_duration_seconds_count{route="closed"}'), 'a refused request never reached an upstream')
   t.ok((m.get('sessiongate_upstream_duration_seconds_sum{route="slow"}') ?? 0) >= 0.09, 'three 30 ms answers: at least 90 ms in all')
-  // Buckets are cumulative, never decrease, and end at the count; the slow answers are not under 25 ms.
+  // Buckets are cumulative, never decrease, and end at the count; the slow answers are not under 25 ms (a lower
+  // bound only: how far above 30 ms they land depends on the machine's load).
   t.equal(m.get('sessiongate_upstream_duration_seconds_bucket{le="0.025",route="slow"}'), 0)
-  t.equal(m.get('sessiongate_upstream_duration_seconds_bucket{le="0.05",route="slow"}'), 3)
   for (const route of ['slow', 'fast']) {
     const buckets = [...m].filter(([k]) => k.startsWith('sessiongate_upstream_duration_seconds_bucket') && k.includes(`route="${route}"`))
     t.equal(buckets.length, 14, `${route}: 13 bounds and +Inf`)

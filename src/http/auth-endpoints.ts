@@ -199,7 +199,7 @@ function sendTokens(reply: FastifyReply, rt: Runtime, tokens: SessionTokens, asT
       accessToken: tokens.accessToken,
       refreshToken: tokens.refreshToken,
       tokenType: 'Bearer',
-      expiresIn: Math.max(0, Math.round((tokens.accessExpiresAt - Date.now()) / 1000)),
+      expiresIn: Math.max(0, Math.ceil((tokens.accessExpiresAt - Date.now()) / 1000)),
     })
   } else {
     reply.header('set-cookie', sessionCookies(rt.config, tokens))

@@ -33,8 +33,12 @@ export class AccessTokenIssuer {
    */
   async issue(subject: AccessTokenSubject, issuedAt = Date.now(), jti = randomBytes(16).toString('base64url')): Promise<IssuedAccessToken> {
     const iat = Math.floor(issuedAt / 1000)
-    // Rounded up from the real issue time: iat is floored, so `iat + ttl` could leave a token (almost) expired at birth.
-    const exp = Math.ceil((issuedAt + this.tokens.accessTtl) / 1000)
+    const ttl = this.tokens.accessTtl
+    // exp - iat is the configured lifetime, as any verifier reads it; iat is floored, so the token lives up to a second
+    // less. Only a lifetime of a second or two could then leave a token (almost) expired at birth: that one is
+    // rounded up from the real issue time instead.
+    let exp = iat + Math.ceil(ttl / 1000)
+    if (exp * 1000 - issuedAt < ttl / 2) exp = Math.ceil((issuedAt + ttl) / 1000)
     const key = this.keys.signing
     const payload: JWTPayload = {
       ...subject.claims, sid: subject.sid,

@@ -1,0 +1,40 @@
+/**
+ * The access token's exp: iat + accessTtl exactly (as a verifier reads the lifetime), except that a lifetime of a
+ * second or two is never minted (almost) expired because iat is floored to the second.
+ */
+import { decodeJwt } from 'jose'
+import t from 'tap'
+import type { GatewayConfig } from '../src/config/schema.js'
+import { AccessTokenIssuer } from '../src/tokens/access-token.js'
+import { ephemeralKeyRing } from '../src/tokens/keys.js'
+
+const keys = await ephemeralKeyRing('EdDSA')
+/** Only what the issuer reads. */
+const tokensOf = (accessTtlMs: number) => ({ issuer: 'https://gw', audience: 'api', accessTtl: accessTtlMs }) as GatewayConfig['tokens']
+const issuerWith = (accessTtlMs: number) => new AccessTokenIssuer(keys, tokensOf(accessTtlMs))
+const subject = { sub: 'u', sid: 's'.repeat(22), claims: {} }
+const second = 1_800_000_000_000 // a whole second, epoch ms
+
+t.test('exp - iat is accessTtl, wherever in its second the token is issued', async (t) => {
+  for (const ttl of [900_000, 60_000, 2000]) {
+    const seconds = ttl / 1000
+    for (const offset of [0, 1, 500, 999]) {
+      const issued = await issuerWith(ttl).issue(subject, second + offset)
+      const claims = decodeJwt(issued.token)
+      t.equal(claims.iat, second / 1000, `${ttl} ms +${offset} ms: iat is the second`)
+      t.equal((claims.exp as number) - (claims.iat as number), seconds, `${ttl} ms +${offset} ms: exp - iat`)
+      t.equal(issued.expiresAt, (claims.exp as number) * 1000)
+    }
+  }
+})
+
+t.test('a lifetime of a second or less is never minted almost expired', async (t) => {
+  for (const ms of [1000, 500]) {
+    for (const offset of [0, 400, 800, 999]) {
+      const issuedAt = second + offset
+      const issued = await issuerWith(ms).issue(subject, issuedAt)
+      t.ok(issued.expiresAt - issuedAt >= ms / 2, `${ms} ms +${offset} ms: lives ${issued.expiresAt - issuedAt} ms, at least half of ${ms}`)
+      t.ok(issued.expiresAt - issuedAt < ms + 1000, `${ms} ms +${offset} ms: and less than a second over`)
+    }
+  }
+})
