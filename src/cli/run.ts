@@ -36,7 +36,7 @@ export async function runCommand(args: string[]): Promise<number> {
   const watchers = loaded.config.watch ? watchFiles(loaded, file, () => reload('file change')) : []
 
   // SIGHUP reloads (above); close-with-grace would otherwise treat it as a signal to stop.
-  closeWithGrace({ delay: 10_000, skip: ['SIGHUP'] }, async ({ signal, err }) => {
+  closeWithGrace({ delay: shutdownDeadline(loaded), skip: ['SIGHUP'] }, async ({ signal, err }) => {
     if (err) app.log.error({ err }, 'fatal error; shutting down')
     else app.log.info({ signal }, 'shutting down: finishing in-flight requests')
     for (const w of watchers) w.close()
@@ -50,6 +50,15 @@ export async function runCommand(args: string[]): Promise<number> {
     }
   })
   return 0
+}
+
+/**
+ * How long a stop waits for in-flight requests before it gives up (and exits 1): every request has an end by then,
+ * since the slowest route (or the login upstream) answers 504 at its timeout; 5 s more for the reply to go out.
+ */
+function shutdownDeadline(loaded: LoadedConfig): number {
+  const { routes, login } = loaded.config
+  return Math.max(10_000, ...routes.map((r) => r.timeout), login.upstream?.timeout ?? 0) + 5000
 }
 
 async function reloadFrom(gateway: Gateway, file: string, why: string): Promise<void> {
