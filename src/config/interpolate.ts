@@ -5,6 +5,33 @@ import { formatPath } from './path.js'
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 const WHOLE_REFERENCE = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$/
 
+const PLACEHOLDER = /__SESSIONGATE_REF_(\d+)__/g
+
+/**
+ * `${...}` references hidden from the YAML parser: `{` and `}` are flow indicators, so `server: { port: ${PORT} }`
+ * would not parse. Each reference becomes a plain placeholder word before parsing; `restore` puts the reference
+ * text back into the parsed strings (and keys), where interpolateEnv then resolves it as usual.
+ */
+export function hideReferences(text: string): { text: string; restore: (node: unknown) => unknown } {
+  const references: string[] = []
+  if (text.includes('__SESSIONGATE_REF_')) return { text, restore: (node) => node }
+  const hidden = text.replace(REFERENCE, (reference) => `__SESSIONGATE_REF_${references.push(reference) - 1}__`)
+  const back = (value: string) => value.replace(PLACEHOLDER, (_all, i: string) => references[Number(i)] as string)
+  const restore = (node: unknown): unknown => {
+    if (typeof node === 'string') return back(node)
+    if (Array.isArray(node)) return node.map(restore)
+    if (node !== null && typeof node === 'object') {
+      const out: Record<string, unknown> = {}
+      for (const [key, value] of Object.entries(node)) {
+        Object.defineProperty(out, back(key), { value: restore(value), enumerable: true, writable: true, configurable: true })
+      }
+      return out
+    }
+    return node
+  }
+  return { text: references.length > 0 ? hidden : text, restore }
+}
+
 /**
  * Replaces `${VAR}` and `${VAR:-default}` in every string of a parsed YAML document.
  * A string that is one whole reference takes the YAML type of its value (`port: ${PORT:-8080}` is a number).
@@ -38,8 +65,9 @@ function interpolateString(
 ): unknown {
   if (!text.includes('${')) return text
   const replaced = text.replace(REFERENCE, (_all, name: string, fallback: string | undefined) => {
+    // As in the shell: `${VAR}` is the value even when empty; `${VAR:-default}` takes the default for empty too.
     const value = env[name]
-    if (value !== undefined && value !== '') return value
+    if (value !== undefined && (value !== '' || fallback === undefined)) return value
     if (fallback !== undefined) return fallback
     problems.push({ path: formatPath(path), message: `environment variable ${name} is not set and has no default` })
     return ''

@@ -6,7 +6,7 @@ import type { z } from 'zod'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { loadUsers, type UserRecord } from '../auth/users-file.js'
 import { ephemeralKeyRing, loadKeyRing, type KeyRing } from '../tokens/keys.js'
-import { interpolateEnv } from './interpolate.js'
+import { hideReferences, interpolateEnv } from './interpolate.js'
 import { formatPath } from './path.js'
 import { configSchema, type GatewayConfig } from './schema.js'
 
@@ -79,16 +79,21 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message
     throw new ConfigError([{ path: file, message: `cannot read the configuration: ${reason}` }])
   }
-  const yaml = parseDocument(text, { uniqueKeys: true, prettyErrors: false })
+  const references = hideReferences(text)
+  const yaml = parseDocument(references.text, { uniqueKeys: true, prettyErrors: true })
   if (yaml.errors.length > 0) {
+    // The first few: later ones are mostly the parser losing its way after the first.
     throw new ConfigError(
-      yaml.errors.map((e) => ({ path: `${file}:${e.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax error: ${e.message.split('\n')[0]}` })),
+      yaml.errors.slice(0, 3).map((e) => ({
+        path: `${file}:${e.linePos?.[0]?.line ?? '?'}`,
+        message: `YAML syntax error: ${e.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '')}`,
+      })),
     )
   }
   let raw: unknown
   try {
     // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
-    raw = yaml.toJS({ maxAliasCount: 100 }) ?? {}
+    raw = references.restore(yaml.toJS({ maxAliasCount: 100 }) ?? {})
   } catch (err) {
     throw new ConfigError([{ path: file, message: `YAML error: ${(err as Error).message.split('\n')[0]}` }])
   }
@@ -100,7 +105,11 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   applyEnvOverrides(doc, env, problems)
   // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
   const parsed = configSchema.safeParse(doc, { reportInput: true })
-  if (!parsed.success) problems.push(...parsed.error.issues.flatMap(describeIssue))
+  if (!parsed.success) {
+    // A value that is wrong only because its variable is missing is reported once, as the missing variable.
+    const unset = new Set(problems.map((p) => p.path))
+    problems.push(...parsed.error.issues.flatMap(describeIssue).filter((p) => !unset.has(p.path)))
+  }
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
   const config = parsed.data
 

@@ -1,0 +1,63 @@
+/**
+ * `${VAR}` references where YAML syntax gets in the way (flow mappings and sequences, whose `{`/`}` are
+ * indicators), shell semantics for an empty variable, and syntax errors reported with their line.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t from 'tap'
+import { loadConfig } from '../src/config/load.js'
+import { ConfigError } from '../src/errors.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'sg-config-refs-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+let counter = 0
+const fileWith = (text: string) => {
+  const file = join(dir, `c${++counter}.yaml`)
+  writeFileSync(file, text)
+  return file
+}
+/** `login.provider: upstream`, so that no users file is needed. */
+const LOGIN = 'login: { provider: upstream, upstream: { url: "http://127.0.0.1:1/login", subject: /id } }'
+const problemLines = async (text: string, env: NodeJS.ProcessEnv = {}) => {
+  try {
+    await loadConfig(fileWith(text), env)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`)
+    throw err
+  }
+  return []
+}
+
+t.test('references inside flow mappings and sequences, as in the contract example', async (t) => {
+  const text = [
+    'server: { host: ${SG_HOST:-127.0.0.1}, port: ${SG_PORT} }',
+    'tokens: { issuer: "https://${SG_DOMAIN}/id", audience: [${SG_AUD:-api}, other], keys: ephemeral }',
+    LOGIN,
+    'routes: [{ name: a, prefix: /a, upstream: "http://${SG_UPSTREAM:-127.0.0.1:4001}" }]',
+  ].join('\n')
+  const { config } = await loadConfig(fileWith(text), { SG_PORT: '9123', SG_DOMAIN: 'gw.example' })
+  t.equal(config.server.port, 9123, 'a whole reference in a flow mapping takes its YAML type')
+  t.equal(config.server.host, '127.0.0.1', 'its default')
+  t.equal(config.tokens.issuer, 'https://gw.example/id')
+  t.same(config.tokens.audience, ['api', 'other'], 'inside a flow sequence')
+  t.equal(config.routes[0]?.upstream, 'http://127.0.0.1:4001')
+  t.same(await problemLines(text, { SG_DOMAIN: 'x' }), ['server.port: environment variable SG_PORT is not set and has no default'],
+    'a missing variable in a flow mapping is one line with its path')
+})
+
+t.test('an empty variable: ${VAR} is empty, ${VAR:-default} takes the default', async (t) => {
+  const text = ['tokens: { issuer: "https://gw${SG_SUFFIX}.example", audience: "${SG_AUD:-api}", keys: ephemeral }', LOGIN].join('\n')
+  const { config } = await loadConfig(fileWith(text), { SG_SUFFIX: '', SG_AUD: '' })
+  t.equal(config.tokens.issuer, 'https://gw.example', 'set but empty is the empty string, as in the shell')
+  t.equal(config.tokens.audience, 'api')
+})
+
+t.test('YAML syntax errors name their line, a few at most', async (t) => {
+  const lines = await problemLines(['server:', '  port: 8080', '  port: 8081', LOGIN].join('\n'))
+  t.equal(lines.length, 1)
+  t.match(lines[0], /c\d+\.yaml:3: YAML syntax error: Map keys must be unique$/)
+  const broken = await problemLines('server: { port: 1\nrouteS: [ { a: ]\n' + 'x: {\n'.repeat(30))
+  t.ok(broken.length >= 1 && broken.length <= 3, `at most three lines (${broken.length})`)
+  t.ok(broken.every((l) => /\.yaml:\d+: YAML syntax error: /.test(l)), 'each with its line number')
+})
