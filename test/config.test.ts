@@ -385,3 +385,205 @@ t.test('normalisePath properties', async (t) => {
   t.equal(normalisePath('/a%zz').ok, false, 'malformed percent-encoding is refused')
   t.equal(normalisePath('api').ok, false, 'a relative path is refused')
 })
+
+t.test('the CONTRACT §2 example passes', async (t) => {
+  const yaml = `
+server:   { host: 0.0.0.0, port: 8080, trustProxy: false, bodyLimit: 1048576 }
+redis:
+  url: redis://127.0.0.1:6379/0
+  keyPrefix: "sg:"
+  onOutage: fail-closed
+tokens:
+  issuer: https://gateway.example
+  audience: legacy-api
+  algorithm: EdDSA
+  keys: ${keysFile}
+  accessTtl: 15m
+  refreshIdleTtl: 7d
+  refreshAbsoluteTtl: 30d
+  refreshAhead: 60s
+  reuseGrace: 10s
+  clockTolerance: 5s
+cookies:
+  access: sg_access
+  refresh: sg_refresh
+  secure: true
+  sameSite: lax
+csrf: { mode: header, allowedOrigins: [] }
+login:
+  path: /auth
+  provider: users
+  users: ${usersFile}
+  upstream:
+    url: http://127.0.0.1:4001/login
+    subject: /user/id
+    claims: { roles: /user/roles }
+  rateLimit: { max: 10, window: 1m }
+routes:
+  - name: orders
+    prefix: /api/orders
+    upstream: http://127.0.0.1:4001
+    rewritePrefix: /orders
+    auth: required
+    require: { roles: [admin] }
+    headers: { X-User-Id: "{sub}", X-User-Roles: "{roles}" }
+    websocket: false
+    timeout: 30s
+`
+  const { config } = await load(yaml)
+  t.equal(config.routes[0]!.timeout, 30_000)
+  t.same(config.login.rateLimit, { max: 10, window: 60_000 })
+})
+
+/** A route for the rules below: `extra` lines are added under it, indented. */
+const routeYaml = (name: string, prefix: string, extra: string[] = [], upstream = 'http://127.0.0.1:4001') =>
+  [`  - name: ${name}`, `    prefix: ${prefix}`, `    upstream: ${upstream}`, ...extra.map((l) => `    ${l}`)].join('\n')
+
+t.test('mistakes that would be ignored or fail only at request time are refused', async (t) => {
+  const check = async (yaml: string) => lines(await problemsOf(t, yaml))
+
+  t.same(
+    await check(['routes:', routeYaml('a', '/a', ['auth: public', 'require: { roles: [admin] }'])].join('\n')),
+    ['routes[0].require: has no effect on a public route'],
+    'require on a public route',
+  )
+
+  for (const upstream of ['http://user:pw@127.0.0.1:4001', 'http://@127.0.0.1:4001', 'https://token@api.example/base']) {
+    t.same(
+      await check(['routes:', routeYaml('a', '/a', [], upstream)].join('\n')),
+      ['routes[0].upstream: must not contain credentials (user:password@): the proxy uses only origin and path'],
+      `upstream ${upstream}`,
+    )
+  }
+  for (const upstream of ['http://127.0.0.1:4001/base?tenant=1', 'http://127.0.0.1:4001/?', 'http://127.0.0.1:4001/base#top']) {
+    t.same(
+      await check(['routes:', routeYaml('a', '/a', [], upstream)].join('\n')),
+      ['routes[0].upstream: must not have a query string or fragment: the proxy uses only origin and path'],
+      `upstream ${upstream}`,
+    )
+  }
+  t.same(
+    await check(`login:\n  provider: upstream\n  upstream:\n    url: http://u:p@127.0.0.1:4001/login\n    subject: /id`),
+    ['login.upstream.url: must not contain credentials (user:password@)'],
+    'fetch refuses a login URL with credentials: every login would fail',
+  )
+
+  for (const window of ['0', '0s', '0ms']) {
+    t.same(
+      await check(`login:\n  users: ${usersFile}\n  rateLimit: { max: 10, window: ${window} }`),
+      ['login.rateLimit.window: must be at least 1ms (0 would turn the limit off)'],
+      `rateLimit.window ${window}`,
+    )
+  }
+  t.same(
+    await check(`login:\n  users: ${usersFile}\n  rateLimit: { max: 0 }`),
+    ['login.rateLimit.max: must be at least 1 (0 would refuse every login)'],
+  )
+  t.same(await check(`login:\n  users: ${usersFile}\n  rateLimit: { max: 2.5 }`), ['login.rateLimit.max: must be an integer'])
+
+  for (const timeout of ['0', '0s', '0ms']) {
+    t.same(
+      await check(['routes:', routeYaml('a', '/a', [`timeout: ${timeout}`])].join('\n')),
+      ['routes[0].timeout: must be at least 1ms (0 would mean no timeout)'],
+      `routes[].timeout ${timeout}`,
+    )
+  }
+  t.same(
+    await check(`login:\n  provider: upstream\n  upstream:\n    url: http://127.0.0.1:4001/login\n    subject: /id\n    timeout: 0`),
+    ['login.upstream.timeout: must be at least 1ms (0 would fail every login)'],
+  )
+
+  t.same(await check('cookies:\n  access: sid\n  refresh: sid'), ['cookies.refresh: must differ from cookies.access'], 'two equal names')
+  t.same(
+    await check('cookies:\n  access: __Host-sg_refresh'),
+    ['cookies.access: must differ from cookies.refresh (its default, __Host-sg_refresh)'],
+    'equal to the other default (secure: true)',
+  )
+  t.same(
+    await check('cookies:\n  secure: false\n  refresh: sg_access'),
+    ['cookies.refresh: must differ from cookies.access (its default, sg_access)'],
+    'equal to the other default (secure: false)',
+  )
+
+  t.same(
+    await check('cookies:\n  secure: false\n  access: __Host-a\n  refresh: __Secure-r'),
+    [
+      'cookies.access: a __Host- name needs cookies.secure: true (browsers reject it otherwise)',
+      'cookies.refresh: a __Secure- name needs cookies.secure: true (browsers reject it otherwise)',
+    ],
+    'a prefixed name on insecure cookies',
+  )
+
+  t.same(
+    await check(['routes:', routeYaml('a', '/a', ['headers: { X-User-Id: "{sub}", x-user-id: "{sub}" }'])].join('\n')),
+    ['routes[0].headers.x-user-id: duplicates routes[0].headers.X-User-Id (header names ignore case)'],
+  )
+
+  t.same(
+    await check(
+      [
+        'routes:',
+        routeYaml('a', '/healthz'),
+        routeYaml('b', '/readyz/'),
+        routeYaml('c', '/metrics/x'),
+        routeYaml('d', '/.well-known/jwks.json'),
+      ].join('\n'),
+    ),
+    [
+      "routes[0].prefix: overlaps the gateway's own endpoint /healthz",
+      "routes[1].prefix: overlaps the gateway's own endpoint /readyz",
+      "routes[2].prefix: overlaps the gateway's own endpoint /metrics",
+      "routes[3].prefix: overlaps the gateway's own endpoint /.well-known/jwks.json",
+    ],
+  )
+
+  t.same(
+    await check('redis:\n  sentinel:\n    name: mymaster\n    nodes: [10.0.0.1:26379, "http://10.0.0.2:26379", "10.0.0.3:26379/0", "redis://u:p@10.0.0.4", "[::1]:26379", "h:99999", "h 1"]'),
+    [1, 2, 3, 4, 5, 6].map((i) => `redis.sentinel.nodes[${i}]: must be host:port or redis://host:port`),
+    'sentinel nodes that would crash the start (Invalid URL) or be misread',
+  )
+
+  t.same(
+    await check('redis:\n  cluster: [redis://127.0.0.1:7000]\n  revocationCache: true'),
+    ['redis.revocationCache: needs redis.url or redis.sentinel, not redis.cluster'],
+  )
+
+  t.same(
+    await check(`login:\n  provider: upstream\n  upstream:\n    url: http://127.0.0.1:4001/login\n    subject: /id\n    claims: { roles: /roles, sub: /id }`),
+    ['login.upstream.claims: must not set iss, aud, sub, iat, nbf, exp, jti, sid'],
+    'a registered claim, as in the users file',
+  )
+})
+
+t.test('near misses of those rules still load', async (t) => {
+  const yaml = [
+    'redis:',
+    '  sentinel: { name: mymaster, nodes: [10.0.0.1:26379, sentinel-2, "redis://sentinel-3:26379", "redis://sentinel-4:26380/"] }',
+    '  revocationCache: true',
+    'cookies:',
+    '  access: __Host-app_access',
+    '  refresh: __Secure-app_refresh',
+    '  secure: true',
+    'login:',
+    `  users: ${usersFile}`,
+    '  rateLimit: { max: 1, window: 1ms }',
+    'routes:',
+    routeYaml('health', '/api/health', ['auth: public'], 'http://127.0.0.1:4001/base/'),
+    routeYaml('admin', '/api/admin', ['require: { roles: [admin] }', 'timeout: 1ms', 'headers: { X-User-Id: "{sub}", X-User-Roles: "{roles}" }'], 'https://api.example/a@b'),
+    routeYaml('optional', '/api/optional', ['auth: optional', 'require: { roles: [user] }']),
+    routeYaml('metricsish', '/healthzz'),
+    routeYaml('wellknown', '/.well-known/openid-configuration'),
+    routeYaml('app', '/', ['auth: public']),
+  ].join('\n')
+  const { config } = await load(yaml)
+  t.equal(config.routes.length, 6)
+  t.equal(config.routes[1]!.timeout, 1)
+  t.same(config.login.rateLimit, { max: 1, window: 1 })
+
+  const upstream = await load(
+    `login:\n  provider: upstream\n  upstream:\n    url: http://127.0.0.1:4001/login?source=gateway\n    subject: /user/id\n    claims: { roles: /user/roles, email: /user/email }`,
+  )
+  t.same(upstream.config.login.upstream?.claims, { roles: '/user/roles', email: '/user/email' })
+  const insecure = await load('cookies:\n  secure: false\n  access: a\n  refresh: b')
+  t.equal(insecure.config.cookies.access, 'a')
+})

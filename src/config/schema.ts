@@ -1,9 +1,13 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
+import { cookieNames } from '../auth/cookies.js'
 import { DURATION_HINT, parseDuration } from './duration.js'
 
-/** A duration field: accepts `30s`-style strings or integer seconds, yields milliseconds. */
-function duration(defaultValue: string) {
+/**
+ * A duration field: accepts `30s`-style strings or integer seconds, yields milliseconds. `positive` refuses 0 with
+ * that explanation (for settings where 0 would silently turn something off).
+ */
+function duration(defaultValue: string, positive?: string) {
   return z
     .union([z.string(), z.number()], { error: DURATION_HINT })
     .default(defaultValue)
@@ -11,6 +15,10 @@ function duration(defaultValue: string) {
       const ms = parseDuration(value)
       if (ms === undefined) {
         ctx.issues.push({ code: 'custom', message: DURATION_HINT, input: value })
+        return z.NEVER
+      }
+      if (positive !== undefined && ms < 1) {
+        ctx.issues.push({ code: 'custom', message: `must be at least 1ms (${positive})`, input: value })
         return z.NEVER
       }
       return ms
@@ -28,6 +36,30 @@ function isHttpUrl(value: string): boolean {
 
 const httpUrl = z.string({ error: 'must be an http(s) URL' }).refine(isHttpUrl, 'must be an http(s) URL')
 
+/** `http://user:pass@host`, also an empty `http://@host`: userinfo in the authority of an http(s) URL. */
+function hasUserinfo(value: string): boolean {
+  const url = new URL(value)
+  return url.username !== '' || url.password !== '' || /^[A-Za-z][A-Za-z0-9+.-]*:[\\/]*[^/\\?#]*@/.test(value)
+}
+
+/** An http(s) URL without userinfo (fetch refuses URLs with credentials: every call would fail). */
+const httpUrlWithoutUserinfo = httpUrl.refine(
+  (value) => !isHttpUrl(value) || !hasUserinfo(value),
+  'must not contain credentials (user:password@)',
+)
+
+/**
+ * A route's upstream: the proxy uses only its origin and path, so userinfo, a query string or a fragment would be
+ * dropped silently. One problem per value.
+ */
+const upstreamUrl = z.string({ error: 'must be an http(s) URL' }).superRefine((value, ctx) => {
+  let message: string | undefined
+  if (!isHttpUrl(value)) message = 'must be an http(s) URL'
+  else if (hasUserinfo(value)) message = 'must not contain credentials (user:password@): the proxy uses only origin and path'
+  else if (/[?#]/.test(value)) message = 'must not have a query string or fragment: the proxy uses only origin and path'
+  if (message !== undefined) ctx.issues.push({ code: 'custom', message, input: value })
+})
+
 function isRedisUrl(value: string): boolean {
   if (value === 'memory://') return true
   try {
@@ -41,6 +73,22 @@ function isRedisUrl(value: string): boolean {
 const redisUrl = z
   .string({ error: 'must be a redis://, rediss:// or memory:// URL' })
   .refine(isRedisUrl, 'must be a redis://, rediss:// or memory:// URL')
+
+/**
+ * A sentinel node as src/session-store/redis-connection.ts reads it: `host`, `host:port` or `redis://host[:port]`
+ * (port 26379 when left out). Anything else would be dropped there (userinfo, a path, a `rediss:` scheme), crash
+ * the start with `Invalid URL`, or never connect (a bracketed IPv6 literal reaches ioredis with its brackets).
+ */
+function isSentinelNode(value: string): boolean {
+  const text = value.includes('://') ? value : `redis://${value}`
+  if (!text.startsWith('redis://') || /[?#@[]|:$/.test(text)) return false
+  try {
+    const url = new URL(text)
+    return url.hostname !== '' && (url.pathname === '' || url.pathname === '/') && url.port !== '0'
+  } catch {
+    return false
+  }
+}
 
 /** `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6). */
 function isIpOrCidr(value: string): boolean {
@@ -63,13 +111,19 @@ const RESERVED_HEADERS = new Set([
 
 const PREFIX = /^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\/?$/
 
+/** The gateway's own endpoints (src/server/build-gateway.ts): a route at or under one of them would be shadowed. */
+const GATEWAY_PATHS = ['/healthz', '/readyz', '/metrics', '/.well-known/jwks.json']
+
+/** Claims the gateway sets itself; as src/auth/users-file.ts refuses them in the users file. */
+const RESERVED_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid']
+
 const routeSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, ".", "_" or "-"'),
   prefix: z
     .string()
     .regex(PREFIX, 'must be an absolute path like /api/orders (no "..", "//", "%" or query)')
     .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments'),
-  upstream: httpUrl,
+  upstream: upstreamUrl,
   rewritePrefix: z
     .string()
     .regex(/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$/, 'must be empty or an absolute path like /orders')
@@ -86,7 +140,7 @@ const routeSchema = z.strictObject({
     )
     .default({}),
   websocket: z.boolean().default(false),
-  timeout: duration('30s'),
+  timeout: duration('30s', '0 would mean no timeout'),
 })
 
 const tokensSchema = z.strictObject({
@@ -114,14 +168,20 @@ const loginSchema = z.strictObject({
   users: z.string().min(1).optional(),
   upstream: z
     .strictObject({
-      url: httpUrl,
+      url: httpUrlWithoutUserinfo,
       subject: jsonPointer,
-      claims: z.record(z.string(), jsonPointer).default({}),
-      timeout: duration('10s'),
+      claims: z
+        .record(z.string(), jsonPointer)
+        .refine((c) => !RESERVED_CLAIMS.some((k) => Object.hasOwn(c, k)), `must not set ${RESERVED_CLAIMS.join(', ')}`)
+        .default({}),
+      timeout: duration('10s', '0 would fail every login'),
     })
     .optional(),
   rateLimit: z
-    .strictObject({ max: z.number().int().min(1).default(10), window: duration('1m') })
+    .strictObject({
+      max: z.number().int('must be an integer').min(1, 'must be at least 1 (0 would refuse every login)').default(10),
+      window: duration('1m', '0 would turn the limit off'),
+    })
     .prefault({}),
   /** Optional login page: browser navigations (Accept: text/html) to a protected route are redirected here. */
   page: z
@@ -149,7 +209,12 @@ export const configSchema = z
       .strictObject({
         url: redisUrl.optional(),
         cluster: z.array(redisUrl).min(1).optional(),
-        sentinel: z.strictObject({ name: z.string().min(1), nodes: z.array(z.string().min(1)).min(1) }).optional(),
+        sentinel: z
+          .strictObject({
+            name: z.string().min(1),
+            nodes: z.array(z.string().refine(isSentinelNode, 'must be host:port or redis://host:port')).min(1),
+          })
+          .optional(),
         keyPrefix: z.string().regex(/^[A-Za-z0-9_:.-]*$/, 'must be letters, digits, ":", ".", "_" or "-"').default('sg:'),
         onOutage: z
           .enum(['fail-closed', 'verify-only'], { error: 'must be fail-closed or verify-only' })
@@ -193,6 +258,20 @@ export const configSchema = z
       if (prefix === config.login.path || prefix.startsWith(`${config.login.path}/`)) {
         ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the auth endpoints at ${config.login.path}`, input: route.prefix })
       }
+      const own = GATEWAY_PATHS.find((p) => prefix === p || prefix.startsWith(`${p}/`))
+      if (own !== undefined) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the gateway's own endpoint ${own}`, input: route.prefix })
+      }
+      if (route.auth === 'public' && route.require !== undefined) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'require'], message: 'has no effect on a public route', input: route.require })
+      }
+      const headers = new Map<string, string>()
+      for (const name of Object.keys(route.headers)) {
+        const first = headers.get(name.toLowerCase())
+        if (first !== undefined) {
+          ctx.issues.push({ code: 'custom', path: ['routes', i, 'headers', name], message: `duplicates routes[${i}].headers.${first} (header names ignore case)`, input: name })
+        } else headers.set(name.toLowerCase(), name)
+      }
     })
     if (config.login.provider === 'users' && config.login.users === undefined) {
       ctx.issues.push({ code: 'custom', path: ['login', 'users'], message: 'is required when login.provider is users', input: undefined })
@@ -203,6 +282,22 @@ export const configSchema = z
     const backends = [config.redis.url, config.redis.cluster, config.redis.sentinel].filter((b) => b !== undefined)
     if (backends.length > 1) {
       ctx.issues.push({ code: 'custom', path: ['redis'], message: 'give only one of url, cluster or sentinel', input: config.redis })
+    }
+    if (config.redis.revocationCache && config.redis.cluster !== undefined) {
+      ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'needs redis.url or redis.sentinel, not redis.cluster', input: true })
+    }
+    const cookies = config.cookies
+    const cookie = cookieNames(cookies)
+    if (cookie.access === cookie.refresh) {
+      const [path, other] = cookies.refresh !== undefined ? (['refresh', 'access'] as const) : (['access', 'refresh'] as const)
+      const defaulted = cookies[other] === undefined ? ` (its default, ${cookie[other]})` : ''
+      ctx.issues.push({ code: 'custom', path: ['cookies', path], message: `must differ from cookies.${other}${defaulted}`, input: cookie[path] })
+    }
+    for (const key of ['access', 'refresh'] as const) {
+      const secured = /^(__Host-|__Secure-)/i.exec(cookies[key] ?? '')?.[1]
+      if (secured !== undefined && !cookies.secure) {
+        ctx.issues.push({ code: 'custom', path: ['cookies', key], message: `a ${secured} name needs cookies.secure: true (browsers reject it otherwise)`, input: cookies[key] })
+      }
     }
     const t = config.tokens
     if (t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
