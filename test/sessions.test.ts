@@ -735,7 +735,7 @@ t.test('users file (§6): sub defaults to the username; claims reach the token; 
     ['an unknown hash scheme', 'users:\n  - username: erin\n    password: "md5$abc"\n', 'users[0].password'],
     ['a reserved claim', `users:\n  - username: erin\n    password: "${hash}"\n    claims: { sid: x }\n`, 'users[0].claims'],
     ['a reserved claim (exp)', `users:\n  - username: erin\n    password: "${hash}"\n    claims: { exp: 1 }\n`, 'users[0].claims'],
-    ['an unknown key', `users:\n  - username: erin\n    password: "${hash}"\n    admin: true\n`, 'users[0]'],
+    ['an unknown key', `users:\n  - username: erin\n    password: "${hash}"\n    admin: true\n`, 'users[0].admin'],
     ['a duplicate username', `users:\n  - username: erin\n    password: "${hash}"\n  - username: erin\n    password: "${hash}"\n`, 'users[1].username'],
   ] as const) {
     const { users, problems } = await problemsOf(yaml)

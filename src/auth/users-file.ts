@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises'
 import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import type { ConfigProblem } from '../errors.js'
-import { formatPath } from '../config/path.js'
+import { describeIssue } from '../config/describe-issue.js'
 import { parsePasswordHash } from './password.js'
 
 export interface UserRecord {
@@ -13,13 +13,18 @@ export interface UserRecord {
 }
 
 const PLAIN_TEXT = 'plain-text passwords are refused: store a hash from `sessiongate hash-password`'
+const UNSUPPORTED_HASH = 'is a password hash of a kind this gateway does not read: store a hash from `sessiongate hash-password` (scrypt)'
+/** `$argon2id$...`, `$2b$...` (bcrypt), `md5$...`: meant as a hash, not a password. */
+const LOOKS_HASHED = /^\$[a-z0-9-]+\$|^[a-z0-9-]+\$/i
 const RESERVED_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid']
 
 const usersFileSchema = z.strictObject({
   users: z.array(
     z.strictObject({
       username: z.string().min(1).max(256),
-      password: z.string().refine((p) => parsePasswordHash(p) !== undefined, PLAIN_TEXT),
+      password: z.string().superRefine((p, ctx) => {
+        if (parsePasswordHash(p) === undefined) ctx.addIssue({ code: 'custom', message: LOOKS_HASHED.test(p) ? UNSUPPORTED_HASH : PLAIN_TEXT })
+      }),
       sub: z.string().min(1).max(256).optional(),
       claims: z
         .record(z.string(), z.unknown())
@@ -39,11 +44,13 @@ export async function loadUsers(file: string, configPath: string, problems: Conf
     problems.push({ path: configPath, message: `cannot read users file ${file}: ${reason}` })
     return undefined
   }
+  if (doc === null || doc === undefined) {
+    problems.push({ path: `${file}: (root)`, message: 'is empty: expected a `users:` list' })
+    return undefined
+  }
   const result = usersFileSchema.safeParse(doc)
   if (!result.success) {
-    for (const issue of result.error.issues) {
-      problems.push({ path: `${file}: ${formatPath(issue.path)}`, message: issue.message })
-    }
+    for (const p of result.error.issues.flatMap(describeIssue)) problems.push({ path: `${file}: ${p.path}`, message: p.message })
     return undefined
   }
   const users = new Map<string, UserRecord>()

@@ -2,12 +2,11 @@ import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve } from 'node:path'
 import { parseDocument } from 'yaml'
-import type { z } from 'zod'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { loadUsers, type UserRecord } from '../auth/users-file.js'
 import { ephemeralKeyRing, loadKeyRing, type KeyRing } from '../tokens/keys.js'
 import { hideReferences, interpolateEnv } from './interpolate.js'
-import { formatPath } from './path.js'
+import { describeIssue } from './describe-issue.js'
 import { configSchema, type GatewayConfig } from './schema.js'
 
 /** A configuration with the files it names read and checked: what the gateway runs on. */
@@ -24,21 +23,6 @@ export const DEFAULT_CONFIG_FILE = 'config/gateway.yaml'
 export function configFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv): string {
   return flag ?? env.SESSIONGATE_CONFIG ?? DEFAULT_CONFIG_FILE
 }
-
-function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
-  if (issue.code === 'unrecognized_keys') {
-    return issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown key' }))
-  }
-  const path = formatPath(issue.path)
-  if (issue.code === 'invalid_type' && issue.input === undefined) return [{ path, message: 'is required' }]
-  const wrongType = /^Invalid input: expected (\w+), received (\w+)$/.exec(issue.message)
-  if (wrongType) return [{ path, message: `must be ${typeName(wrongType[1] as string)}, not ${typeName(wrongType[2] as string)}` }]
-  const message = issue.message.replace(/^Invalid input: /, 'must be ').replace(/^Invalid option: expected one of /, 'must be one of ')
-  return [{ path, message }]
-}
-
-const TYPE_NAMES: Record<string, string> = { object: 'a mapping', record: 'a mapping', array: 'a list', string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false', null: 'empty', undefined: 'missing' }
-const typeName = (zodType: string): string => TYPE_NAMES[zodType] ?? zodType
 
 /** Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. */
 function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): void {

@@ -84,33 +84,40 @@ export async function loadKeyRing(
   const keys: SigningKey[] = []
   const seen = new Set<string>()
   for (const [i, raw] of list.entries()) {
-    const where = `${configPath} (${file} keys[${i}])`
+    // One line per problem, named by the config key as every other problem is: `tokens.keys: <file> keys[0]: ...`.
+    const problem = (message: string) => problems.push({ path: configPath, message: `${file} keys[${i}]: ${message}` })
     const jwk = raw as JWK
     if (typeof jwk !== 'object' || jwk === null) {
-      problems.push({ path: where, message: 'must be a JWK object' })
+      problem('must be a JWK object')
       continue
     }
     if (typeof jwk.kid !== 'string' || jwk.kid === '') {
-      problems.push({ path: where, message: 'must have a "kid"' })
+      problem('must have a "kid"')
       continue
     }
     if (seen.has(jwk.kid)) {
-      problems.push({ path: where, message: `duplicate kid ${jwk.kid}` })
+      problem(`duplicate kid ${jwk.kid}`)
       continue
     }
     seen.add(jwk.kid)
     if (jwk.kty !== KTY_FOR_ALG[alg] || (jwk.alg !== undefined && jwk.alg !== alg)) {
-      problems.push({ path: where, message: `is not a ${alg} key (tokens.algorithm is ${alg})` })
+      problem(`is not a ${alg} key (tokens.algorithm is ${alg})`)
       continue
     }
     if (typeof jwk.d !== 'string') {
-      problems.push({ path: where, message: 'is a public key; a private key is needed to sign' })
+      problem('is a public key; a private key is needed to sign')
+      continue
+    }
+    // jose refuses to sign with a shorter RSA key: found now, not at the first login.
+    const modulusBits = alg === 'RS256' && typeof jwk.n === 'string' ? Buffer.from(jwk.n, 'base64url').length * 8 : undefined
+    if (modulusBits !== undefined && modulusBits < 2048) {
+      problem(`is a ${modulusBits}-bit RSA key; RS256 needs at least 2048 bits`)
       continue
     }
     try {
       keys.push(await toSigningKey(jwk, alg))
     } catch (err) {
-      problems.push({ path: where, message: `cannot be imported: ${(err as Error).message}` })
+      problem(`cannot be imported: ${(err as Error).message}`)
     }
   }
   return keys.length === list.length ? ring(keys, false) : undefined

@@ -1,0 +1,19 @@
+import type { z } from 'zod'
+import type { ConfigProblem } from '../errors.js'
+import { formatPath } from './path.js'
+
+/** A zod issue as the problem lines of `sessiongate check` say it: `unknown key`, `is required`, `must be a list, not a string`. */
+export function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
+  if (issue.code === 'unrecognized_keys') {
+    return issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown key' }))
+  }
+  const path = formatPath(issue.path)
+  if (issue.code === 'invalid_type' && issue.input === undefined) return [{ path, message: 'is required' }]
+  const wrongType = /^Invalid input: expected (\w+), received (\w+)$/.exec(issue.message)
+  if (wrongType) return [{ path, message: `must be ${typeName(wrongType[1] as string)}, not ${typeName(wrongType[2] as string)}` }]
+  const message = issue.message.replace(/^Invalid input: /, 'must be ').replace(/^Invalid option: expected one of /, 'must be one of ')
+  return [{ path, message }]
+}
+
+const TYPE_NAMES: Record<string, string> = { object: 'a mapping', record: 'a mapping', array: 'a list', string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false', null: 'empty', undefined: 'missing' }
+const typeName = (zodType: string): string => TYPE_NAMES[zodType] ?? zodType
