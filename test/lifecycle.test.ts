@@ -37,6 +37,13 @@ t.test('/healthz and /readyz with the in-process store', async (t) => {
   const ready = await send(`${gw.url}/readyz`)
   t.equal(ready.status, 200)
   t.equal(ready.json?.status, 'ready')
+  for (const path of ['/healthz', '/readyz', '/metrics', '/.well-known/jwks.json']) {
+    const post = await send(`${gw.url}${path}`, { method: 'POST', body: {} })
+    t.equal(post.status, 405, `POST ${path}: 405, not the proxy's 404`)
+    t.equal(post.json?.error, 'method_not_allowed')
+    t.equal(post.headers.allow, 'GET')
+    t.equal((await send(`${gw.url}${path}`, { method: 'HEAD' })).status, 200, `HEAD ${path}`)
+  }
 })
 
 t.test('/readyz follows a real Redis going away and coming back', async (t) => {

@@ -25,7 +25,7 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   const gateway = await buildGateway(loaded)
   const { app } = gateway
-  if (loaded.keys.ephemeral) app.log.warn('tokens.keys is not set: signing with a key made in memory; tokens die with this process (demo only)')
+  if (loaded.keys.ephemeral) app.log.warn('tokens.keys is ephemeral (or not set): signing with a key made in memory; tokens die with this process (demo only)')
   await app.listen({ host: loaded.config.server.host, port: loaded.config.server.port })
 
   let reloading = Promise.resolve()

@@ -7,7 +7,7 @@ import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
-import { sendError } from './send-error.js'
+import { oneMethodRoute } from './one-method-route.js'
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -32,15 +32,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
   })
   const route = (
     path: string, method: 'GET' | 'POST', handler: (req: FastifyRequest, reply: FastifyReply) => Promise<unknown>, config: FastifyContextConfig = {},
-  ) => {
-    app.route({ method, url: path, handler, config })
-    const others = (['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const).filter((m) => m !== method && !(method === 'GET' && m === 'HEAD'))
-    app.route({
-      method: [...others],
-      url: path,
-      handler: async (_req, reply) => sendError(reply.header('allow', method), new GatewayError('method_not_allowed')),
-    })
-  }
+  ) => oneMethodRoute(app, method, path, handler, config)
 
   route('/login', 'POST', async (request, reply) => {
     const rt = current()

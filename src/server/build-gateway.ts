@@ -5,6 +5,7 @@ import type { Socket } from 'node:net'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { GatewayError } from '../errors.js'
+import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
 import { proxyHandler } from '../proxy/proxy-handler.js'
@@ -149,11 +150,11 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined))
   await app.register(authEndpoints, { prefix: config.login.path, current, metrics })
 
-  app.get('/.well-known/jwks.json', async (_request, reply) =>
+  oneMethodRoute(app, 'GET', '/.well-known/jwks.json', async (_request, reply) =>
     reply.header('cache-control', 'public, max-age=300').send(runtime.loaded.keys.publicJwks),
   )
-  app.get('/healthz', async () => ({ status: 'ok' }))
-  app.get('/readyz', async (_request, reply) => {
+  oneMethodRoute(app, 'GET', '/healthz', async () => ({ status: 'ok' }))
+  oneMethodRoute(app, 'GET', '/readyz', async (_request, reply) => {
     try {
       await Promise.race([
         store.ping(),
@@ -164,7 +165,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
       return reply.code(503).header('retry-after', '2').send({ error: 'session_store_unavailable', message: 'The session store does not answer.' })
     }
   })
-  app.get('/metrics', async (_request, reply) =>
+  oneMethodRoute(app, 'GET', '/metrics', async (_request, reply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
   )
 
