@@ -162,6 +162,29 @@ t.test('cookie mode', async (t) => {
     t.equal((await onlySession(t, prefix)).rev, '1', 'family revoked')
   })
 
+  t.test('near expiry, the same old cookies again within the grace: the same successor pair, sequential or parallel', async (t) => {
+    const { gw, upstream, prefix } = await setup(t, { config: { tokens: { accessTtl: '2s', refreshAhead: '1500ms', reuseGrace: '5s' } } })
+    const client = new CookieClient(gw.url)
+    t.equal((await client.login('alice', 'alice-pw')).status, 200)
+    const oldCookies = client.cookieHeader()
+    await untilNearExpiry(client.jar.get('sg_access') as string, 1500)
+    const ours = (lines: string[]) => lines.filter((c) => c.startsWith('sg_')).map((c) => c.split(';')[0]).sort()
+    const first = await send(`${gw.url}/api/orders`, { headers: { cookie: oldCookies } })
+    t.equal(first.status, 200)
+    const pair = ours(first.setCookies)
+    t.equal(pair.length, 2, 'the first request rotates')
+    const forwarded = upstream.last()!.headers.authorization
+    const again = await send(`${gw.url}/api/orders`, { headers: { cookie: oldCookies } })
+    t.equal(again.status, 200)
+    t.same(ours(again.setCookies), pair, 'a second request with the old cookies gets the same pair')
+    t.equal(upstream.last()!.headers.authorization, forwarded, 'and is forwarded with the same new access token')
+    const burst = await Promise.all(Array.from({ length: 8 }, () => send(`${gw.url}/api/orders`, { headers: { cookie: oldCookies } })))
+    t.same(burst.map((r) => r.status), Array(8).fill(200), 'a parallel burst with the old cookies: all 200')
+    t.ok(burst.every((r) => JSON.stringify(ours(r.setCookies)) === JSON.stringify(pair)), 'each with the same pair')
+    t.equal((await onlySession(t, prefix)).gen, '1', 'one rotation in all')
+    t.equal((await onlySession(t, prefix)).rev, '0', 'no reuse alarm')
+  })
+
   t.test('a login always starts a new session, whatever cookies it carries (no fixation)', async (t) => {
     const { gw, upstream, prefix } = await setup(t)
     const client = new CookieClient(gw.url)

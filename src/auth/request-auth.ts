@@ -85,8 +85,8 @@ export async function authenticate(
   }
   try {
     // With a still-valid access token the refresh is early: when the refresh cookie is already behind its family
-    // (a rotation was made for another request, typically a slow one whose response with the new cookies has not
-    // reached the client yet), the access token serves until the new cookies arrive.
+    // beyond the grace (a rotation was made for another request, typically a slow one whose response with the new
+    // cookies has not reached the client yet), the access token serves until the new cookies arrive.
     const rotated = current ? await sessions.refreshUnlessSuperseded(credentials.refresh) : await sessions.refresh(credentials.refresh)
     if (!rotated) return { mode: 'cookie', token: current as VerifiedAccessToken, rotated: undefined }
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }

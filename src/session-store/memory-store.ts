@@ -67,7 +67,6 @@ export class MemorySessionStore implements SessionStore {
       this.sessions.delete(r.sid)
       return { kind: 'expired' }
     }
-    if (r.unlessSuperseded && r.presentedGen < s.gen) return { kind: 'superseded' }
     if (r.presentedGen === s.gen && r.presentedHash === s.current) {
       s.previous = s.current
       s.current = r.nextHash
@@ -83,6 +82,7 @@ export class MemorySessionStore implements SessionStore {
     ) {
       return { kind: 'grace', session: publicRecord(s), sealedSuccessor: s.sealedSuccessor }
     }
+    if (r.unlessSuperseded && r.presentedGen < s.gen) return { kind: 'superseded' }
     if (r.presentedGen < s.gen) {
       s.revoked = true
       s.current = s.previous = s.sealedSuccessor = undefined

@@ -40,9 +40,9 @@ export interface RotateRequest {
   idleTtlMs: number
   graceMs: number
   /**
-   * When the family has already moved past the presented generation, answer `superseded` and change nothing
-   * (instead of a grace answer or a reuse): the caller still holds a valid access token and only wanted to
-   * refresh early, while a newer pair is on its way to the client.
+   * When the family has already moved past the presented generation and no grace answer applies, answer
+   * `superseded` and change nothing instead of taking it for a reuse: the caller still holds a valid access token
+   * and only wanted to refresh early, while a newer pair is on its way to the client.
    */
   unlessSuperseded?: boolean
 }
@@ -50,7 +50,7 @@ export interface RotateRequest {
 export type RotateResult =
   | { kind: 'rotated'; session: SessionRecord }
   | { kind: 'grace'; session: SessionRecord; sealedSuccessor: string }
-  /** Only with `unlessSuperseded`: a newer generation exists; nothing changed. */
+  /** Only with `unlessSuperseded`: a newer generation exists and the grace does not apply; nothing changed. */
   | { kind: 'superseded' }
   /** A rotated token was presented after the grace window: the family is now revoked. */
   | { kind: 'reused' }

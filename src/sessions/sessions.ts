@@ -73,11 +73,11 @@ export class Sessions {
   }
 
   /**
-   * The early refresh of a client whose access token is still valid: rotates as refresh() does, unless the
-   * family has already rotated past `refreshToken` (undefined then, and nothing changes). A newer pair then
-   * exists, typically on its way to the client in a slow response: cookies carrying an older one would overwrite
-   * it in the browser, and presenting the token again could only be refused or, after the grace, taken for a
-   * replay. Checked in the rotation's own round trip, so no rotation can slip in between the check and it.
+   * The early refresh of a client whose access token is still valid: rotates as refresh() does (within the grace,
+   * the same successor pair), unless the family has already rotated past `refreshToken` beyond the grace
+   * (undefined then, and nothing changes). A newer pair then exists, typically on its way to the client in a slow
+   * response: cookies carrying an older one would overwrite it in the browser, and presenting the token again
+   * could only be taken for a replay. Checked in the rotation's own round trip, so no rotation slips in between.
    */
   refreshUnlessSuperseded(refreshToken: string): Promise<SessionTokens | undefined> {
     return this.shared(refreshToken, true)

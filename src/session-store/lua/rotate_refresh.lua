@@ -2,7 +2,7 @@
 -- KEYS[1] session hash, KEYS[2] the sealed successor of the last rotation (same hash tag; it lives only for the
 -- reuse grace, in a key of its own so that the session hash stays small enough for Redis' compact encoding)
 -- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
---       unless superseded ('1': an older generation is answered 'superseded' and changes nothing)
+--       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
 --   status: rotated | grace | superseded | reused | revoked | expired | invalid
 if redis.replicate_commands then redis.replicate_commands() end
@@ -19,7 +19,6 @@ if now >= abs or now >= tonumber(f[10]) then
   redis.call('DEL', key, KEYS[2])
   return { 'expired' }
 end
-if ARGV[7] == '1' and presentedGen < gen then return { 'superseded' } end
 if presentedGen == gen and ARGV[1] == f[2] then
   local idle = math.min(now + tonumber(ARGV[5]), abs)
   redis.call('HSET', key, 'gen', gen + 1, 'cur', ARGV[3], 'prev', f[2], 'rot', now, 'idle', idle)
@@ -38,6 +37,8 @@ if presentedGen == gen - 1 and ARGV[1] == f[3] and now - tonumber(f[4]) < tonumb
     return { 'grace', gen, f[9], f[4], abs, f[10], f[7], f[8], sealed }
   end
 end
+-- Past the grace (or further behind): an early refresh, whose access token is still valid, just does not happen.
+if ARGV[7] == '1' and presentedGen < gen then return { 'superseded' } end
 if presentedGen < gen then
   -- A genuine (MAC-checked) token of this family, rotated before the grace window: a replay.
   redis.call('HSET', key, 'rev', 1)
