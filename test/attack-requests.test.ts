@@ -92,6 +92,7 @@ t.test('request smuggling on a raw socket: 400 from the parser, nothing smuggled
     ['two different Content-Lengths', `POST /pub/a HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nContent-Length: ${smuggled.length}\r\n\r\n${smuggled}`],
     ['a Content-Length list with different values', `POST /pub/a HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0, ${smuggled.length}\r\n\r\n${smuggled}`],
     ['a bare LF inside a header line', `GET /pub/a HTTP/1.1\r\nHost: 127.0.0.1\r\nX-A: 1\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n${smuggled}`],
+    ['no Host header (HTTP/1.1)', `GET /pub/a HTTP/1.1\r\nX-A: 1\r\n\r\n`],
     ['a chunk size with junk', `POST /pub/a HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5;\u0000x\r\nhello\r\n0\r\n\r\n${smuggled}`],
   ]
   for (const [what, bytes] of cases) {

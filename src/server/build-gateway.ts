@@ -88,7 +88,8 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     trustProxy: config.server.trustProxy === false ? false : config.server.trustProxy,
     return503OnClosing: true,
     requestTimeout: 120_000,
-    http: { headersTimeout: 10_000, connectionsCheckingInterval: 1000, maxHeaderSize: 16_384 },
+    // requireHostHeader: false, so that a Host-less HTTP/1.1 request gets the JSON 400 below, not Node's bare one.
+    http: { headersTimeout: 10_000, connectionsCheckingInterval: 1000, maxHeaderSize: 16_384, requireHostHeader: false },
     routerOptions: { maxParamLength: 8192 },
     clientErrorHandler: clientError,
     childLoggerFactory: lazyChildLogger,
@@ -118,6 +119,10 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   })
   app.setNotFoundHandler((_request, reply) => {
     sendError(reply, new GatewayError('not_found'))
+  })
+  app.addHook('onRequest', (request, reply, done) => {
+    if (request.headers.host !== undefined || request.raw.httpVersion !== '1.1') return done()
+    sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', 'An HTTP/1.1 request must carry a Host header.'))
   })
   // Declared up front, so that every request object has the same shape (set later, they would change it).
   app.decorateRequest('routeName', undefined)
