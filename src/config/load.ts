@@ -86,6 +86,8 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   }
   const problems: ConfigProblem[] = []
   const doc = interpolateEnv(raw, env, problems) as Record<string, unknown>
+  // A section written with nothing under it (`redis:`) is an omitted one: its defaults apply.
+  for (const section of ['server', 'redis', 'tokens', 'cookies', 'csrf', 'login', 'routes']) if (doc[section] === null) delete doc[section]
   applyEnvOverrides(doc, env, problems)
   // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
   const parsed = configSchema.safeParse(doc, { reportInput: true })

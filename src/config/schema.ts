@@ -208,7 +208,7 @@ export const configSchema = z
     redis: z
       .strictObject({
         url: redisUrl.optional(),
-        cluster: z.array(redisUrl).min(1).optional(),
+        cluster: z.array(redisUrl.refine((u) => !u.startsWith('memory:'), 'must be a redis:// or rediss:// URL (memory:// is not a cluster node)')).min(1).optional(),
         sentinel: z
           .strictObject({
             name: z.string().min(1),

@@ -1,6 +1,7 @@
 /**
- * `${VAR}` references where YAML syntax gets in the way (flow mappings and sequences, whose `{`/`}` are
- * indicators), shell semantics for an empty variable, and syntax errors reported with their line.
+ * The YAML around the schema: `${VAR}` references where YAML syntax gets in the way (flow mappings and sequences,
+ * whose `{`/`}` are indicators), shell semantics for an empty variable, syntax errors reported with their line,
+ * sections written with nothing under them. (The schema's own rules are in config.test.ts.)
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -60,4 +61,14 @@ t.test('YAML syntax errors name their line, a few at most', async (t) => {
   const broken = await problemLines('server: { port: 1\nrouteS: [ { a: ]\n' + 'x: {\n'.repeat(30))
   t.ok(broken.length >= 1 && broken.length <= 3, `at most three lines (${broken.length})`)
   t.ok(broken.every((l) => /\.yaml:\d+: YAML syntax error: /.test(l)), 'each with its line number')
+})
+
+t.test('a section with nothing under it is an omitted one', async (t) => {
+  const { config } = await loadConfig(fileWith(['server:', 'redis:', 'cookies:', 'csrf:', LOGIN].join('\n')), {})
+  t.equal(config.redis.url, undefined, 'redis: empty -> the in-process store')
+  t.equal(config.server.port, 8080)
+  t.equal(config.cookies.secure, true)
+  t.same(await problemLines(['server: 5', LOGIN].join('\n')), ['server: must be a mapping, not a number'], 'a section of the wrong type is still refused')
+  t.same(await problemLines(['redis: { cluster: ["memory://", "redis://h:7000"] }', LOGIN].join('\n')),
+    ['redis.cluster[0]: must be a redis:// or rediss:// URL (memory:// is not a cluster node)'], 'memory:// is no cluster node')
 })
