@@ -75,6 +75,7 @@ t.test('usage errors: exit 2 with one line on stderr', async (t) => {
     ['check', '--nope'],
     ['check', 'extra-positional'],
     ['hash-password', '--cost', '3'],
+    ['check', '--config', 'a.yaml', '--config', 'b.yaml'],
   ]
   for (const args of cases) {
     const res = await cli(args)

@@ -6,11 +6,20 @@ export class UsageError extends Error {
 }
 
 export function parse<T extends NonNullable<ParseArgsConfig['options']>>(args: string[], options: T) {
+  let parsed
   try {
-    return parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false })
+    parsed = parseArgs({ args, options: { ...options, help: { type: 'boolean', short: 'h' } }, strict: true, allowPositionals: false, tokens: true })
   } catch (err) {
     throw new UsageError((err as Error).message.split('\n')[0])
   }
+  // parseArgs keeps the last of a repeated option: `--config a --config b` would silently ignore `a`.
+  const seen = new Set<string>()
+  for (const token of parsed.tokens) {
+    if (token.kind !== 'option') continue
+    if (seen.has(token.name)) throw new UsageError(`option --${token.name} given more than once`)
+    seen.add(token.name)
+  }
+  return parsed
 }
 
 export const HELP = {
