@@ -47,6 +47,31 @@ t.test('references inside flow mappings and sequences, as in the contract exampl
     'a missing variable in a flow mapping is one line with its path')
 })
 
+t.test('a text that parses as written keeps its meaning; an unterminated reference never swallows lines', async (t) => {
+  const unterminated = [
+    'tokens:',
+    '  issuer: ${SG_ISSUER:-https://gw.example',
+    '  audience: api',
+    '  keys: ephemeral',
+    'cookies: { secure: false }',
+    LOGIN,
+  ].join('\n')
+  const { config } = await loadConfig(fileWith(unterminated), { SG_ISSUER: 'https://set.example' })
+  t.equal(config.tokens.issuer, '${SG_ISSUER:-https://gw.example', 'the unterminated reference stays text, as YAML wrote it')
+  t.equal(config.tokens.audience, 'api', 'the next lines are still read')
+  t.equal(config.cookies.secure, false, 'and the flow mapping after it too')
+  const quoted = ['tokens: { issuer: "https://gw.example/${SG_X:-a\\"b}", audience: api, keys: ephemeral }', LOGIN].join('\n')
+  t.equal((await loadConfig(fileWith(quoted), {})).config.tokens.issuer, 'https://gw.example/a"b', 'escapes in a quoted default keep their YAML meaning')
+  const commented = ['# set ${SG_Y:-x to change', 'tokens: { issuer: https://gw.example, audience: api, keys: ephemeral }', LOGIN].join('\n')
+  t.equal((await loadConfig(fileWith(commented), {})).config.tokens.audience, 'api', 'an unterminated reference in a comment is a comment')
+})
+
+t.test('a repeated reference as a key is still a duplicate key', async (t) => {
+  const lines = await problemLines(['server: { ${SG_K}: 1, ${SG_K}: 2 }', LOGIN].join('\n'), { SG_K: 'port' })
+  t.equal(lines.length, 1)
+  t.match(lines[0], /YAML syntax error: Map keys must be unique/)
+})
+
 t.test('an empty variable: ${VAR} is empty, ${VAR:-default} takes the default', async (t) => {
   const text = ['tokens: { issuer: "https://gw${SG_SUFFIX}.example", audience: "${SG_AUD:-api}", keys: ephemeral }', LOGIN].join('\n')
   const { config } = await loadConfig(fileWith(text), { SG_SUFFIX: '', SG_AUD: '' })

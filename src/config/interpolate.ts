@@ -5,17 +5,24 @@ import { formatPath } from './path.js'
 const REFERENCE = /\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g
 const WHOLE_REFERENCE = /^\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}]*)?\}$/
 
+/** A reference on one line, as hideReferences looks for it in the raw text (a default never spans lines). */
+const REFERENCE_ON_ONE_LINE = /\$\{[A-Za-z_][A-Za-z0-9_]*(?::-[^}\r\n]*)?\}/g
 const PLACEHOLDER = /__SESSIONGATE_REF_(\d+)__/g
 
 /**
- * `${...}` references hidden from the YAML parser: `{` and `}` are flow indicators, so `server: { port: ${PORT} }`
- * would not parse. Each reference becomes a plain placeholder word before parsing; `restore` puts the reference
- * text back into the parsed strings (and keys), where interpolateEnv then resolves it as usual.
+ * `${...}` references hidden from the YAML parser, for a text that does not parse with them: `{` and `}` are flow
+ * indicators, so `server: { port: ${PORT} }` is a syntax error. Each distinct reference becomes one plain placeholder
+ * word; `restore` puts the reference text back into the parsed strings (and keys), where interpolateEnv then
+ * resolves it as usual. Only for that fallback (load.ts): a text that parses as written keeps its exact meaning.
  */
-export function hideReferences(text: string): { text: string; restore: (node: unknown) => unknown } {
+export function hideReferences(text: string): { text: string; restore: (node: unknown) => unknown } | undefined {
+  if (text.includes('__SESSIONGATE_REF_')) return undefined
   const references: string[] = []
-  if (text.includes('__SESSIONGATE_REF_')) return { text, restore: (node) => node }
-  const hidden = text.replace(REFERENCE, (reference) => `__SESSIONGATE_REF_${references.push(reference) - 1}__`)
+  const hidden = text.replace(REFERENCE_ON_ONE_LINE, (reference) => {
+    const known = references.indexOf(reference)
+    return `__SESSIONGATE_REF_${known === -1 ? references.push(reference) - 1 : known}__`
+  })
+  if (references.length === 0) return undefined
   const back = (value: string) => value.replace(PLACEHOLDER, (_all, i: string) => references[Number(i)] as string)
   const restore = (node: unknown): unknown => {
     if (typeof node === 'string') return back(node)
@@ -29,7 +36,7 @@ export function hideReferences(text: string): { text: string; restore: (node: un
     }
     return node
   }
-  return { text: references.length > 0 ? hidden : text, restore }
+  return { text: hidden, restore }
 }
 
 /**

@@ -63,8 +63,16 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
     const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message
     throw new ConfigError([{ path: file, message: `cannot read the configuration: ${reason}` }])
   }
-  const references = hideReferences(text)
-  const yaml = parseDocument(references.text, { uniqueKeys: true, prettyErrors: true })
+  const options = { uniqueKeys: true, prettyErrors: true } as const
+  let yaml = parseDocument(text, options)
+  let restore = (node: unknown) => node
+  // Not valid YAML as written: perhaps because of `${...}` in flow style. Then the text with its references hidden
+  // (if that still fails, its errors are the ones the references did not cause).
+  const hidden = yaml.errors.length > 0 ? hideReferences(text) : undefined
+  if (hidden) {
+    yaml = parseDocument(hidden.text, options)
+    restore = hidden.restore
+  }
   if (yaml.errors.length > 0) {
     // The first few: later ones are mostly the parser losing its way after the first.
     throw new ConfigError(
@@ -77,7 +85,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   let raw: unknown
   try {
     // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
-    raw = references.restore(yaml.toJS({ maxAliasCount: 100 }) ?? {})
+    raw = restore(yaml.toJS({ maxAliasCount: 100 }) ?? {})
   } catch (err) {
     throw new ConfigError([{ path: file, message: `YAML error: ${(err as Error).message.split('\n')[0]}` }])
   }
