@@ -185,6 +185,27 @@ t.test('cookie mode', async (t) => {
     t.equal((await onlySession(t, prefix)).rev, '0', 'no reuse alarm')
   })
 
+  t.test("another session's valid access token does not let a replayed refresh token pass as an early refresh", async (t) => {
+    const { gw, upstream, prefix } = await setup(t, { config: { tokens: { accessTtl: '2s', refreshAhead: '1500ms', reuseGrace: '200ms' } } })
+    const victim = new CookieClient(gw.url)
+    await victim.login('alice', 'alice-pw')
+    const stolen = victim.jar.get('sg_refresh') as string
+    t.equal((await send(`${gw.url}/auth/refresh`, { method: 'POST', body: { refreshToken: stolen } })).status, 200, 'the victim rotated')
+    await sleep(300) // past the grace: presenting the stolen token now is a replay
+    const attacker = new CookieClient(gw.url)
+    await attacker.login('bob', 'bob-pw')
+    await untilNearExpiry(attacker.jar.get('sg_access') as string, 1500)
+    const before = upstream.requests.length
+    const mixed = await send(`${gw.url}/api/orders`, { headers: { cookie: `sg_access=${attacker.jar.get('sg_access')}; sg_refresh=${stolen}` } })
+    t.equal(mixed.status, 401, 'refused')
+    t.equal(mixed.json.error, 'unauthenticated')
+    t.equal(upstream.requests.length, before, 'the upstream sees nothing')
+    const keys = await sessionKeys(prefix)
+    const sessions = await Promise.all(keys.map((k) => redis.client.hgetall(k)))
+    t.equal(sessions.filter((h) => h.rev === '1').length, 1, "the stolen token's family is revoked (reuse detected)")
+    t.equal((await attacker.send('/auth/session')).status, 200, "the other session is not touched")
+  })
+
   t.test('a login always starts a new session, whatever cookies it carries (no fixation)', async (t) => {
     const { gw, upstream, prefix } = await setup(t)
     const client = new CookieClient(gw.url)

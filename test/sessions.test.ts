@@ -355,6 +355,20 @@ t.test('20 concurrent refreshes with one token over two instances: all 200, one 
   t.equal((await sessionWith(two, replies[0]!.json.accessToken)).status, 200, 'the access token of the shared rotation works on the other instance')
 })
 
+t.test('an early and a plain refresh of one token in one process share a rotation, even with reuseGrace 0', async (t) => {
+  const gw = await gateway(t, { config: { tokens: { reuseGrace: '0s' } } })
+  const sessions = gw.gateway.current().sessions
+  for (const order of ['early first', 'plain first'] as const) {
+    const first = (await login(gw)).json.refreshToken as string
+    const [a, b] = order === 'early first'
+      ? await Promise.all([sessions.refreshUnlessSuperseded(first), sessions.refresh(first)])
+      : await Promise.all([sessions.refresh(first), sessions.refreshUnlessSuperseded(first)])
+    t.ok(a && b, `${order}: both get tokens`)
+    t.equal(a?.refreshToken, b?.refreshToken, `${order}: the same successor, one rotation`)
+    t.equal((await refresh(gw, a?.refreshToken as string)).status, 200, `${order}: the family is alive (no reuse taken)`)
+  }
+})
+
 t.test('a forged refresh token naming a real family is refused and does not revoke it', async (t) => {
   const gw = await gateway(t, { config: { tokens: { reuseGrace: '100ms' } } })
   const first = await login(gw)

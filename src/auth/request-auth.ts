@@ -84,10 +84,13 @@ export async function authenticate(
     throw unauthenticated('cookie')
   }
   try {
-    // With a still-valid access token the refresh is early: when the refresh cookie is already behind its family
-    // beyond the grace (a rotation was made for another request, typically a slow one whose response with the new
-    // cookies has not reached the client yet), the access token serves until the new cookies arrive.
-    const rotated = current ? await sessions.refreshUnlessSuperseded(credentials.refresh) : await sessions.refresh(credentials.refresh)
+    // With a still-valid access token of the same session the refresh is early: when the refresh cookie is already
+    // behind its family beyond the grace (a rotation was made for another request, typically a slow one whose
+    // response with the new cookies has not reached the client yet), the access token serves until the new cookies
+    // arrive. Only for the same session: a valid access token never lets another session's rotated refresh token
+    // pass without the reuse check.
+    const early = current !== undefined && current.sid === sessions.sidOfRefreshToken(credentials.refresh)
+    const rotated = early ? await sessions.refreshUnlessSuperseded(credentials.refresh) : await sessions.refresh(credentials.refresh)
     if (!rotated) return { mode: 'cookie', token: current as VerifiedAccessToken, rotated: undefined }
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }
   } catch (err) {

@@ -40,7 +40,7 @@ export class Sessions {
   readonly verifier: AccessTokenVerifier
   private readonly issuer: AccessTokenIssuer
   private readonly refreshTokens: RefreshTokens
-  private readonly inFlight = new Map<string, Promise<SessionTokens | undefined>>()
+  private readonly inFlight = new Map<string, { early: boolean; rotation: Promise<SessionTokens | undefined> }>()
   private readonly checksInFlight = new Map<string, Promise<AccessState>>()
 
   constructor(
@@ -66,7 +66,7 @@ export class Sessions {
     return this.tokensFor(session, refreshToken)
   }
 
-  /** Rotates a refresh token. Concurrent calls with the same token in this process share one rotation. */
+  /** Rotates a refresh token. Concurrent calls with the same token in this process share one rotation (shared()). */
   refresh(refreshToken: string): Promise<SessionTokens> {
     // Only an early refresh (refreshUnlessSuperseded) can be answered with undefined.
     return this.shared(refreshToken, false) as Promise<SessionTokens>
@@ -83,12 +83,22 @@ export class Sessions {
     return this.shared(refreshToken, true)
   }
 
-  private shared(refreshToken: string, unlessSuperseded: boolean): Promise<SessionTokens | undefined> {
-    const key = unlessSuperseded ? `early ${refreshToken}` : refreshToken
-    const running = this.inFlight.get(key)
-    if (running) return running
-    const rotation = this.rotate(refreshToken, unlessSuperseded).finally(() => this.inFlight.delete(key))
-    this.inFlight.set(key, rotation)
+  /**
+   * One rotation per token in this process at a time. An early caller takes any running rotation's answer; a plain
+   * caller takes a plain one's, or an early one's unless that was "superseded" (then it rotates itself, which is
+   * what it would have done alone). So parallel requests never race each other into a reuse, even with reuseGrace 0.
+   */
+  private shared(refreshToken: string, early: boolean): Promise<SessionTokens | undefined> {
+    const running = this.inFlight.get(refreshToken)
+    if (running && (early || !running.early)) return running.rotation
+    const rotation = running
+      ? running.rotation.then((answer) => answer ?? this.rotate(refreshToken, false))
+      : this.rotate(refreshToken, early)
+    const entry = { early: running ? false : early, rotation }
+    this.inFlight.set(refreshToken, entry)
+    void rotation.catch(() => {}).finally(() => {
+      if (this.inFlight.get(refreshToken) === entry) this.inFlight.delete(refreshToken)
+    })
     return rotation
   }
 
