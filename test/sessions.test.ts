@@ -276,6 +276,10 @@ t.test('refresh rotates: a new pair; the old token after the grace revokes the f
   const replayAgain = await refresh(gw, first.json.refreshToken)
   t.equal(replayAgain.status, 401)
   t.same([...cookiesOf(replay).keys()].sort(), ['sg_access', 'sg_refresh'], 'a reuse clears the cookies, even for a token sent in the body')
+  const other = (await login(gw, bob)).json.refreshToken as string
+  const withOtherCookies = await refresh(gw, first.json.refreshToken, { cookie: `sg_refresh=${other}` })
+  t.equal(withOtherCookies.json.error, 'refresh_token_reused')
+  t.equal(withOtherCookies.setCookies.length, 0, "but not the cookies of another session the request carried")
 })
 
 t.test('logout with a bad JSON body still ends the session its cookies name', async (t) => {

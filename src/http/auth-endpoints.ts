@@ -86,9 +86,11 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       // A session held in HttpOnly cookies is never turned into tokens a script could read.
       return sendTokens(reply, rt, tokens, !viaCookie)
     } catch (err) {
-      // A detected reuse ends the family however the token came: cookies of it, if any, are dead too.
+      // A detected reuse ends the family however the token came: the cookies of that family, if the request
+      // carried them, are dead too (cookies of another session are left alone).
       const reused = err instanceof GatewayError && err.code === 'refresh_token_reused'
-      if (reused || (viaCookie && err instanceof GatewayError)) reply.header('set-cookie', clearedCookies(rt.config))
+      const cookiesOfIt = fromCookie === undefined || rt.sessions.sidOfRefreshToken(fromCookie) === rt.sessions.sidOfRefreshToken(token)
+      if ((reused && cookiesOfIt) || (viaCookie && err instanceof GatewayError)) reply.header('set-cookie', clearedCookies(rt.config))
       throw err
     }
   })
@@ -119,7 +121,10 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const rt = current()
     const auth = await authenticateOrThrow(request, reply, rt)
     const session = await rt.sessions.session(auth.token.sid)
-    if (!session) throw unauthenticated(auth.mode)
+    if (!session) {
+      if (carriesSessionCookies(request, rt.cookies)) reply.header('set-cookie', clearedCookies(rt.config))
+      throw unauthenticated(auth.mode)
+    }
     if (auth.rotated) reply.header('set-cookie', sessionCookies(rt.config, auth.rotated))
     return reply.send({
       sub: auth.token.sub,
