@@ -53,8 +53,9 @@ export async function runCommand(args: string[]): Promise<number> {
 }
 
 /**
- * How long a stop waits for in-flight requests before it gives up (and exits 1): every request has an end by then,
- * since the slowest route (or the login upstream) answers 504 at its timeout; 5 s more for the reply to go out.
+ * How long a stop waits for in-flight requests before it gives up (and exits 1): the slowest route's timeout (or
+ * the login upstream's), after which that request has its answer or its 504, and 5 s more for the reply to go out.
+ * Routes without a timeout (0: event streams, long polls) do not count: their connections end at the deadline.
  */
 function shutdownDeadline(loaded: LoadedConfig): number {
   const { routes, login } = loaded.config

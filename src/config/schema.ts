@@ -111,7 +111,7 @@ const RESERVED_HEADERS = new Set([
 
 const PREFIX = /^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\/?$/
 
-/** The gateway's own endpoints (src/server/build-gateway.ts): a route at or under one of them would be shadowed. */
+/** The gateway's own endpoints (src/server/build-gateway.ts), exact paths: a route prefix equal to one would be shadowed. */
 const GATEWAY_PATHS = ['/healthz', '/readyz', '/metrics', '/.well-known/jwks.json']
 
 /** Claims the gateway sets itself; as src/auth/users-file.ts refuses them in the users file. */
@@ -140,7 +140,8 @@ const routeSchema = z.strictObject({
     )
     .default({}),
   websocket: z.boolean().default(false),
-  timeout: duration('30s', '0 would mean no timeout'),
+  /** 0: no timeout (server-sent events, long polls). */
+  timeout: duration('30s'),
 })
 
 const tokensSchema = z.strictObject({
@@ -258,9 +259,10 @@ export const configSchema = z
       if (prefix === config.login.path || prefix.startsWith(`${config.login.path}/`)) {
         ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the auth endpoints at ${config.login.path}`, input: route.prefix })
       }
-      const own = GATEWAY_PATHS.find((p) => prefix === p || prefix.startsWith(`${p}/`))
+      // The gateway's endpoints are exact paths: `/metrics/dashboard` reaches a route, `/metrics` never would.
+      const own = GATEWAY_PATHS.find((p) => prefix === p)
       if (own !== undefined) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the gateway's own endpoint ${own}`, input: route.prefix })
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `is the gateway's own endpoint ${own}`, input: route.prefix })
       }
       if (route.auth === 'public' && route.require !== undefined) {
         ctx.issues.push({ code: 'custom', path: ['routes', i, 'require'], message: 'has no effect on a public route', input: route.require })
