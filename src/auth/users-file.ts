@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import type { ConfigProblem } from '../errors.js'
 import { describeIssue } from '../config/describe-issue.js'
+import { REGISTERED_CLAIMS_REFUSED, setsRegisteredClaim } from '../tokens/registered-claims.js'
 import { parsePasswordHash } from './password.js'
 
 export interface UserRecord {
@@ -16,7 +17,6 @@ const PLAIN_TEXT = 'plain-text passwords are refused: store a hash from `session
 const UNSUPPORTED_HASH = 'is a password hash of a kind this gateway does not read: store a hash from `sessiongate hash-password` (scrypt)'
 /** `$argon2id$...`, `$2b$...` (bcrypt), `md5$...`: meant as a hash, not a password. */
 const LOOKS_HASHED = /^\$[a-z0-9-]+\$|^[a-z0-9-]+\$/i
-const RESERVED_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid']
 
 const usersFileSchema = z.strictObject({
   users: z.array(
@@ -28,7 +28,7 @@ const usersFileSchema = z.strictObject({
       sub: z.string().min(1).max(256).optional(),
       claims: z
         .record(z.string(), z.unknown())
-        .refine((c) => !RESERVED_CLAIMS.some((k) => k in c), `must not set ${RESERVED_CLAIMS.join(', ')}`)
+        .refine((c) => !setsRegisteredClaim(c), REGISTERED_CLAIMS_REFUSED)
         .default({}),
     }),
   ),

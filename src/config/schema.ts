@@ -2,6 +2,7 @@ import { isIP } from 'node:net'
 import { z } from 'zod'
 import { cookieNames } from '../auth/cookies.js'
 import { DURATION_HINT, parseDuration } from './duration.js'
+import { REGISTERED_CLAIMS_REFUSED, setsRegisteredClaim } from '../tokens/registered-claims.js'
 
 /**
  * A duration field: accepts `30s`-style strings or integer seconds, yields milliseconds. `positive` refuses 0 with
@@ -115,7 +116,6 @@ const PREFIX = /^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\/?$/
 const GATEWAY_PATHS = ['/healthz', '/readyz', '/metrics', '/.well-known/jwks.json']
 
 /** Claims the gateway sets itself; as src/auth/users-file.ts refuses them in the users file. */
-const RESERVED_CLAIMS = ['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid']
 
 const routeSchema = z.strictObject({
   name: z.string().regex(/^[A-Za-z0-9_.-]+$/, 'must be letters, digits, ".", "_" or "-"'),
@@ -173,7 +173,7 @@ const loginSchema = z.strictObject({
       subject: jsonPointer,
       claims: z
         .record(z.string(), jsonPointer)
-        .refine((c) => !RESERVED_CLAIMS.some((k) => Object.hasOwn(c, k)), `must not set ${RESERVED_CLAIMS.join(', ')}`)
+        .refine((c) => !setsRegisteredClaim(c), REGISTERED_CLAIMS_REFUSED)
         .default({}),
       timeout: duration('10s', '0 would fail every login'),
     })

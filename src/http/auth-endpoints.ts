@@ -7,6 +7,7 @@ import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import { REGISTERED_CLAIMS } from '../tokens/registered-claims.js'
 import { oneMethodRoute } from './one-method-route.js'
 
 declare module 'fastify' {
@@ -16,7 +17,6 @@ declare module 'fastify' {
   }
 }
 
-const REGISTERED_CLAIMS = new Set(['iss', 'aud', 'sub', 'iat', 'nbf', 'exp', 'jti', 'sid'])
 const MAX_USERNAME = 256
 const MAX_PASSWORD = 1024
 
@@ -181,7 +181,7 @@ function tokenMode(request: FastifyRequest): boolean {
 }
 
 function userClaims(payload: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(payload).filter(([k]) => !REGISTERED_CLAIMS.has(k)))
+  return Object.fromEntries(Object.entries(payload).filter(([k]) => !REGISTERED_CLAIMS.includes(k)))
 }
 
 function sendTokens(reply: FastifyReply, rt: Runtime, tokens: SessionTokens, asTokens: boolean): FastifyReply {
