@@ -1,11 +1,13 @@
 /**
  * The access token's exp: iat + accessTtl exactly (as a verifier reads the lifetime), except that a lifetime of a
- * second or two is never minted (almost) expired because iat is floored to the second.
+ * second or two is never minted (almost) expired because iat is floored to the second; and a verified token is held
+ * in the verifier's cache until its expiry at most.
  */
 import { decodeJwt } from 'jose'
 import t from 'tap'
 import type { GatewayConfig } from '../src/config/schema.js'
 import { AccessTokenIssuer } from '../src/tokens/access-token.js'
+import { AccessTokenVerifier } from '../src/tokens/access-token-verifier.js'
 import { ephemeralKeyRing } from '../src/tokens/keys.js'
 
 const keys = await ephemeralKeyRing('EdDSA')
@@ -37,4 +39,29 @@ t.test('a lifetime of a second or less is never minted almost expired', async (t
       t.ok(issued.expiresAt - issuedAt < ms + 1000, `${ms} ms +${offset} ms: and less than a second over`)
     }
   }
+})
+
+t.test('the verified-token cache holds a token until its expiry at most', async (t) => {
+  const tokens = { ...tokensOf(60_000), clockTolerance: 0, algorithm: 'EdDSA', refreshAhead: 1000 } as GatewayConfig['tokens']
+  const verifier = new AccessTokenVerifier(keys, tokens)
+  const remembered = async (lifetimeMs: number, now = Date.now()) => {
+    const issued = await issuerWith(60_000).issue(subject)
+    const verified = { token: issued.token, sub: 'u', sid: subject.sid, jti: issued.jti, expiresAt: now + lifetimeMs, payload: issued.payload }
+    verifier.remember(verified, now)
+    return verified
+  }
+  const shortLived = await remembered(40)
+  const longLived = await remembered(60_000)
+  t.equal(verifier.size, 2)
+  t.ok(verifier.cached(shortLived.token), 'served while it lives')
+  await new Promise((resolve) => setTimeout(resolve, 120))
+  t.equal(verifier.cached(shortLived.token), undefined, 'not served once expired')
+  await remembered(-1)
+  t.equal(verifier.size, 1, 'an already expired token is not kept at all')
+  await remembered(50)
+  t.equal(verifier.size, 2)
+  await new Promise((resolve) => setTimeout(resolve, 120))
+  await remembered(60_000, Date.now() + 10_000) // a write 10 s after the last sweep sweeps
+  t.equal(verifier.size, 2, 'the expired one swept out: the long-lived and the new one stay')
+  t.ok(verifier.cached(longLived.token))
 })

@@ -23,6 +23,9 @@ export class TokenRefusedError extends Error {
   }
 }
 
+/** How often, at most, expired tokens are swept out of the cache. */
+const PURGE_EVERY_MS = 10_000
+
 /** Tokens are small; anything larger is refused before any parsing. */
 export const MAX_TOKEN_LENGTH = 8192
 const JWS_COMPACT = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/
@@ -37,6 +40,7 @@ const FORBIDDEN_HEADERS = ['jku', 'x5u', 'jwk', 'x5c', 'crit', 'b64', 'zip', 'en
 export class AccessTokenVerifier {
   private readonly cache = boundedCache<string, VerifiedAccessToken>(50_000)
   private readonly toleranceMs: number
+  private lastPurge = Date.now()
 
   constructor(
     private readonly keys: KeyRing,
@@ -62,17 +66,37 @@ export class AccessTokenVerifier {
       return cached
     }
     const verified = await this.verifyUncached(token, now)
-    this.cache.set(token, verified)
+    this.keep(verified, now)
     return verified
+  }
+
+  /** How many verified tokens are held (stale ones are dropped within PURGE_EVERY_MS of their expiry). */
+  get size(): number {
+    return this.cache.size
+  }
+
+  /**
+   * Held until its expiry (+ clockTolerance) at most: an expired token is refused anyway, and a busy gateway would
+   * otherwise fill the cache with them (every refresh adds one; at ~3 KB each, 50,000 are ~150 MB). Stale entries
+   * are swept now and then, on a write, so there is no timer to stop.
+   */
+  private keep(verified: VerifiedAccessToken, now: number): void {
+    const ttl = verified.expiresAt + this.toleranceMs - now
+    if (ttl <= 0) return
+    this.cache.set(verified.token, verified, { ttl })
+    if (now - this.lastPurge >= PURGE_EVERY_MS) {
+      this.lastPurge = now
+      this.cache.purgeStale()
+    }
   }
 
   /**
    * A token this instance has just signed (login, refresh) is known good: it goes into the cache as if verified,
    * so that neither the refresh that made it nor the client's next request pays for a signature check.
    */
-  remember(verified: VerifiedAccessToken): void {
+  remember(verified: VerifiedAccessToken, now = Date.now()): void {
     // One that verify() would refuse (claims too large) is not remembered: every instance must refuse it alike.
-    if (verified.token.length <= MAX_TOKEN_LENGTH) this.cache.set(verified.token, verified)
+    if (verified.token.length <= MAX_TOKEN_LENGTH) this.keep(verified, now)
   }
 
   private async verifyUncached(token: string, now: number): Promise<VerifiedAccessToken> {
