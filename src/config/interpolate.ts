@@ -24,19 +24,30 @@ export function hideReferences(text: string): { text: string; restore: (node: un
   })
   if (references.length === 0) return undefined
   const back = (value: string) => value.replace(PLACEHOLDER, (_all, i: string) => references[Number(i)] as string)
-  const restore = (node: unknown): unknown => {
-    if (typeof node === 'string') return back(node)
-    if (Array.isArray(node)) return node.map(restore)
-    if (node !== null && typeof node === 'object') {
-      const out: Record<string, unknown> = {}
-      for (const [key, value] of Object.entries(node)) {
-        Object.defineProperty(out, back(key), { value: restore(value), enumerable: true, writable: true, configurable: true })
-      }
-      return out
+  return { text: hidden, restore: (node) => mapTree(node, back, back) }
+}
+
+/**
+ * A parsed YAML tree rebuilt with every string (given its path) through `text` and every key through `key`.
+ * defineProperty, not assignment: a YAML key `__proto__` must stay an (unknown, reported) key, not become the
+ * object's prototype whose members the schema would then read as if they had been written there.
+ */
+function mapTree(
+  node: unknown,
+  text: (value: string, path: (string | number)[]) => unknown,
+  key: (name: string) => string = (name) => name,
+  path: (string | number)[] = [],
+): unknown {
+  if (typeof node === 'string') return text(node, path)
+  if (Array.isArray(node)) return node.map((item, i) => mapTree(item, text, key, [...path, i]))
+  if (node !== null && typeof node === 'object') {
+    const out: Record<string, unknown> = {}
+    for (const [name, value] of Object.entries(node)) {
+      Object.defineProperty(out, key(name), { value: mapTree(value, text, key, [...path, name]), enumerable: true, writable: true, configurable: true })
     }
-    return node
+    return out
   }
-  return { text: hidden, restore }
+  return node
 }
 
 /**
@@ -44,24 +55,8 @@ export function hideReferences(text: string): { text: string; restore: (node: un
  * A string that is one whole reference takes the YAML type of its value (`port: ${PORT:-8080}` is a number).
  * Substitution happens after parsing, so a variable's value can never inject YAML structure.
  */
-export function interpolateEnv(
-  node: unknown,
-  env: NodeJS.ProcessEnv,
-  problems: ConfigProblem[],
-  path: (string | number)[] = [],
-): unknown {
-  if (typeof node === 'string') return interpolateString(node, env, problems, path)
-  if (Array.isArray(node)) return node.map((item, i) => interpolateEnv(item, env, problems, [...path, i]))
-  if (node !== null && typeof node === 'object') {
-    const out: Record<string, unknown> = {}
-    // defineProperty, not assignment: a YAML key `__proto__` must stay an (unknown, reported) key, not become the
-    // object's prototype whose members the schema would then read as if they had been written there.
-    for (const [key, value] of Object.entries(node)) {
-      Object.defineProperty(out, key, { value: interpolateEnv(value, env, problems, [...path, key]), enumerable: true, writable: true, configurable: true })
-    }
-    return out
-  }
-  return node
+export function interpolateEnv(node: unknown, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): unknown {
+  return mapTree(node, (text, path) => interpolateString(text, env, problems, path))
 }
 
 function interpolateString(
