@@ -17,14 +17,11 @@ import type {
 
 const ACCESS_STATES: AccessState[] = ['ok', 'denied', 'revoked', 'missing']
 
-/** Any failure to talk to Redis becomes StoreUnavailableError: callers fail closed. */
-async function guarded<T>(work: Promise<T>): Promise<T> {
-  try {
-    return await work
-  } catch (err) {
-    throw new StoreUnavailableError(err)
-  }
-}
+/** How often the revocation subscription's connection is asked whether Redis still answers. */
+const HEARTBEAT_MS = 1000
+
+/** At most one log line per this long about failing commands (a frozen Redis closes no connection: no error event). */
+const FAILURE_LOG_EVERY_MS = 10_000
 
 function parseClaims(text: unknown): Record<string, unknown> {
   return typeof text === 'string' ? (JSON.parse(text) as Record<string, unknown>) : {}
@@ -35,10 +32,27 @@ export class RedisSessionStore implements SessionStore {
   private readonly redis: ScriptedClient
   private readonly keys: StoreKeys
   private subscriber: Redis | undefined
+  private heartbeat: NodeJS.Timeout | undefined
 
   constructor(client: RedisClient, keyPrefix: string, private readonly log?: FastifyBaseLogger) {
     this.redis = defineScripts(client)
     this.keys = new StoreKeys(keyPrefix)
+  }
+
+  private lastFailureLog = 0
+
+  /** Any failure to talk to Redis becomes StoreUnavailableError: callers fail closed (or verify-only). */
+  private async guarded<T>(work: Promise<T>): Promise<T> {
+    try {
+      return await work
+    } catch (err) {
+      const now = Date.now()
+      if (now - this.lastFailureLog >= FAILURE_LOG_EVERY_MS) {
+        this.lastFailureLog = now
+        this.log?.error({ err: { message: (err as Error).message } }, 'session store command failed (unreachable or not answering): redis.onOutage applies')
+      }
+      throw new StoreUnavailableError(err)
+    }
   }
 
   get client(): RedisClient {
@@ -47,12 +61,12 @@ export class RedisSessionStore implements SessionStore {
 
   async createSession(s: NewSession): Promise<SessionRecord> {
     const claims = JSON.stringify(s.claims)
-    const [gen, created, rot, abs, idle] = (await guarded(
+    const [gen, created, rot, abs, idle] = (await this.guarded(
       this.redis.createSession(this.keys.session(s.sid), s.sub, claims, s.refreshHash, s.idleTtlMs, s.absoluteTtlMs),
     )) as number[]
     // The subject index only serves logout-all; it is pruned of dead families as it goes.
     const index = this.keys.subjectSessions(s.sub)
-    await guarded(
+    await this.guarded(
       Promise.all([
         this.redis.zadd(index, abs as number, s.sid),
         this.redis.zremrangebyscore(index, '-inf', Date.now()),
@@ -70,7 +84,7 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async rotate(r: RotateRequest): Promise<RotateResult> {
-    const reply = (await guarded(
+    const reply = (await this.guarded(
       this.redis.rotateRefresh(this.keys.session(r.sid), this.keys.successor(r.sid), r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs, r.unlessSuperseded ? '1' : '0'),
     )) as (string | number)[]
     const status = reply[0]
@@ -84,7 +98,7 @@ export class RedisSessionStore implements SessionStore {
       return { kind: 'grace', session, sealedSuccessor: String(sealed) }
     }
     if (status === 'reused') {
-      void this.publish({ type: 'session', sid: r.sid })
+      await this.publish({ type: 'session', sid: r.sid })
       return { kind: 'reused' }
     }
     if (status === 'superseded' || status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
@@ -92,12 +106,12 @@ export class RedisSessionStore implements SessionStore {
   }
 
   async checkAccess(sid: string, jti: string): Promise<AccessState> {
-    const code = (await guarded(this.redis.checkAccess(this.keys.session(sid), this.keys.deniedJti(sid, jti)))) as number
+    const code = (await this.guarded(this.redis.checkAccess(this.keys.session(sid), this.keys.deniedJti(sid, jti)))) as number
     return ACCESS_STATES[code] ?? 'missing'
   }
 
   async getSession(sid: string): Promise<SessionRecord | undefined> {
-    const f = await guarded(this.redis.hmget(this.keys.session(sid), 'sub', 'claims', 'gen', 'created', 'rot', 'abs', 'idle', 'rev'))
+    const f = await this.guarded(this.redis.hmget(this.keys.session(sid), 'sub', 'claims', 'gen', 'created', 'rot', 'abs', 'idle', 'rev'))
     const sub = f[0]
     if (sub === null || sub === undefined || f[7] !== '0') return undefined
     const session: SessionRecord = {
@@ -109,47 +123,47 @@ export class RedisSessionStore implements SessionStore {
 
   async denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void> {
     if (expiresAt <= Date.now()) return
-    await guarded(this.redis.set(this.keys.deniedJti(sid, jti), '1', 'PXAT', expiresAt))
-    void this.publish({ type: 'jti', sid, jti, expiresAt })
+    await this.guarded(this.redis.set(this.keys.deniedJti(sid, jti), '1', 'PXAT', expiresAt))
+    await this.publish({ type: 'jti', sid, jti, expiresAt })
   }
 
   async deleteSession(sid: string): Promise<boolean> {
-    const [removed] = await guarded(Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))
-    void this.publish({ type: 'session', sid })
+    const [removed] = await this.guarded(Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))
+    await this.publish({ type: 'session', sid })
     return removed > 0
   }
 
   async deleteSessionsOf(sub: string): Promise<number> {
     const index = this.keys.subjectSessions(sub)
-    const sids = await guarded(this.redis.zrange(index, 0, -1))
-    const removed = await guarded(
+    const sids = await this.guarded(this.redis.zrange(index, 0, -1))
+    const removed = await this.guarded(
       Promise.all(sids.map(async (sid) => (await Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))[0])),
     )
-    await guarded(this.redis.del(index))
-    for (const sid of sids) void this.publish({ type: 'session', sid })
+    await this.guarded(this.redis.del(index))
+    await Promise.all(sids.map((sid) => this.publish({ type: 'session', sid })))
     return removed.reduce((n, r) => n + r, 0)
   }
 
   async rateLimitPeek(keys: string[]): Promise<RateLimitState[]> {
-    const replies = (await guarded(Promise.all(keys.map((k) => this.redis.rateLimitPeek(this.keys.rateLimit(k)))))) as number[][]
+    const replies = (await this.guarded(Promise.all(keys.map((k) => this.redis.rateLimitPeek(this.keys.rateLimit(k)))))) as number[][]
     return replies.map(([count, pttl]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)) }))
   }
 
   async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]> {
-    const replies = (await guarded(Promise.all(keys.map((k) => this.redis.rateLimitHit(this.keys.rateLimit(k), windowMs))))) as number[][]
+    const replies = (await this.guarded(Promise.all(keys.map((k) => this.redis.rateLimitHit(this.keys.rateLimit(k), windowMs))))) as number[][]
     return replies.map(([count, pttl]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)) }))
   }
 
   async rateLimitUndo(key: string): Promise<void> {
-    await guarded(this.redis.rateLimitUndo(this.keys.rateLimit(key)))
+    await this.guarded(this.redis.rateLimitUndo(this.keys.rateLimit(key)))
   }
 
   async rateLimitReset(key: string): Promise<void> {
-    await guarded(this.redis.del(this.keys.rateLimit(key)))
+    await this.guarded(this.redis.del(this.keys.rateLimit(key)))
   }
 
   async ping(): Promise<void> {
-    await guarded(this.redis.ping())
+    await this.guarded(this.redis.ping())
   }
 
   private async publish(event: RevocationEvent): Promise<void> {
@@ -160,6 +174,12 @@ export class RedisSessionStore implements SessionStore {
     }
   }
 
+  /**
+   * Subscribes (now, and again after every reconnection) and reports the subscription's state. Never throws: with
+   * Redis away at start the subscription simply comes up later. A subscription whose connection stays open while
+   * Redis does not answer (a frozen or partitioned server) is reported down by a heartbeat: no answer to a PING
+   * within the command timeout, one a second.
+   */
   async onRevocation(listener: (event: RevocationEvent) => void, onStatus?: (subscribed: boolean) => void): Promise<void> {
     if (!(this.redis instanceof Redis)) throw new Error('the local revocation cache needs a single Redis or sentinel connection')
     const channel = this.keys.revocationChannel()
@@ -173,19 +193,32 @@ export class RedisSessionStore implements SessionStore {
         /* not ours */
       }
     })
+    let subscribed = false
+    const report = (up: boolean) => {
+      subscribed = up
+      onStatus?.(up)
+    }
     // While the subscription is down, revocations may be missed: say so, and say when it is back.
-    subscriber.on('close', () => onStatus?.(false))
+    subscriber.on('close', () => report(false))
     subscriber.on('ready', () => {
-      subscriber.subscribe(channel).then(
-        () => onStatus?.(true),
-        () => onStatus?.(false),
-      )
+      subscriber.subscribe(channel).then(() => report(true), () => report(false))
     })
-    await subscriber.subscribe(channel)
-    onStatus?.(true)
+    this.heartbeat = setInterval(() => {
+      if (subscriber.status !== 'ready') return
+      subscriber.ping().then(
+        () => {
+          if (!subscribed) subscriber.subscribe(channel).then(() => report(true), () => {})
+        },
+        () => {
+          if (subscribed) report(false)
+        },
+      )
+    }, HEARTBEAT_MS)
+    this.heartbeat.unref()
   }
 
   async close(): Promise<void> {
+    clearInterval(this.heartbeat)
     this.subscriber?.disconnect()
     await this.redis.quit().catch(() => this.redis.disconnect())
   }

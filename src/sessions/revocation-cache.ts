@@ -6,8 +6,9 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  *
  * The first time an instance sees a session it asks the store, as the strict mode does on every request;
  * after that it answers from memory, and every revocation (logout, logout-all, reuse detection, jti denial)
- * published by any instance reaches it through Redis pub/sub. While the subscription is down the cache is
- * emptied and not filled, so every request goes back to the store: it never answers from stale knowledge.
+ * published by any instance reaches it through Redis pub/sub. While the subscription is down (or Redis stops
+ * answering its heartbeat, a frozen server) the cache is emptied and not filled, so every request goes back to
+ * the store: it never answers from stale knowledge for longer than the heartbeat's bound.
  *
  * Trade-off: a revocation reaches other instances after the pub/sub delivery delay (measured in
  * test/revocation-cache.test.ts) instead of at once; a session that merely expires in the store (idle or
@@ -19,11 +20,17 @@ export class RevocationCache {
   private subscribed = false
   /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
   private epoch = 0
+  private onFirstSubscription: (() => void) | undefined
 
   constructor(private readonly store: SessionStore) {}
 
-  async start(): Promise<void> {
+  /**
+   * Subscribes, waiting up to `waitMs` for the subscription: until it is up (Redis away at start, say) every request
+   * asks the store, as in strict mode; it never fails the start.
+   */
+  async start(waitMs = 3000): Promise<void> {
     if (!this.store.onRevocation) throw new Error('this session store cannot publish revocations')
+    const up = new Promise<void>((resolve) => (this.onFirstSubscription = resolve))
     await this.store.onRevocation(
       (event) => {
         if (event.type === 'session') this.revokeSession(event.sid)
@@ -31,6 +38,7 @@ export class RevocationCache {
       },
       (up) => this.setSubscribed(up),
     )
+    await Promise.race([up, new Promise((resolve) => setTimeout(resolve, waitMs).unref())])
   }
 
   /** Down: forget everything and ask the store until the subscription is back. */
@@ -41,6 +49,7 @@ export class RevocationCache {
       this.deniedJtis.clear()
     }
     this.subscribed = up
+    if (up) this.onFirstSubscription?.()
   }
 
   get isSubscribed(): boolean {

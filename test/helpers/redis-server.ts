@@ -15,6 +15,9 @@ export interface TestRedis {
   /** Stops the server (SIGKILL-free: SHUTDOWN NOSAVE, or with appendonly the AOF is kept) and keeps the port. */
   pause(): Promise<void>
   resume(): Promise<void>
+  /** SIGSTOP: connections stay open and nothing answers (a frozen or partitioned server); thaw() is SIGCONT. */
+  freeze(): void
+  thaw(): void
 }
 
 export async function freePort(): Promise<number> {
@@ -83,5 +86,7 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
     async resume() {
       await launch()
     },
+    freeze: () => void child?.kill('SIGSTOP'),
+    thaw: () => void child?.kill('SIGCONT'),
   }
 }
