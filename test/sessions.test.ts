@@ -282,6 +282,32 @@ t.test('refresh rotates: a new pair; the old token after the grace revokes the f
   t.equal(withOtherCookies.setCookies.length, 0, "but not the cookies of another session the request carried")
 })
 
+t.test('a page of another origin cannot log the user out (logout CSRF): 204, nothing ended, cookies kept', async (t) => {
+  const gw = await gateway(t)
+  const client = new CookieClient(gw.url)
+  t.equal((await client.login('alice', 'alice-pw')).status, 200)
+  const cookie = client.cookieHeader()
+  const forged: [string, Record<string, string>][] = [
+    ['a cross-site form', { 'sec-fetch-site': 'cross-site', origin: 'https://evil.example' }],
+    ['a same-site page of another origin', { 'sec-fetch-site': 'same-site', origin: 'http://localhost:1' }],
+    ['a foreign Origin from a browser without Sec-Fetch-Site', { origin: 'https://evil.example' }],
+    ['an opaque origin', { origin: 'null' }],
+  ]
+  for (const [what, headers] of forged) {
+    const res = await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { cookie, ...headers } })
+    t.equal(res.status, 204, `${what}: 204`)
+    t.equal(res.setCookies.length, 0, `${what}: no cookie cleared`)
+    t.notOk(res.headers['clear-site-data'], `${what}: no Clear-Site-Data`)
+    t.equal((await send(`${gw.url}/auth/session`, { headers: { cookie } })).status, 200, `${what}: the session goes on`)
+    const all = await send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { cookie, ...headers } })
+    assertError(t, all, 403, 'csrf', `${what}: logout-all refused`)
+  }
+  const own = await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { cookie, 'sec-fetch-site': 'same-origin', origin: gw.url } })
+  t.equal(own.status, 204)
+  t.equal(own.headers['clear-site-data'], '"cookies"', "the gateway's own page logs out")
+  t.equal((await send(`${gw.url}/auth/session`, { headers: { cookie } })).status, 401, 'the session ended')
+})
+
 t.test('logout with a bad JSON body still ends the session its cookies name', async (t) => {
   const gw = await gateway(t)
   const client = new CookieClient(gw.url)

@@ -1,3 +1,4 @@
+import type { IncomingHttpHeaders } from 'node:http'
 import type { FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 
@@ -12,4 +13,31 @@ export function passesCsrf(request: FastifyRequest, csrf: GatewayConfig['csrf'])
   if (request.headers['x-csrf'] === '1') return true
   const origin = request.headers.origin
   return typeof origin === 'string' && csrf.allowedOrigins.includes(origin)
+}
+
+/** No `Origin` (not a cross-origin browser request), this gateway's own origin, or an allowed one. */
+export function fromOwnOrAllowedOrigin(headers: IncomingHttpHeaders, allowed: readonly string[]): boolean {
+  const origin = headers.origin
+  if (origin === undefined) return true
+  if (allowed.includes(origin)) return true
+  try {
+    return new URL(origin).host === headers.host
+  } catch {
+    return false
+  }
+}
+
+/**
+ * Whether a browser says the request was made by a page of another origin that is not allowed, without
+ * `X-CSRF: 1`: `Sec-Fetch-Site` other than same-origin/none, else an `Origin` that is not ours or allowed. A form
+ * on another site must not end a session (nor clear a browser's cookies) with a POST to the auth endpoints.
+ * Clients that send neither header (servers, curl) are not pages of another origin.
+ */
+export function fromForeignPage(headers: IncomingHttpHeaders, csrf: GatewayConfig['csrf']): boolean {
+  if (headers['x-csrf'] === '1') return false
+  const site = headers['sec-fetch-site']
+  if (typeof site === 'string' && site !== 'same-origin' && site !== 'none') {
+    return !(typeof headers.origin === 'string' && csrf.allowedOrigins.includes(headers.origin))
+  }
+  return !fromOwnOrAllowedOrigin(headers, csrf.allowedOrigins)
 }

@@ -1,6 +1,7 @@
 import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeJwt } from 'jose'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
+import { fromForeignPage } from '../auth/csrf.js'
 import { carriesSessionCookies, clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
@@ -97,6 +98,8 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
 
   route('/logout', 'POST', async (request, reply) => {
     const rt = current()
+    // Sent by a page of another origin (a forged form): nothing to do, and the browser's cookies stay.
+    if (fromForeignPage(request.headers, rt.config.csrf)) return reply.code(204).send()
     const credentials = credentialsOf(request, rt.cookies)
     const accessText =
       credentials.mode === 'cookie' ? credentials.access : credentials.mode === 'bearer' ? credentials.token : undefined
@@ -111,6 +114,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
 
   route('/logout-all', 'POST', async (request, reply) => {
     const rt = current()
+    if (fromForeignPage(request.headers, rt.config.csrf)) throw new GatewayError('csrf')
     const auth = await authenticateOrThrow(request, reply, rt)
     await rt.sessions.logoutAll(auth.token.sub)
     await rt.sessions.logout(auth.token, undefined)

@@ -8,6 +8,7 @@ import { toGatewayError } from '../http/send-error.js'
 import { authorise, matchRoute } from './proxy-handler.js'
 import { upstreamHeaders } from './upstream-headers.js'
 import { sessionCookies } from '../auth/cookies.js'
+import { fromOwnOrAllowedOrigin } from '../auth/csrf.js'
 
 const WS_HANDSHAKE_HEADERS = ['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept', 'host', 'content-length']
 
@@ -49,7 +50,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
         socket: raw.socket,
       } as unknown as FastifyRequest
       const { identity, auth } = await authorise(request, rt, match)
-      if (auth?.mode === 'cookie' && !sameOrigin(raw, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
+      if (auth?.mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
       const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
@@ -94,17 +95,6 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
   }
 
   return { onUpgrade, close }
-}
-
-function sameOrigin(raw: IncomingMessage, allowed: readonly string[]): boolean {
-  const origin = raw.headers.origin
-  if (origin === undefined) return true
-  if (allowed.includes(origin)) return true
-  try {
-    return new URL(origin).host === raw.headers.host
-  } catch {
-    return false
-  }
 }
 
 function relay(client: WebSocket, upstream: WebSocket): void {
