@@ -276,6 +276,23 @@ t.test('slow responses and late requests across two instances', async (t) => {
     t.equal(await s.alarms(), 0, 'no reuse alarm')
   })
 
+  t.test('a response slower than the grace keeps the grace open: the next request with the older cookie is no replay', async (t) => {
+    const s = await setup(t, { accessTtl: '2s', refreshAhead: '1500ms', reuseGrace: '600ms' })
+    await until(expOf(s.jar.get('sg_access')) + 100) // expired: the browser has dropped the access cookie
+    const refreshOnly = `sg_refresh=${s.jar.get('sg_refresh')}`
+    const slow = get(s.a, '/api/slow/longpoll', refreshOnly) // rotates; the new cookies travel with its held answer
+    t.ok(await eventually(() => s.held.length === 1))
+    await sleep(1500) // well past reuseGrace; the long poll is still held
+    const next = await get(s.b, '/api/fast/poll', refreshOnly)
+    t.equal(next.status, 200, 'the page is not logged out')
+    t.equal(ours(next).length, 2, 'it gets the successor cookies (a grace answer)')
+    s.jar.apply(next.setCookies)
+    s.release()
+    t.equal((await slow).status, 200)
+    t.equal((await get(s.a, '/api/fast/after', cookiesOf(s.jar))).status, 200, 'and the session goes on')
+    t.equal(await s.alarms(), 0, 'no reuse alarm')
+  })
+
   t.test('a late grace answer carries a fresh access token, not the expired one of the rotation', async (t) => {
     const s = await setup(t, { accessTtl: '1s', refreshAhead: '500ms', reuseGrace: '5s' })
     await until(expOf(s.jar.get('sg_access')) + 100)
@@ -304,18 +321,26 @@ t.test('slow responses and late requests across two instances', async (t) => {
     const old = cookiesOf(s.jar)
     const slow = get(s.a, '/api/slow/upload', old) // rotates 0 -> 1; the new cookies travel with its held answer
     t.ok(await eventually(() => s.held.length === 1))
-    await sleep(1500) // past the grace; the old access token still has about 3 s to live
-    t.ok(Date.now() < exp - 1000, 'precondition: the old access token is still valid')
+    await sleep(1500) // past reuseGrace since the rotation, but its answer is still on its way: the grace is held open
     const poll = await get(s.b, '/api/fast/poll', old)
-    t.equal(poll.status, 200, 'a poll with the old cookies is served with the still-valid access token')
-    t.same(ours(poll), [], 'without touching the cookies')
-    t.equal(s.upstream.last()!.headers.authorization, `Bearer ${s.jar.get('sg_access')}`)
+    t.equal(poll.status, 200, 'a poll with the old cookies is served')
+    t.equal(ours(poll).length, 2, 'with the successor pair (a grace answer), not a reuse alarm')
     s.release()
     const done = await slow
     t.equal(done.status, 200)
-    t.equal(ours(done).length, 2, 'the slow answer delivers the rotation')
+    const refreshOf = (reply: Reply) => ours(reply).find((c) => c.startsWith('sg_refresh='))?.split(';')[0]
+    t.equal(refreshOf(done), refreshOf(poll), 'the slow answer delivers the same successor refresh token')
     s.jar.apply(done.setCookies)
-    t.equal((await get(s.b, '/api/fast/after', cookiesOf(s.jar))).status, 200, 'and the session goes on with it')
+
+    // Delivered, and the grace over: a request sent with the old cookies before they arrived is served with its
+    // still-valid access token, cookies untouched (superseded), and is no replay either.
+    await sleep(1700)
+    t.ok(Date.now() < exp - 500, 'precondition: the old access token is still valid')
+    const late = await get(s.b, '/api/fast/late', old)
+    t.equal(late.status, 200, 'a late request with the old cookies is served with the still-valid access token')
+    t.same(ours(late), [], 'without touching the cookies')
+    t.equal(s.upstream.last()!.headers.authorization, `Bearer ${old.split(';')[0]!.slice('sg_access='.length)}`)
+    t.equal((await get(s.b, '/api/fast/after', cookiesOf(s.jar))).status, 200, 'and the session goes on with the new pair')
     t.equal(await s.alarms(), 0, 'no reuse alarm')
   })
 })

@@ -171,6 +171,31 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal(await store.getSession(n.sid), undefined, 'a revoked family is not a session')
   })
 
+  t.test('extendGrace keeps the grace open (the successor still on its way), only for the current generation', async (t) => {
+    const store = await storeFor(t)
+    const n = newSession()
+    await store.createSession(n)
+    const r1 = rotation(n.sid, n.refreshHash, 0, { graceMs: 150 })
+    t.equal((await store.rotate(r1)).kind, 'rotated')
+    await sleep(75)
+    await store.extendGrace(n.sid, 1, 300)
+    await sleep(150) // past the first 150 ms, within the extension
+    const late = await store.rotate(rotation(n.sid, n.refreshHash, 0))
+    t.equal(late.kind, 'grace', 'the older token presented late gets the successor, not a reuse alarm')
+    await store.extendGrace(n.sid, 0, 10_000)
+    await sleep(250)
+    t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0))).kind, 'reused', 'an extension for another generation does nothing; the grace ends')
+    await store.extendGrace(n.sid, 1, 10_000)
+    t.equal((await store.rotate(rotation(n.sid, r1.nextHash, 1))).kind, 'revoked', 'a revoked family stays revoked')
+
+    const m = newSession()
+    await store.createSession(m)
+    t.equal((await store.rotate(rotation(m.sid, m.refreshHash, 0, { graceMs: 50 }))).kind, 'rotated')
+    await sleep(120)
+    await store.extendGrace(m.sid, 1, 10_000)
+    t.equal((await store.rotate(rotation(m.sid, m.refreshHash, 0))).kind, 'reused', 'a grace already over is not revived')
+  })
+
   t.test('rotate: with reuseGrace 0 there is no grace at all, not even in the same millisecond', async (t) => {
     const store = await storeFor(t)
     const n = newSession()

@@ -173,7 +173,10 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       throw err
     }
     const rotated = authorised.auth?.rotated
-    if (rotated) reply.header('set-cookie', sessionCookies(rt.config, rotated))
+    if (rotated) {
+      reply.header('set-cookie', sessionCookies(rt.config, rotated))
+      reply.raw.once('close', rt.sessions.holdGrace(rotated))
+    }
     const upstream = splitUrl(match.upstreamPath)
     request.forwarding = {
       rt, routeName: route.name, identity: authorised.identity, rotated,

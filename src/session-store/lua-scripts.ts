@@ -5,6 +5,7 @@ import type { RedisClient } from './redis-connection.js'
 export const SCRIPTS = {
   createSession: { file: 'create_session.lua', keys: 1 },
   rotateRefresh: { file: 'rotate_refresh.lua', keys: 2 },
+  extendGrace: { file: 'extend_grace.lua', keys: 2 },
   checkAccess: { file: 'check_access.lua', keys: 2 },
   rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1 },
   rateLimitPeek: { file: 'rate_limit_peek.lua', keys: 1 },

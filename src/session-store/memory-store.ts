@@ -13,6 +13,8 @@ interface StoredSession extends SessionRecord {
   current: string | undefined
   previous: string | undefined
   sealedSuccessor: string | undefined
+  /** The end of the last rotation's reuse grace (epoch ms). */
+  graceEndsAt: number
   revoked: boolean
 }
 
@@ -49,7 +51,7 @@ export class MemorySessionStore implements SessionStore {
     const s: StoredSession = {
       sid: n.sid, sub: n.sub, claims: structuredClone(n.claims), gen: 0, createdAt: now, rotatedAt: now,
       absoluteExpiresAt, idleExpiresAt: Math.min(now + n.idleTtlMs, absoluteExpiresAt),
-      current: n.refreshHash, previous: undefined, sealedSuccessor: undefined, revoked: false,
+      current: n.refreshHash, previous: undefined, sealedSuccessor: undefined, graceEndsAt: 0, revoked: false,
     }
     this.sessions.set(n.sid, s)
     let sids = this.bySubject.get(n.sub)
@@ -73,12 +75,13 @@ export class MemorySessionStore implements SessionStore {
       s.gen += 1
       s.rotatedAt = now
       s.sealedSuccessor = r.sealedSuccessor
+      s.graceEndsAt = now + r.graceMs
       s.idleExpiresAt = Math.min(now + r.idleTtlMs, s.absoluteExpiresAt)
       return { kind: 'rotated', session: publicRecord(s) }
     }
     if (
       r.presentedGen === s.gen - 1 && r.presentedHash === s.previous && s.sealedSuccessor !== undefined &&
-      now - s.rotatedAt < r.graceMs
+      now < s.graceEndsAt
     ) {
       return { kind: 'grace', session: publicRecord(s), sealedSuccessor: s.sealedSuccessor }
     }
@@ -90,6 +93,12 @@ export class MemorySessionStore implements SessionStore {
       return { kind: 'reused' }
     }
     return { kind: 'invalid' }
+  }
+
+  async extendGrace(sid: string, gen: number, graceMs: number): Promise<void> {
+    const s = this.live(sid)
+    const now = this.clock()
+    if (s && !s.revoked && s.gen === gen && now < s.graceEndsAt) s.graceEndsAt = Math.max(s.graceEndsAt, now + graceMs)
   }
 
   async checkAccess(sid: string, jti: string): Promise<AccessState> {

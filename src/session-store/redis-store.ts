@@ -105,6 +105,10 @@ export class RedisSessionStore implements SessionStore {
     throw new StoreUnavailableError(new Error(`unexpected rotate reply ${String(status)}`))
   }
 
+  async extendGrace(sid: string, gen: number, graceMs: number): Promise<void> {
+    await this.guarded(this.redis.extendGrace(this.keys.session(sid), this.keys.successor(sid), gen, graceMs))
+  }
+
   async checkAccess(sid: string, jti: string): Promise<AccessState> {
     const code = (await this.guarded(this.redis.checkAccess(this.keys.session(sid), this.keys.deniedJti(sid, jti)))) as number
     return ACCESS_STATES[code] ?? 'missing'

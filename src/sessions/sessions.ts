@@ -139,6 +139,22 @@ export class Sessions {
   }
 
   /**
+   * Keeps the reuse grace of `rotated` open while the response carrying it to the client is still on its way (a
+   * slow upstream, a long poll): every reuseGrace/2 the store keeps the successor for another reuseGrace. Without it,
+   * a client whose only request in flight is that slow one would present its older refresh token after the grace,
+   * before the new cookies reached it, and be taken for a replay. Call the returned function when the response has
+   * gone out (or failed); if this instance dies first, the grace simply ends reuseGrace after the last extension.
+   */
+  holdGrace(rotated: SessionTokens): () => void {
+    const grace = this.config.tokens.reuseGrace
+    const gen = this.refreshTokens.parse(rotated.refreshToken)?.gen
+    if (grace <= 0 || gen === undefined) return () => {}
+    const timer = setInterval(() => void this.store.extendGrace(rotated.sid, gen, grace).catch(() => {}), Math.max(1, Math.floor(grace / 2)))
+    timer.unref()
+    return () => clearInterval(timer)
+  }
+
+  /**
    * The access token of a generation is fixed (jti from the refresh token, iat from the rotation time), so a
    * reuse-grace answer repeats the same pair.
    */

@@ -1,6 +1,7 @@
 -- One-time-use refresh rotation, atomic, one round trip.
 -- KEYS[1] session hash, KEYS[2] the sealed successor of the last rotation (same hash tag; it lives only for the
--- reuse grace, in a key of its own so that the session hash stays small enough for Redis' compact encoding)
+-- reuse grace, in a key of its own so that the session hash stays small enough for Redis' compact encoding; the
+-- grace is over when it is gone)
 -- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
 --       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
@@ -31,7 +32,9 @@ if presentedGen == gen and ARGV[1] == f[2] then
   end
   return { 'rotated', gen + 1, f[9], now, abs, idle, f[7], f[8] }
 end
-if presentedGen == gen - 1 and ARGV[1] == f[3] and now - tonumber(f[4]) < tonumber(ARGV[6]) then
+-- The grace is the successor key's life: reuseGrace from the rotation, longer while the response carrying the
+-- successor is still on its way (extend_grace.lua).
+if presentedGen == gen - 1 and ARGV[1] == f[3] then
   local sealed = redis.call('GET', KEYS[2])
   if sealed then
     return { 'grace', gen, f[9], f[4], abs, f[10], f[7], f[8], sealed }
