@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
 import t, { type Test } from 'tap'
+import { loggerOptions } from '../src/server/logger.js'
 import { CookieClient, send, type Reply } from './helpers/client.js'
 import { DEFAULT_USERS, startGateway, type GatewayOptions, type StartedGateway } from './helpers/gateway.js'
 import { startRedis } from './helpers/redis-server.js'
@@ -306,6 +307,21 @@ t.test('a page of another origin cannot log the user out (logout CSRF): 204, not
   t.equal(own.status, 204)
   t.equal(own.headers['clear-site-data'], '"cookies"', "the gateway's own page logs out")
   t.equal((await send(`${gw.url}/auth/session`, { headers: { cookie } })).status, 401, 'the session ended')
+})
+
+t.test('a detected reuse is logged (warn, with the sid, never a token)', async (t) => {
+  const lines: Record<string, unknown>[] = []
+  const stream = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }
+  const gw = await gateway(t, { config: { tokens: { reuseGrace: '100ms' } }, logger: { ...(loggerOptions('warn') as object), stream } })
+  const first = (await login(gw)).json.refreshToken as string
+  t.equal((await refresh(gw, first)).status, 200)
+  await sleep(200)
+  t.equal((await refresh(gw, first)).json.error, 'refresh_token_reused')
+  const line = lines.find((l) => String(l.msg).startsWith('refresh token reuse'))
+  t.ok(line, 'one warn line')
+  t.equal(line?.level, 40)
+  t.equal(line?.sid, first.split('.')[0])
+  t.notOk(JSON.stringify(lines).includes(first), 'the refresh token itself is never logged')
 })
 
 t.test('logout with a bad JSON body still ends the session its cookies name', async (t) => {

@@ -110,7 +110,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   if (config.redis.onOutage === 'verify-only') {
     app.log.warn('redis.onOutage is verify-only: while the store is unreachable, valid signatures are accepted without the revocation check')
   }
-  let runtime = await buildRuntime(loaded, store, metrics, revocationCache)
+  let runtime = await buildRuntime(loaded, store, metrics, revocationCache, app.log)
   const current = () => runtime
   const trustsPeer = trustedProxies(config.server.trustProxy)
 
@@ -200,7 +200,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
       // A key made in memory stays the key: a reload must not log everyone out of the demo.
       const previous = runtime.loaded.keys
       if (next.keys.ephemeral && previous.ephemeral && previous.signing.alg === next.keys.signing.alg) next = { ...next, keys: previous }
-      runtime = await buildRuntime({ ...next, config: { ...next.config, server: config.server, redis: config.redis, login: { ...next.config.login, path: config.login.path } } }, store, metrics, revocationCache)
+      runtime = await buildRuntime({ ...next, config: { ...next.config, server: config.server, redis: config.redis, login: { ...next.config.login, path: config.login.path } } }, store, metrics, revocationCache, app.log)
       app.log.info({ routes: runtime.routes.size }, 'configuration reloaded')
     },
   }

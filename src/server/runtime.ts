@@ -29,6 +29,7 @@ export async function buildRuntime(
   store: SessionStore,
   metrics: Metrics,
   revocationCache: RevocationCache | undefined,
+  log?: FastifyBaseLogger,
 ): Promise<Runtime> {
   const { config } = loaded
   const sessions = new Sessions(
@@ -36,9 +37,12 @@ export async function buildRuntime(
     loaded.keys,
     config,
     {
-      onRefresh: (outcome) => {
+      onRefresh: (outcome, sid) => {
         metrics.refreshes.inc({ result: outcome })
-        if (outcome === 'reused') metrics.reuseDetections.inc()
+        if (outcome === 'reused') {
+          metrics.reuseDetections.inc()
+          log?.warn({ sid }, 'refresh token reuse: a rotated refresh token was presented again after the grace; the whole session is revoked')
+        }
       },
       onDenied: (reason) => metrics.denials.inc({ reason }),
     },

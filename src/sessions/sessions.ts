@@ -27,7 +27,8 @@ export interface SessionTokens {
 }
 
 export interface SessionEvents {
-  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'expired' | 'invalid'): void
+  /** `sid` is the family the presented token names (absent for a token that does not parse). */
+  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'expired' | 'invalid', sid?: string): void
   onDenied?(reason: string): void
 }
 
@@ -120,7 +121,7 @@ export class Sessions {
       unlessSuperseded,
     })
     if (result.kind === 'superseded') return undefined
-    this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind)
+    this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind, parsed.sid)
     switch (result.kind) {
       case 'rotated':
         return this.tokensFor(result.session, successor)

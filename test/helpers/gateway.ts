@@ -57,6 +57,8 @@ export interface GatewayOptions {
   /** Reuse the key file (and so the signing keys) of another test gateway. */
   keysFile?: string
   store?: SessionStore
+  /** Fastify's logger option (default: off). */
+  logger?: NonNullable<Parameters<typeof buildGateway>[1]>['logger']
 }
 
 /** Writes a config (temp folder, fresh keys, hashed users) and starts a real gateway on a free port. */
@@ -78,7 +80,7 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Starte
   const configFile = join(dir, 'gateway.yaml')
   writeFileSync(configFile, stringify(config))
   const loaded = await loadConfig(configFile, {})
-  const gateway = await buildGateway(loaded, { logger: false, ...(options.store ? { store: options.store } : {}) })
+  const gateway = await buildGateway(loaded, { logger: options.logger ?? false, ...(options.store ? { store: options.store } : {}) })
   await gateway.app.listen({ host: '127.0.0.1', port: 0 })
   const { port } = gateway.app.server.address() as { port: number }
   return {
