@@ -36,8 +36,8 @@ export function fromOwnOrAllowedOrigin(headers: IncomingHttpHeaders, allowed: re
 export function fromForeignPage(headers: IncomingHttpHeaders, csrf: GatewayConfig['csrf']): boolean {
   if (headers['x-csrf'] === '1') return false
   const site = headers['sec-fetch-site']
-  if (typeof site === 'string' && site !== 'same-origin' && site !== 'none') {
-    return !(typeof headers.origin === 'string' && csrf.allowedOrigins.includes(headers.origin))
-  }
+  // The browser's own word (no page can set it): same-origin even when a reverse proxy rewrote Host.
+  if (site === 'same-origin' || site === 'none') return false
+  if (site !== undefined) return !(typeof headers.origin === 'string' && csrf.allowedOrigins.includes(headers.origin))
   return !fromOwnOrAllowedOrigin(headers, csrf.allowedOrigins)
 }

@@ -175,7 +175,10 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
     const rotated = authorised.auth?.rotated
     if (rotated) {
       reply.header('set-cookie', sessionCookies(rt.config, rotated))
-      reply.raw.once('close', rt.sessions.holdGrace(rotated))
+      // Until the headers carrying the new cookies have gone out, at most the route's timeout (a stream without
+      // one: five minutes) plus the grace.
+      const ceiling = (route.timeout > 0 ? route.timeout : 300_000) + rt.config.tokens.reuseGrace
+      rt.sessions.holdGrace(rotated, () => !reply.raw.headersSent && !reply.raw.destroyed, ceiling)
     }
     const upstream = splitUrl(match.upstreamPath)
     request.forwarding = {

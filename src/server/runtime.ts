@@ -37,13 +37,12 @@ export async function buildRuntime(
     loaded.keys,
     config,
     {
-      onRefresh: (outcome, sid) => {
+      onRefresh: (outcome) => {
         metrics.refreshes.inc({ result: outcome })
-        if (outcome === 'reused') {
-          metrics.reuseDetections.inc()
-          log?.warn({ sid }, 'refresh token reuse: a rotated refresh token was presented again after the grace; the whole session is revoked')
-        }
+        if (outcome === 'reused') metrics.reuseDetections.inc()
       },
+      onReuseDetected: (sid) =>
+        log?.warn({ sid }, 'refresh token reuse: a rotated refresh token was presented again after the grace; the whole session is revoked'),
       onDenied: (reason) => metrics.denials.inc({ reason }),
     },
     revocationCache,

@@ -95,10 +95,12 @@ export class MemorySessionStore implements SessionStore {
     return { kind: 'invalid' }
   }
 
-  async extendGrace(sid: string, gen: number, graceMs: number): Promise<void> {
+  async extendGrace(sid: string, gen: number, graceMs: number): Promise<boolean> {
     const s = this.live(sid)
     const now = this.clock()
-    if (s && !s.revoked && s.gen === gen && now < s.graceEndsAt) s.graceEndsAt = Math.max(s.graceEndsAt, now + graceMs)
+    if (!s || s.revoked || s.gen !== gen || now >= s.graceEndsAt) return false
+    s.graceEndsAt = Math.max(s.graceEndsAt, now + graceMs)
+    return true
   }
 
   async checkAccess(sid: string, jti: string): Promise<AccessState> {

@@ -19,6 +19,7 @@ const ACCESS_STATES: AccessState[] = ['ok', 'denied', 'revoked', 'missing']
 
 /** How often the revocation subscription's connection is asked whether Redis still answers. */
 const HEARTBEAT_MS = 1000
+const HEARTBEAT_MISSES_BEFORE_RECONNECT = 3
 
 /** At most one log line per this long about failing commands (a frozen Redis closes no connection: no error event). */
 const FAILURE_LOG_EVERY_MS = 10_000
@@ -105,8 +106,8 @@ export class RedisSessionStore implements SessionStore {
     throw new StoreUnavailableError(new Error(`unexpected rotate reply ${String(status)}`))
   }
 
-  async extendGrace(sid: string, gen: number, graceMs: number): Promise<void> {
-    await this.guarded(this.redis.extendGrace(this.keys.session(sid), this.keys.successor(sid), gen, graceMs))
+  async extendGrace(sid: string, gen: number, graceMs: number): Promise<boolean> {
+    return (await this.guarded(this.redis.extendGrace(this.keys.session(sid), this.keys.successor(sid), gen, graceMs))) === 1
   }
 
   async checkAccess(sid: string, jti: string): Promise<AccessState> {
@@ -207,14 +208,22 @@ export class RedisSessionStore implements SessionStore {
     subscriber.on('ready', () => {
       subscriber.subscribe(channel).then(() => report(true), () => report(false))
     })
+    let missed = 0
     this.heartbeat = setInterval(() => {
       if (subscriber.status !== 'ready') return
       subscriber.ping().then(
         () => {
+          missed = 0
           if (!subscribed) subscriber.subscribe(channel).then(() => report(true), () => {})
         },
         () => {
           if (subscribed) report(false)
+          // A connection that stays open without answers (half-open after a partition, a demoted sentinel master)
+          // is never replaced by ioredis on its own: reconnect (and ask the sentinels again).
+          if (++missed >= HEARTBEAT_MISSES_BEFORE_RECONNECT) {
+            missed = 0
+            subscriber.disconnect(true)
+          }
         },
       )
     }, HEARTBEAT_MS)

@@ -74,9 +74,10 @@ export interface SessionStore {
   rotate(request: RotateRequest): Promise<RotateResult>
   /**
    * Keeps the reuse grace of the rotation to generation `gen` open for at least `graceMs` more, unless the family
-   * has moved on: the response carrying that successor is still on its way to the client.
+   * has moved on or the grace is already over (false then): the response carrying that successor is still on its
+   * way to the client.
    */
-  extendGrace(sid: string, gen: number, graceMs: number): Promise<void>
+  extendGrace(sid: string, gen: number, graceMs: number): Promise<boolean>
   /** The jti denylist and the family's revocation, in one round trip. */
   checkAccess(sid: string, jti: string): Promise<AccessState>
   getSession(sid: string): Promise<SessionRecord | undefined>

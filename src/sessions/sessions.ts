@@ -13,6 +13,9 @@ import {
 } from '../tokens/refresh-token.js'
 import type { RevocationCache } from './revocation-cache.js'
 
+/** The shortest interval between two extensions of a held grace. */
+const HOLD_MIN_INTERVAL_MS = 100
+
 /** What a login or a refresh hands to the client. */
 export interface SessionTokens {
   sid: string
@@ -27,8 +30,9 @@ export interface SessionTokens {
 }
 
 export interface SessionEvents {
-  /** `sid` is the family the presented token names (absent for a token that does not parse). */
-  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'expired' | 'invalid', sid?: string): void
+  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'expired' | 'invalid'): void
+  /** A replay just detected: the family `sid` is now revoked (not called for a family revoked before). */
+  onReuseDetected?(sid: string): void
   onDenied?(reason: string): void
 }
 
@@ -121,7 +125,8 @@ export class Sessions {
       unlessSuperseded,
     })
     if (result.kind === 'superseded') return undefined
-    this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind, parsed.sid)
+    this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind)
+    if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
     switch (result.kind) {
       case 'rotated':
         return this.tokensFor(result.session, successor)
@@ -141,18 +146,31 @@ export class Sessions {
 
   /**
    * Keeps the reuse grace of `rotated` open while the response carrying it to the client is still on its way (a
-   * slow upstream, a long poll): every reuseGrace/2 the store keeps the successor for another reuseGrace. Without it,
+   * slow upstream, a long poll): every reuseGrace/2, while `pending()` says the response headers (which carry the
+   * cookies) have not gone out, the store keeps the successor for another reuseGrace; once they have (or the
+   * request is gone) one last extension, so a full reuseGrace follows the delivery, and the hold ends. Without it,
    * a client whose only request in flight is that slow one would present its older refresh token after the grace,
-   * before the new cookies reached it, and be taken for a replay. Call the returned function when the response has
-   * gone out (or failed); if this instance dies first, the grace simply ends reuseGrace after the last extension.
+   * before the new cookies reached it, and be taken for a replay. A hold never outlasts `ceilingMs`, and ends at once
+   * when the family has moved on; if this instance dies, the grace ends reuseGrace after the last extension.
    */
-  holdGrace(rotated: SessionTokens): () => void {
+  holdGrace(rotated: SessionTokens, pending: () => boolean, ceilingMs: number): void {
     const grace = this.config.tokens.reuseGrace
     const gen = this.refreshTokens.parse(rotated.refreshToken)?.gen
-    if (grace <= 0 || gen === undefined) return () => {}
-    const timer = setInterval(() => void this.store.extendGrace(rotated.sid, gen, grace).catch(() => {}), Math.max(1, Math.floor(grace / 2)))
+    if (grace <= 0 || gen === undefined) return
+    const until = Date.now() + ceilingMs
+    let held = false
+    const timer = setInterval(() => {
+      const stillPending = pending() && Date.now() < until
+      // Delivered before the first tick (the usual case): the grace as it was, nothing to tell the store.
+      if (!stillPending) clearInterval(timer)
+      if (!stillPending && !held) return
+      held = true
+      this.store.extendGrace(rotated.sid, gen, grace).then(
+        (open) => open || clearInterval(timer),
+        () => {},
+      )
+    }, Math.max(HOLD_MIN_INTERVAL_MS, Math.floor(grace / 2)))
     timer.unref()
-    return () => clearInterval(timer)
   }
 
   /**
