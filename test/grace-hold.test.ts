@@ -1,6 +1,6 @@
 /**
- * Sessions.holdGrace: the reuse grace of a rotation is kept open only while the response carrying it is pending,
- * ends with one last extension once it has gone out, never outlasts its ceiling, and stops when the family moves on.
+ * Sessions.holdGrace: the reuse grace of a rotation is kept open only until it is released (the response carrying
+ * it goes out), with one last extension then, never outlasts its ceiling, and stops when the family moves on.
  * Run against the in-process store, counting its extendGrace calls.
  */
 import t, { type Test } from 'tap'
@@ -31,30 +31,31 @@ async function setup(t: Test) {
   return { store, sessions, rotated }
 }
 
-t.test('delivered before the first tick: no extension at all', async (t) => {
+t.test('released before the first tick (the usual fast response): no extension at all', async (t) => {
   const { store, sessions, rotated } = await setup(t)
-  sessions.holdGrace(rotated, () => false, 60_000)
+  const hold = sessions.holdGrace(rotated, 60_000)
+  hold.release()
+  hold.release()
   await sleep(350)
   t.equal(store.extensions, 0)
 })
 
 t.test('pending: extended every reuseGrace/2, then once more after delivery, then never again', async (t) => {
   const { store, sessions, rotated } = await setup(t)
-  let pending = true
-  sessions.holdGrace(rotated, () => pending, 60_000)
+  const hold = sessions.holdGrace(rotated, 60_000)
   await sleep(450)
   const whilePending = store.extensions
   t.ok(whilePending >= 2, `extended while pending (${whilePending})`)
-  pending = false
+  hold.release()
   await sleep(250)
-  t.equal(store.extensions, whilePending + 1, 'one last extension after delivery')
+  t.equal(store.extensions, whilePending + 1, 'one last extension at the release')
   await sleep(300)
   t.equal(store.extensions, whilePending + 1, 'and none after')
 })
 
 t.test('a hold never outlasts its ceiling', async (t) => {
   const { store, sessions, rotated } = await setup(t)
-  sessions.holdGrace(rotated, () => true, 250)
+  sessions.holdGrace(rotated, 250)
   await sleep(700)
   const count = store.extensions
   await sleep(300)
@@ -64,7 +65,7 @@ t.test('a hold never outlasts its ceiling', async (t) => {
 
 t.test('a hold stops when the family has moved on', async (t) => {
   const { store, sessions, rotated } = await setup(t)
-  sessions.holdGrace(rotated, () => true, 60_000)
+  sessions.holdGrace(rotated, 60_000)
   await sessions.refresh(rotated.refreshToken) // the family moves on to the next generation
   await sleep(350)
   const count = store.extensions

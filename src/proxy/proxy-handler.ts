@@ -1,5 +1,6 @@
 import type {} from '@fastify/reply-from'
 import { performance } from 'node:perf_hooks'
+import { finished } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
 import { carriesSessionCookies, clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
@@ -98,6 +99,8 @@ interface Forwarding {
   trusted: boolean
   query: string
   started: number
+  /** Ends the hold on the grace of `rotated` (its cookies are about to go out). */
+  release: (() => void) | undefined
 }
 
 declare module 'fastify' {
@@ -133,12 +136,14 @@ function forwardingOptions(metrics: Metrics) {
     onResponse: (request, reply, res) => {
       const f = state(request as FastifyRequest)
       if (!f.rotated) return void reply.send(res.stream)
+      f.release?.()
       void f.rt.sessions.superseded(f.rotated.refreshToken).then((stale) => {
         if (stale) withoutOwnCookies(reply as FastifyReply, f.rt.cookies)
         reply.send(res.stream)
       })
     },
     onError: (errorReply, { error }) => {
+      ;(errorReply.request as FastifyRequest).forwarding?.release?.()
       errorReply.request.log.warn({ err: error, route: errorReply.request.routeName }, 'upstream failed')
       sendError(errorReply as FastifyReply, upstreamError(error))
     },
@@ -173,17 +178,20 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       throw err
     }
     const rotated = authorised.auth?.rotated
+    let release: (() => void) | undefined
     if (rotated) {
       reply.header('set-cookie', sessionCookies(rt.config, rotated))
-      // Until the headers carrying the new cookies have gone out, at most the route's timeout (a stream without
-      // one: five minutes) plus the grace.
+      // The grace stays open until the headers carrying the new cookies go out (onResponse, onError) or the request
+      // ends otherwise (finished() also answers for a response already closed); at most the route's timeout (a stream
+      // without one: five minutes) plus the grace.
       const ceiling = (route.timeout > 0 ? route.timeout : 300_000) + rt.config.tokens.reuseGrace
-      rt.sessions.holdGrace(rotated, () => !reply.raw.headersSent && !reply.raw.destroyed, ceiling)
+      release = rt.sessions.holdGrace(rotated, ceiling).release
+      finished(reply.raw, release)
     }
     const upstream = splitUrl(match.upstreamPath)
     request.forwarding = {
       rt, routeName: route.name, identity: authorised.identity, rotated,
-      trusted: trustsPeer(request.socket.remoteAddress), query: upstream.query.slice(1), started: performance.now(),
+      trusted: trustsPeer(request.socket.remoteAddress), query: upstream.query.slice(1), started: performance.now(), release,
     }
     return reply.from(match.route.upstreamOrigin + upstream.path, optionsFor(route.timeout))
   }

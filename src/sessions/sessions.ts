@@ -146,31 +146,44 @@ export class Sessions {
 
   /**
    * Keeps the reuse grace of `rotated` open while the response carrying it to the client is still on its way (a
-   * slow upstream, a long poll): every reuseGrace/2, while `pending()` says the response headers (which carry the
-   * cookies) have not gone out, the store keeps the successor for another reuseGrace; once they have (or the
-   * request is gone) one last extension, so a full reuseGrace follows the delivery, and the hold ends. Without it,
-   * a client whose only request in flight is that slow one would present its older refresh token after the grace,
-   * before the new cookies reached it, and be taken for a replay. A hold never outlasts `ceilingMs`, and ends at once
-   * when the family has moved on; if this instance dies, the grace ends reuseGrace after the last extension.
+   * slow upstream, a long poll): every reuseGrace/2 until `release()` is called (when the response headers, which
+   * carry the cookies, go out, or the request ends), the store keeps the successor for another reuseGrace, and once
+   * more at the release, so that a full reuseGrace follows the delivery. A response released before the first tick
+   * (the usual case) costs no store call. Without it, a client whose only request in flight is that slow one would
+   * present its older refresh token after the grace, before the new cookies reached it, and be taken for a replay.
+   * A hold never outlasts `ceilingMs` and ends when the family has moved on; if this instance dies, the grace ends
+   * reuseGrace after the last extension. The timer holds nothing of the request.
    */
-  holdGrace(rotated: SessionTokens, pending: () => boolean, ceilingMs: number): void {
+  holdGrace(rotated: SessionTokens, ceilingMs: number): { release(): void } {
     const grace = this.config.tokens.reuseGrace
     const gen = this.refreshTokens.parse(rotated.refreshToken)?.gen
-    if (grace <= 0 || gen === undefined) return
+    if (grace <= 0 || gen === undefined) return { release: () => {} }
+    const { sid } = rotated
     const until = Date.now() + ceilingMs
     let held = false
-    const timer = setInterval(() => {
-      const stillPending = pending() && Date.now() < until
-      // Delivered before the first tick (the usual case): the grace as it was, nothing to tell the store.
-      if (!stillPending) clearInterval(timer)
-      if (!stillPending && !held) return
-      held = true
-      this.store.extendGrace(rotated.sid, gen, grace).then(
-        (open) => open || clearInterval(timer),
+    let done = false
+    const extend = () =>
+      this.store.extendGrace(sid, gen, grace).then(
+        (open) => open || stop(),
         () => {},
       )
+    const stop = () => {
+      done = true
+      clearInterval(timer)
+    }
+    const timer = setInterval(() => {
+      if (Date.now() >= until) return stop()
+      held = true
+      void extend()
     }, Math.max(HOLD_MIN_INTERVAL_MS, Math.floor(grace / 2)))
     timer.unref()
+    return {
+      release: () => {
+        if (done) return
+        stop()
+        if (held) void extend()
+      },
+    }
   }
 
   /**
