@@ -38,7 +38,10 @@ export class RevocationCache {
       },
       (up) => this.setSubscribed(up),
     )
-    await Promise.race([up, new Promise((resolve) => setTimeout(resolve, waitMs).unref())])
+    let timer: NodeJS.Timeout | undefined
+    await Promise.race([up, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))])
+    clearTimeout(timer)
+    this.onFirstSubscription = undefined
   }
 
   /** Down: forget everything and ask the store until the subscription is back. */
