@@ -9,10 +9,13 @@ const SAFE_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE'])
  * no cross-origin fetch can send without a CORS preflight) or an `Origin` listed in `csrf.allowedOrigins`.
  */
 export function passesCsrf(request: FastifyRequest, csrf: GatewayConfig['csrf']): boolean {
-  if (SAFE_METHODS.has(request.method)) return true
-  if (request.headers['x-csrf'] === '1') return true
-  const origin = request.headers.origin
-  return typeof origin === 'string' && csrf.allowedOrigins.includes(origin)
+  return SAFE_METHODS.has(request.method) || vouchedFor(request.headers, csrf)
+}
+
+/** `X-CSRF: 1` or an `Origin` listed in `csrf.allowedOrigins`. */
+function vouchedFor(headers: IncomingHttpHeaders, csrf: GatewayConfig['csrf']): boolean {
+  if (headers['x-csrf'] === '1') return true
+  return typeof headers.origin === 'string' && csrf.allowedOrigins.includes(headers.origin)
 }
 
 /** No `Origin` (not a cross-origin browser request), this gateway's own origin, or an allowed one. */
@@ -34,10 +37,10 @@ export function fromOwnOrAllowedOrigin(headers: IncomingHttpHeaders, allowed: re
  * Clients that send neither header (servers, curl) are not pages of another origin.
  */
 export function fromForeignPage(headers: IncomingHttpHeaders, csrf: GatewayConfig['csrf']): boolean {
-  if (headers['x-csrf'] === '1') return false
+  if (vouchedFor(headers, csrf)) return false
   const site = headers['sec-fetch-site']
   // The browser's own word (no page can set it): same-origin even when a reverse proxy rewrote Host.
   if (site === 'same-origin' || site === 'none') return false
-  if (site !== undefined) return !(typeof headers.origin === 'string' && csrf.allowedOrigins.includes(headers.origin))
+  if (site !== undefined) return true
   return !fromOwnOrAllowedOrigin(headers, csrf.allowedOrigins)
 }
