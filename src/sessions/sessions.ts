@@ -25,6 +25,8 @@ export interface SessionTokens {
   /** Epoch ms. */
   accessExpiresAt: number
   refreshToken: string
+  /** The refresh token's generation in its family. */
+  gen: number
   /** When the refresh token dies if unused (idle expiry, capped by the absolute one), epoch ms. */
   sessionExpiresAt: number
 }
@@ -156,9 +158,8 @@ export class Sessions {
    */
   holdGrace(rotated: SessionTokens, ceilingMs: number): { release(): void } {
     const grace = this.config.tokens.reuseGrace
-    const gen = this.refreshTokens.parse(rotated.refreshToken)?.gen
-    if (grace <= 0 || gen === undefined) return { release: () => {} }
-    const { sid } = rotated
+    if (grace <= 0) return { release: () => {} }
+    const { sid, gen } = rotated
     const until = Date.now() + ceilingMs
     let held = false
     let done = false
@@ -205,7 +206,7 @@ export class Sessions {
     return {
       sid: session.sid, sub: session.sub, claims: session.claims,
       accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),
-      refreshToken, sessionExpiresAt: Math.min(session.idleExpiresAt, session.absoluteExpiresAt),
+      refreshToken, gen: session.gen, sessionExpiresAt: Math.min(session.idleExpiresAt, session.absoluteExpiresAt),
     }
   }
 
