@@ -34,13 +34,12 @@ export class RedisSessionStore implements SessionStore {
   private readonly keys: StoreKeys
   private subscriber: Redis | undefined
   private heartbeat: NodeJS.Timeout | undefined
+  private lastFailureLog = 0
 
   constructor(client: RedisClient, keyPrefix: string, private readonly log?: FastifyBaseLogger) {
     this.redis = defineScripts(client)
     this.keys = new StoreKeys(keyPrefix)
   }
-
-  private lastFailureLog = 0
 
   /** Any failure to talk to Redis becomes StoreUnavailableError: callers fail closed (or verify-only). */
   private async guarded<T>(work: Promise<T>): Promise<T> {
