@@ -277,12 +277,12 @@ t.test('slow responses and late requests across two instances', async (t) => {
   })
 
   t.test('a response slower than the grace keeps the grace open: the next request with the older cookie is no replay', async (t) => {
-    const s = await setup(t, { accessTtl: '2s', refreshAhead: '1500ms', reuseGrace: '600ms' })
+    const s = await setup(t, { accessTtl: '2s', refreshAhead: '1500ms', reuseGrace: '1s' })
     await until(expOf(s.jar.get('sg_access')) + 100) // expired: the browser has dropped the access cookie
     const refreshOnly = `sg_refresh=${s.jar.get('sg_refresh')}`
     const slow = get(s.a, '/api/slow/longpoll', refreshOnly) // rotates; the new cookies travel with its held answer
     t.ok(await eventually(() => s.held.length === 1))
-    await sleep(1500) // well past reuseGrace; the long poll is still held
+    await sleep(2500) // well past reuseGrace; the long poll is still held
     const next = await get(s.b, '/api/fast/poll', refreshOnly)
     t.equal(next.status, 200, 'the page is not logged out')
     t.equal(ours(next).length, 2, 'it gets the successor cookies (a grace answer)')

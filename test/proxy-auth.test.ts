@@ -163,7 +163,9 @@ t.test('cookie mode', async (t) => {
   })
 
   t.test('near expiry, the same old cookies again within the grace: the same successor pair, sequential or parallel', async (t) => {
-    const { gw, upstream, prefix } = await setup(t, { config: { tokens: { accessTtl: '2s', refreshAhead: '1500ms', reuseGrace: '5s' } } })
+    // A grace answer repeats the pair only while the rotation's access token is not near expiry itself
+    // (accessTtl − refreshAhead after the rotation): 2.5 s here, so that a slow machine cannot decide.
+    const { gw, upstream, prefix } = await setup(t, { config: { tokens: { accessTtl: '4s', refreshAhead: '1500ms', reuseGrace: '5s' } } })
     const client = new CookieClient(gw.url)
     t.equal((await client.login('alice', 'alice-pw')).status, 200)
     const oldCookies = client.cookieHeader()
@@ -345,7 +347,8 @@ t.test('bearer mode', async (t) => {
 })
 
 t.test('concurrent requests right after the access token expired', async (t) => {
-  const tokens = { accessTtl: '1s', refreshAhead: '500ms', clockTolerance: 0 }
+  // accessTtl − refreshAhead = 2.5 s: the burst's grace answers all fall well within it, however slow the machine.
+  const tokens = { accessTtl: '3s', refreshAhead: '500ms', clockTolerance: 0 }
 
   async function burst(t: Test, gateways: StartedGateway[], upstream: TestUpstream, prefix: string): Promise<void> {
     const client = new CookieClient(gateways[0]!.url)

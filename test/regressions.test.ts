@@ -65,10 +65,12 @@ t.test('SIGTERM with an open WebSocket: the gateway closes it (1001) and exits 0
     child.kill('SIGKILL')
     upstream.wss.close()
   })
-  for (let i = 0; i < 100; i++) {
-    if ((await send(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200) break
-    await sleep(50)
+  let up = false
+  for (let i = 0; i < 400 && !up; i++) {
+    up = (await send(`http://127.0.0.1:${port}/healthz`).catch(() => undefined))?.status === 200
+    if (!up) await sleep(50)
   }
+  t.ok(up, 'the gateway started (within 20 s)')
   const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`)
   await once(ws, 'open')
   const closed = once(ws, 'close')

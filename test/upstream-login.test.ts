@@ -30,7 +30,7 @@ t.test('login.provider: upstream — the legacy API checks the credentials', asy
   const api = await startUpstream()
   const login = (url: string) => ({
     provider: 'upstream',
-    upstream: { url, subject: '/user/id', claims: { roles: '/user/roles', email: '/user/profile/email', missing: '/nope' }, timeout: '300ms' },
+    upstream: { url, subject: '/user/id', claims: { roles: '/user/roles', email: '/user/profile/email', missing: '/nope' }, timeout: '2s' },
   })
   const gw = await startGateway({
     config: { login: login(`${legacy.url}/login`), routes: [{ name: 'api', prefix: '/api', upstream: api.url, headers: { 'X-User-Id': '{sub}' } }] },
@@ -67,7 +67,7 @@ t.test('login.provider: upstream — the legacy API checks the credentials', asy
   t.equal(down.json.error, 'bad_gateway')
   t.same(down.setCookies, [])
 
-  delayMs = 1000
+  delayMs = 4000
   const slow = await send(`${gw.url}/auth/login`, { body: { username: 'carol', password: 'carol-pw' } })
   t.equal(slow.status, 504, 'a login service slower than its timeout: 504')
   t.equal(slow.json.error, 'gateway_timeout')

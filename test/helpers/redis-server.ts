@@ -51,6 +51,8 @@ async function waitForRedis(port: number): Promise<void> {
 }
 
 export async function startRedis(options: { appendonly?: boolean } = {}): Promise<TestRedis> {
+  // appendonly: sessions survive pause()/resume(); a SIGTERM shutdown writes the file out, so no fsync per command
+  // (which could stall every command past the gateway's 1 s commandTimeout on a slow disk).
   const port = await freePort()
   const dir = mkdtempSync(join(tmpdir(), 'sg-redis-'))
   let child: ChildProcess | undefined
@@ -58,7 +60,7 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
     child = spawn(
       'redis-server',
       ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--dir', dir,
-        '--appendonly', options.appendonly ? 'yes' : 'no', '--appendfsync', 'always', '--protected-mode', 'yes'],
+        '--appendonly', options.appendonly ? 'yes' : 'no', '--appendfsync', 'everysec', '--protected-mode', 'yes'],
       { stdio: 'ignore' },
     )
     await waitForRedis(port)
