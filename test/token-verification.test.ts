@@ -160,6 +160,13 @@ t.test('EdDSA: forged, confused, stale and malformed tokens are all refused', as
     await t.rejects(verifier.verify(token), TokenRefusedError, `verifier refuses: ${what}`)
   }
 
+  // An expired token is refused on its `exp` alone, before any signature check (it costs ~150 µs and could not
+  // change the answer); one that has not expired is refused by its signature.
+  const expiredClaims = { ...claims, iat: now - 700, nbf: now - 700, exp: now - 60 }
+  await t.rejects(verifier.verify(jws(header, expiredClaims, otherKey)), new TokenRefusedError('expired'), 'expired and forged: refused as expired')
+  await t.rejects(verifier.verify(jws(header, claims, otherKey)), new TokenRefusedError('ERR_JWS_SIGNATURE_VERIFICATION_FAILED'), 'forged, not expired: refused by its signature')
+  await t.rejects(verifier.verify(jws(header, { ...claims, exp: now - 2 }, otherKey)), new TokenRefusedError('ERR_JWS_SIGNATURE_VERIFICATION_FAILED'), 'forged, expired within the clockTolerance: refused by its signature')
+
   // 100 KB: Node refuses the header block before the gateway sees it (431); the verifier refuses it too.
   const huge = jws(header, { ...claims, pad: 'x'.repeat(100_000) }, s.sign)
   t.ok(huge.length > 100_000)
