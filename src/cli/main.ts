@@ -1,14 +1,13 @@
-import { checkCommand } from './check.js'
-import { hashPasswordCommand } from './hash-password.js'
-import { keygenCommand } from './keygen.js'
-import { runCommand } from './run.js'
 import { HELP, UsageError } from './usage.js'
 
-const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
-  check: checkCommand,
-  keygen: keygenCommand,
-  'hash-password': hashPasswordCommand,
-  run: runCommand,
+type Command = (args: string[]) => Promise<number>
+
+/** Each command's module is loaded when it runs: `--help`, `keygen` or a usage error never load the gateway. */
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  check: async () => (await import('./check.js')).checkCommand,
+  keygen: async () => (await import('./keygen.js')).keygenCommand,
+  'hash-password': async () => (await import('./hash-password.js')).hashPasswordCommand,
+  run: async () => (await import('./run.js')).runCommand,
 }
 
 /** The `sessiongate` command line; resolves to the exit code. */
@@ -20,11 +19,11 @@ export async function main(argv: string[]): Promise<number> {
       return 0
     }
     if (first !== undefined && !first.startsWith('-')) {
-      const command = COMMANDS[first]
-      if (!command) throw new UsageError(`unknown command "${first}" (try: check, keygen, hash-password, or --help)`)
-      return await command(rest)
+      const load = COMMANDS[first]
+      if (!load) throw new UsageError(`unknown command "${first}" (try: check, keygen, hash-password, or --help)`)
+      return await (await load())(rest)
     }
-    return await runCommand(argv)
+    return await (await (COMMANDS.run as () => Promise<Command>)())(argv)
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`sessiongate: ${err.message}\n`)
