@@ -47,13 +47,13 @@ t.test('Redis (append-only) stopped and restarted under load: 503 only, nothing 
   const ourSids = new Set<string>()
   const badForwards: string[] = []
   let jwks: ReturnType<typeof createLocalJWKSet> | undefined
-  // The upstream verifies every request it receives against the gateway's JWKS before answering (allowing 3 s
+  // The upstream verifies every request it receives against the gateway's JWKS before answering (allowing 2 s
   // for the time between the gateway's check and its own; the gateway itself has no clock tolerance here).
   const upstream = await startUpstream((_req: IncomingMessage, res: ServerResponse, recorded: RecordedRequest) => {
     const token = /^Bearer (.+)$/.exec(recorded.headers.authorization ?? '')?.[1]
     const check = token === undefined || jwks === undefined
       ? Promise.reject(new Error('no Bearer'))
-      : jwtVerify(token, jwks, { issuer: ISSUER, audience: AUDIENCE, typ: 'at+jwt', clockTolerance: 3 }).then(({ payload }) => {
+      : jwtVerify(token, jwks, { issuer: ISSUER, audience: AUDIENCE, typ: 'at+jwt', clockTolerance: 2 }).then(({ payload }) => {
           if (!ourSids.has(payload.sid as string)) throw new Error(`unknown sid ${String(payload.sid)}`)
         })
     check

@@ -158,3 +158,18 @@ t.test('Redis memory per session', async (t) => {
   t.equal(steady.keysPerSession, 1, 'one key per session again')
   t.ok(steady.total < 1024, `under 1 KiB per session after a refresh (${steady.total.toFixed(0)})`)
 })
+
+t.test('rate limit: a counter found without an expiry gets one (it can never block for ever)', async (t) => {
+  const client = new Redis(redis.url)
+  t.teardown(() => client.disconnect())
+  const store = new RedisSessionStore(client, 'rlx:')
+  await store.rateLimitHit(['k'], 60_000)
+  const [key] = await redis.client.keys('rlx:*')
+  t.ok(key, 'the counter exists')
+  await redis.client.persist(key as string) // as an operator's PERSIST or an older version could leave it
+  t.equal(await redis.client.pttl(key as string), -1)
+  const [state] = await store.rateLimitHit(['k'], 60_000)
+  t.equal(state?.count, 2, 'the count goes on')
+  t.ok((state?.retryAfterMs ?? 0) > 0 && (state?.retryAfterMs ?? 0) <= 60_000, `a window again (${state?.retryAfterMs})`)
+  t.ok((await redis.client.pttl(key as string)) > 0, 'the key expires again')
+})

@@ -19,7 +19,7 @@ export async function main(argv: string[]): Promise<number> {
       return 0
     }
     if (first !== undefined && !first.startsWith('-')) {
-      const load = COMMANDS[first]
+      const load = Object.hasOwn(COMMANDS, first) ? COMMANDS[first] : undefined // not `constructor` and the like
       if (!load) throw new UsageError(`unknown command "${first}" (try: check, keygen, hash-password, or --help)`)
       return await (await load())(rest)
     }
