@@ -66,3 +66,22 @@ t.test('the verified-token cache holds a token until its expiry at most', async 
   t.equal(verifier.size, 2, 'the expired one swept out: the long-lived and the new one stay')
   t.ok(verifier.cached(longLived.token))
 })
+
+t.test('expiry boundary: verify() (signature checked or not) and cached() agree to the millisecond', async (t) => {
+  for (const toleranceMs of [0, 5000]) {
+    const tokens = { ...tokensOf(60_000), clockTolerance: toleranceMs, algorithm: 'EdDSA' } as GatewayConfig['tokens']
+    const issued = await issuerWith(60_000).issue(subject, second)
+    const lastGood = issued.expiresAt + toleranceMs - 1
+    // Uncached: a fresh verifier each time, so the answer comes from the checks, not from the cache.
+    const fresh = () => new AccessTokenVerifier(keys, tokens)
+    t.equal((await fresh().verify(issued.token, lastGood)).jti, issued.jti, `tolerance ${toleranceMs}: accepted 1 ms before exp + tolerance`)
+    await t.rejects(fresh().verify(issued.token, lastGood + 1), { reason: 'expired' }, `tolerance ${toleranceMs}: refused at exp + tolerance`)
+    // Cached: verified once, then asked again on either side of the boundary.
+    const verifier = fresh()
+    await verifier.verify(issued.token, second)
+    t.ok(verifier.cached(issued.token, lastGood), `tolerance ${toleranceMs}: cached() serves it 1 ms before`)
+    t.equal(verifier.cached(issued.token, lastGood + 1), undefined, `tolerance ${toleranceMs}: and not at exp + tolerance`)
+    t.equal((await verifier.verify(issued.token, lastGood)).jti, issued.jti)
+    await t.rejects(verifier.verify(issued.token, lastGood + 1), { reason: 'expired' })
+  }
+})
