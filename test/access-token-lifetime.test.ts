@@ -7,7 +7,7 @@ import { decodeJwt } from 'jose'
 import t from 'tap'
 import type { GatewayConfig } from '../src/config/schema.js'
 import { AccessTokenIssuer } from '../src/tokens/access-token.js'
-import { AccessTokenVerifier } from '../src/tokens/access-token-verifier.js'
+import { AccessTokenVerifier, TokenRefusedError } from '../src/tokens/access-token-verifier.js'
 import { ephemeralKeyRing } from '../src/tokens/keys.js'
 
 const keys = await ephemeralKeyRing('EdDSA')
@@ -75,13 +75,13 @@ t.test('expiry boundary: verify() (signature checked or not) and cached() agree 
     // Uncached: a fresh verifier each time, so the answer comes from the checks, not from the cache.
     const fresh = () => new AccessTokenVerifier(keys, tokens)
     t.equal((await fresh().verify(issued.token, lastGood)).jti, issued.jti, `tolerance ${toleranceMs}: accepted 1 ms before exp + tolerance`)
-    await t.rejects(fresh().verify(issued.token, lastGood + 1), { reason: 'expired' }, `tolerance ${toleranceMs}: refused at exp + tolerance`)
+    await t.rejects(fresh().verify(issued.token, lastGood + 1), new TokenRefusedError('expired'), `tolerance ${toleranceMs}: refused at exp + tolerance`)
     // Cached: verified once, then asked again on either side of the boundary.
     const verifier = fresh()
     await verifier.verify(issued.token, second)
     t.ok(verifier.cached(issued.token, lastGood), `tolerance ${toleranceMs}: cached() serves it 1 ms before`)
     t.equal(verifier.cached(issued.token, lastGood + 1), undefined, `tolerance ${toleranceMs}: and not at exp + tolerance`)
     t.equal((await verifier.verify(issued.token, lastGood)).jti, issued.jti)
-    await t.rejects(verifier.verify(issued.token, lastGood + 1), { reason: 'expired' })
+    await t.rejects(verifier.verify(issued.token, lastGood + 1), new TokenRefusedError('expired'))
   }
 })
