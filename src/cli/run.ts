@@ -3,7 +3,7 @@ import { basename, dirname, resolve } from 'node:path'
 import closeWithGrace from 'close-with-grace'
 import { configFileFrom, loadConfig, resolveConfigRelative, type LoadedConfig } from '../config/load.js'
 import { ConfigError } from '../errors.js'
-import { buildGateway, type Gateway } from '../server/build-gateway.js'
+import type { Gateway } from '../server/build-gateway.js'
 import { HELP, parse } from './usage.js'
 
 /** Starts the gateway; resolves once it listens (the process then lives until a signal). */
@@ -23,6 +23,8 @@ export async function runCommand(args: string[]): Promise<number> {
     for (const p of err.problems) process.stderr.write(`${p.path}: ${p.message}\n`)
     return 1
   }
+  // Loaded here, not at the top: `--help` and usage errors answer without loading fastify, ioredis and the rest.
+  const { buildGateway } = await import('../server/build-gateway.js')
   const gateway = await buildGateway(loaded)
   const { app } = gateway
   if (loaded.keys.ephemeral) app.log.warn('tokens.keys is ephemeral (or not set): signing with a key made in memory; tokens die with this process (demo only)')
