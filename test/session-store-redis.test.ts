@@ -90,7 +90,7 @@ t.test('Redis never holds a raw refresh token; every key of a session shares the
     for (const k of keys.filter((k) => tagOf(k.key) === sid)) t.ok(k.key.startsWith(`${prefix}{${sid}}:`), `${k.key} is a key of that session`)
   }
   const sessionA = keys.filter((k) => tagOf(k.key) === sids[0]).sort((x, y) => x.key.localeCompare(y.key))
-  t.same(sessionA.map((k) => [k.key.slice(-2), k.type]), [[':g', 'string'], [':s', 'hash']], 'within the grace: the session hash and the sealed successor')
+  t.same(sessionA.map((k) => [k.key.slice(-2), k.type]), [[':g', 'hash'], [':s', 'hash']], 'within the grace: the session hash and the grace record (the sealed successor)')
   const graceTtl = await redis.client.pttl(sessionA[0]!.key)
   t.ok(graceTtl > 0 && graceTtl <= 10_000, `the sealed successor lives for the reuse grace only (${graceTtl} ms)`)
   const sessionC = keys.filter((k) => tagOf(k.key) === sids[2])

@@ -156,6 +156,41 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal((await store.rotate(rotation(n.sid, winner.nextHash, 1))).kind, 'rotated', 'the winner successor works')
   })
 
+  t.test('rotate: a token rotated less than the grace ago gets its own successor, even after the family moved on again', async (t) => {
+    const store = await storeFor(t)
+    const n = newSession()
+    await store.createSession(n)
+    const r1 = rotation(n.sid, n.refreshHash, 0)
+    t.equal((await store.rotate(r1)).kind, 'rotated')
+    const r2 = rotation(n.sid, r1.nextHash, 1)
+    t.equal((await store.rotate(r2)).kind, 'rotated', 'the successor rotated at once (a fast response delivered it)')
+    // A slow request sent with the first token arrives now: rotated twice, but less than the grace ago.
+    const late0 = await store.rotate(rotation(n.sid, n.refreshHash, 0))
+    t.equal(late0.kind, 'grace', 'the first token: a grace answer, not a reuse alarm')
+    if (late0.kind === 'grace') {
+      t.equal(late0.sealedSuccessor, r1.sealedSuccessor, 'with the successor it got then')
+      t.equal(late0.session.gen, 1, 'whose generation is 1')
+    }
+    const late1 = await store.rotate(rotation(n.sid, r1.nextHash, 1))
+    t.equal(late1.kind, 'grace', 'its successor too')
+    if (late1.kind === 'grace') t.equal(late1.sealedSuccessor, r2.sealedSuccessor)
+    t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, { unlessSuperseded: true }))).kind, 'grace', 'early refreshes alike')
+    t.equal((await store.rotate(rotation(n.sid, r2.nextHash, 2))).kind, 'rotated', 'the family goes on')
+    t.equal((await store.getSession(n.sid))?.gen, 3, 'three rotations, no branch')
+
+    // Each generation's grace runs from its own rotation.
+    const m = newSession()
+    await store.createSession(m)
+    const m1 = rotation(m.sid, m.refreshHash, 0, { graceMs: 300 })
+    t.equal((await store.rotate(m1)).kind, 'rotated')
+    await sleep(700)
+    const m2 = rotation(m.sid, m1.nextHash, 1, { graceMs: 10_000 })
+    t.equal((await store.rotate(m2)).kind, 'rotated')
+    t.equal((await store.rotate(rotation(m.sid, m1.nextHash, 1))).kind, 'grace', 'the last rotated token: within its grace')
+    t.equal((await store.rotate(rotation(m.sid, m.refreshHash, 0))).kind, 'reused', 'the first one: past its own grace, a replay')
+    t.equal((await store.rotate(rotation(m.sid, m2.nextHash, 2))).kind, 'revoked', 'and the family is revoked')
+  })
+
   t.test('rotate: the rotated token after the grace is a reuse; then the whole family is revoked', async (t) => {
     const store = await storeFor(t)
     const n = newSession()

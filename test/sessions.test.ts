@@ -383,6 +383,22 @@ t.test('refresh: within the grace the rotated token gets the same successor', as
   t.equal((await sessionWith(gw, next.json.accessToken)).status, 200)
 })
 
+t.test('refresh: a token rotated less than the grace ago gets its successor even after that one was rotated too', async (t) => {
+  const gw = await gateway(t)
+  const first = await login(gw)
+  const a = await refresh(gw, first.json.refreshToken)
+  const b = await refresh(gw, a.json.refreshToken) // the client had the successor at once and refreshed again
+  t.equal(b.status, 200)
+  const late = await refresh(gw, first.json.refreshToken) // a request sent with the first token, arriving late
+  t.equal(late.status, 200, 'not a reuse alarm: the first token was rotated less than reuseGrace ago')
+  t.equal(late.json.refreshToken, a.json.refreshToken, 'the successor it got then')
+  t.equal((await sessionWith(gw, late.json.accessToken)).status, 200, 'with a working access token')
+  t.equal((await refresh(gw, a.json.refreshToken)).json.refreshToken, b.json.refreshToken, 'which in turn gets its own successor')
+  const next = await refresh(gw, b.json.refreshToken)
+  t.equal(next.status, 200, 'the family goes on')
+  t.equal((await sessionWith(gw, next.json.accessToken)).status, 200)
+})
+
 t.test('20 concurrent refreshes with one token over two instances: all 200, one successor, no revocation', async (t) => {
   const [one, two] = await twoGateways(t)
   const first = await login(one)

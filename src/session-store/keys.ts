@@ -11,7 +11,7 @@ export class StoreKeys {
     return `${this.prefix}{${sid}}:s`
   }
 
-  /** The sealed successor of the last rotation, kept for the reuse grace only. */
+  /** The grace records of the generations rotated less than the reuse grace ago (a hash by generation). */
   successor(sid: string): string {
     return `${this.prefix}{${sid}}:g`
   }

@@ -9,12 +9,17 @@ import type {
   SessionStore,
 } from './session-store.js'
 
+/** What a rotated generation leaves for its reuse grace: its hash, its sealed successor, when the grace ends. */
+interface GraceRecord {
+  hash: string
+  sealedSuccessor: string
+  endsAt: number
+}
+
 interface StoredSession extends SessionRecord {
   current: string | undefined
-  previous: string | undefined
-  sealedSuccessor: string | undefined
-  /** The end of the last rotation's reuse grace (epoch ms). */
-  graceEndsAt: number
+  /** By rotated generation, while its grace lasts. */
+  graces: Map<number, GraceRecord>
   revoked: boolean
 }
 
@@ -51,7 +56,7 @@ export class MemorySessionStore implements SessionStore {
     const s: StoredSession = {
       sid: n.sid, sub: n.sub, claims: structuredClone(n.claims), gen: 0, createdAt: now, rotatedAt: now,
       absoluteExpiresAt, idleExpiresAt: Math.min(now + n.idleTtlMs, absoluteExpiresAt),
-      current: n.refreshHash, previous: undefined, sealedSuccessor: undefined, graceEndsAt: 0, revoked: false,
+      current: n.refreshHash, graces: new Map(), revoked: false,
     }
     this.sessions.set(n.sid, s)
     let sids = this.bySubject.get(n.sub)
@@ -69,26 +74,25 @@ export class MemorySessionStore implements SessionStore {
       this.sessions.delete(r.sid)
       return { kind: 'expired' }
     }
+    for (const [gen, g] of s.graces) if (now >= g.endsAt) s.graces.delete(gen)
     if (r.presentedGen === s.gen && r.presentedHash === s.current) {
-      s.previous = s.current
+      if (r.graceMs > 0) s.graces.set(s.gen, { hash: r.presentedHash, sealedSuccessor: r.sealedSuccessor, endsAt: now + r.graceMs })
       s.current = r.nextHash
       s.gen += 1
       s.rotatedAt = now
-      s.sealedSuccessor = r.sealedSuccessor
-      s.graceEndsAt = now + r.graceMs
       s.idleExpiresAt = Math.min(now + r.idleTtlMs, s.absoluteExpiresAt)
       return { kind: 'rotated', session: publicRecord(s) }
     }
-    if (
-      r.presentedGen === s.gen - 1 && r.presentedHash === s.previous && s.sealedSuccessor !== undefined &&
-      now < s.graceEndsAt
-    ) {
-      return { kind: 'grace', session: publicRecord(s), sealedSuccessor: s.sealedSuccessor }
+    // A token rotated less than the grace ago, whichever generation: the successor it got then.
+    const grace = r.presentedGen < s.gen ? s.graces.get(r.presentedGen) : undefined
+    if (grace && grace.hash === r.presentedHash) {
+      return { kind: 'grace', session: { ...publicRecord(s), gen: r.presentedGen + 1 }, sealedSuccessor: grace.sealedSuccessor }
     }
     if (r.unlessSuperseded && r.presentedGen < s.gen) return { kind: 'superseded' }
     if (r.presentedGen < s.gen) {
       s.revoked = true
-      s.current = s.previous = s.sealedSuccessor = undefined
+      s.current = undefined
+      s.graces.clear()
       this.emit({ type: 'session', sid: r.sid })
       return { kind: 'reused' }
     }
@@ -98,8 +102,9 @@ export class MemorySessionStore implements SessionStore {
   async extendGrace(sid: string, gen: number, graceMs: number): Promise<boolean> {
     const s = this.live(sid)
     const now = this.clock()
-    if (!s || s.revoked || s.gen !== gen || now >= s.graceEndsAt) return false
-    s.graceEndsAt = Math.max(s.graceEndsAt, now + graceMs)
+    const grace = s?.graces.get(gen - 1)
+    if (!s || s.revoked || s.gen !== gen || !grace || now >= grace.endsAt) return false
+    grace.endsAt = Math.max(grace.endsAt, now + graceMs)
     return true
   }
 

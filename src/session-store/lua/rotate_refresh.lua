@@ -1,51 +1,70 @@
 -- One-time-use refresh rotation, atomic, one round trip.
--- KEYS[1] session hash, KEYS[2] the sealed successor of the last rotation (same hash tag; it lives only for the
--- reuse grace, in a key of its own so that the session hash stays small enough for Redis' compact encoding; the
--- grace is over when it is gone)
+-- KEYS[1] session hash
+-- KEYS[2] the grace records (same hash tag; a key of its own, so that the session hash stays small enough for
+--         Redis' compact encoding): a hash whose field <gen> is "<hash of that token>.<grace end, epoch ms>.<sealed
+--         successor>" for each generation rotated less than its grace ago; the key lives as long as its last record
 -- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
 --       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
 --   status: rotated | grace | superseded | reused | revoked | expired | invalid
+--   gen: the generation of the successor handed out (for a grace answer, the one after the presented token)
 if redis.replicate_commands then redis.replicate_commands() end
 local key = KEYS[1]
-local f = redis.call('HMGET', key, 'gen', 'cur', 'prev', 'rot', 'abs', 'rev', 'sub', 'claims', 'created', 'idle')
+local f = redis.call('HMGET', key, 'gen', 'cur', 'rot', 'abs', 'rev', 'sub', 'claims', 'created', 'idle')
 if not f[1] then return { 'expired' } end
-if f[6] ~= '0' then return { 'revoked' } end
+if f[5] ~= '0' then return { 'revoked' } end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gen = tonumber(f[1])
 local presentedGen = tonumber(ARGV[2])
-local abs = tonumber(f[5])
-if now >= abs or now >= tonumber(f[10]) then
+local abs = tonumber(f[4])
+if now >= abs or now >= tonumber(f[9]) then
   redis.call('DEL', key, KEYS[2])
   return { 'expired' }
 end
+
+-- A grace record: its token's hash, when its grace ends, the sealed successor it got.
+local function record(field)
+  local r = redis.call('HGET', KEYS[2], field)
+  if not r then return nil end
+  local a = string.find(r, '.', 1, true)
+  local b = a and string.find(r, '.', a + 1, true)
+  if not b then return nil end
+  return string.sub(r, 1, a - 1), tonumber(string.sub(r, a + 1, b - 1)), string.sub(r, b + 1)
+end
+
 if presentedGen == gen and ARGV[1] == f[2] then
   local idle = math.min(now + tonumber(ARGV[5]), abs)
-  redis.call('HSET', key, 'gen', gen + 1, 'cur', ARGV[3], 'prev', f[2], 'rot', now, 'idle', idle)
+  redis.call('HSET', key, 'gen', gen + 1, 'cur', ARGV[3], 'rot', now, 'idle', idle)
   redis.call('PEXPIREAT', key, idle)
-  local grace = tonumber(ARGV[6])
+  local grace = math.min(tonumber(ARGV[6]), idle - now)
   if grace > 0 then
-    redis.call('SET', KEYS[2], ARGV[4], 'PX', math.max(1, math.min(grace, idle - now)))
-  else
-    redis.call('DEL', KEYS[2])
+    -- Records whose grace is over go; this one joins the others still running.
+    for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
+      local _, ends = record(field)
+      if not ends or ends <= now then redis.call('HDEL', KEYS[2], field) end
+    end
+    redis.call('HSET', KEYS[2], tostring(gen), ARGV[1] .. '.' .. (now + grace) .. '.' .. ARGV[4])
+    if redis.call('PTTL', KEYS[2]) < grace then redis.call('PEXPIRE', KEYS[2], grace) end
   end
-  return { 'rotated', gen + 1, f[9], now, abs, idle, f[7], f[8] }
+  return { 'rotated', gen + 1, f[8], now, abs, idle, f[6], f[7] }
 end
--- The grace is the successor key's life: reuseGrace from the rotation, longer while the response carrying the
--- successor is still on its way (extend_grace.lua).
-if presentedGen == gen - 1 and ARGV[1] == f[3] then
-  local sealed = redis.call('GET', KEYS[2])
-  if sealed then
-    return { 'grace', gen, f[9], f[4], abs, f[10], f[7], f[8], sealed }
+-- A token rotated less than its grace ago, whichever generation (the family may have moved on again since: a fast
+-- response delivered the successor and the client refreshed with it): the successor it got then. The grace is
+-- reuseGrace from the rotation, longer while the response carrying the successor is still on its way
+-- (extend_grace.lua).
+if presentedGen < gen then
+  local hash, ends, sealed = record(tostring(presentedGen))
+  if hash == ARGV[1] and ends > now then
+    return { 'grace', presentedGen + 1, f[8], f[3], abs, f[9], f[6], f[7], sealed }
   end
 end
--- Past the grace (or further behind): an early refresh, whose access token is still valid, just does not happen.
+-- Past the grace: an early refresh, whose access token is still valid, just does not happen.
 if ARGV[7] == '1' and presentedGen < gen then return { 'superseded' } end
 if presentedGen < gen then
-  -- A genuine (MAC-checked) token of this family, rotated before the grace window: a replay.
+  -- A genuine (MAC-checked) token of this family, rotated before its grace window: a replay.
   redis.call('HSET', key, 'rev', 1)
-  redis.call('HDEL', key, 'cur', 'prev')
+  redis.call('HDEL', key, 'cur')
   redis.call('DEL', KEYS[2])
   return { 'reused' }
 end
