@@ -173,3 +173,18 @@ t.test('rate limit: a counter found without an expiry gets one (it can never blo
   t.ok((state?.retryAfterMs ?? 0) > 0 && (state?.retryAfterMs ?? 0) <= 60_000, `a window again (${state?.retryAfterMs})`)
   t.ok((await redis.client.pttl(key as string)) > 0, 'the key expires again')
 })
+
+t.test('grace records are bounded: a client rotating as fast as it can leaves at most four', async (t) => {
+  const prefix = 'bound:'
+  const gw = await startGateway({ redisUrl: redis.url, config: { redis: { keyPrefix: prefix } } })
+  t.teardown(() => gw.close())
+  const login = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })
+  let token = login.json.refreshToken as string
+  for (let i = 0; i < 20; i++) {
+    const next = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: token } })
+    t.equal(next.status, 200)
+    token = next.json.refreshToken
+  }
+  const sid = token.split('.')[0] as string
+  t.equal(await redis.client.hlen(`${prefix}{${sid}}:g`), 4, 'four grace records after 20 rotations within the grace')
+})

@@ -191,6 +191,22 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.equal((await store.rotate(rotation(m.sid, m2.nextHash, 2))).kind, 'revoked', 'and the family is revoked')
   })
 
+  t.test('rotate: the last four rotated tokens keep their grace; an older one is a replay', async (t) => {
+    const store = await storeFor(t)
+    const n = newSession()
+    await store.createSession(n)
+    const hashes = [n.refreshHash]
+    for (let gen = 0; gen < 6; gen++) {
+      const r = rotation(n.sid, hashes[gen] as string, gen)
+      t.equal((await store.rotate(r)).kind, 'rotated')
+      hashes.push(r.nextHash)
+    }
+    for (const gen of [5, 4, 3, 2]) {
+      t.equal((await store.rotate(rotation(n.sid, hashes[gen] as string, gen))).kind, 'grace', `generation ${gen}: one of the last four`)
+    }
+    t.equal((await store.rotate(rotation(n.sid, hashes[1] as string, 1))).kind, 'reused', 'generation 1: beyond them, a replay')
+  })
+
   t.test('rotate: the rotated token after the grace is a reuse; then the whole family is revoked', async (t) => {
     const store = await storeFor(t)
     const n = newSession()

@@ -9,6 +9,9 @@ import type {
   SessionStore,
 } from './session-store.js'
 
+/** How many of the last rotated generations keep a grace record (as in rotate_refresh.lua). */
+const GRACE_RECORDS = 4
+
 /** What a rotated generation leaves for its reuse grace: its hash, its sealed successor, when the grace ends. */
 interface GraceRecord {
   hash: string
@@ -74,9 +77,11 @@ export class MemorySessionStore implements SessionStore {
       this.sessions.delete(r.sid)
       return { kind: 'expired' }
     }
-    for (const [gen, g] of s.graces) if (now >= g.endsAt) s.graces.delete(gen)
     if (r.presentedGen === s.gen && r.presentedHash === s.current) {
-      if (r.graceMs > 0) s.graces.set(s.gen, { hash: r.presentedHash, sealedSuccessor: r.sealedSuccessor, endsAt: now + r.graceMs })
+      if (r.graceMs > 0) {
+        s.graces.set(s.gen, { hash: r.presentedHash, sealedSuccessor: r.sealedSuccessor, endsAt: now + r.graceMs })
+        s.graces.delete(s.gen - GRACE_RECORDS)
+      }
       s.current = r.nextHash
       s.gen += 1
       s.rotatedAt = now
@@ -85,7 +90,7 @@ export class MemorySessionStore implements SessionStore {
     }
     // A token rotated less than the grace ago, whichever generation: the successor it got then.
     const grace = r.presentedGen < s.gen ? s.graces.get(r.presentedGen) : undefined
-    if (grace && grace.hash === r.presentedHash) {
+    if (grace && grace.hash === r.presentedHash && now < grace.endsAt) {
       return { kind: 'grace', session: { ...publicRecord(s), gen: r.presentedGen + 1 }, sealedSuccessor: grace.sealedSuccessor }
     }
     if (r.unlessSuperseded && r.presentedGen < s.gen) return { kind: 'superseded' }

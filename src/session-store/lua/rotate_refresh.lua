@@ -2,13 +2,14 @@
 -- KEYS[1] session hash
 -- KEYS[2] the grace records (same hash tag; a key of its own, so that the session hash stays small enough for
 --         Redis' compact encoding): a hash whose field <gen> is "<hash of that token>.<grace end, epoch ms>.<sealed
---         successor>" for each generation rotated less than its grace ago; the key lives as long as its last record
+--         successor>" for the last four rotated generations; the key lives as long as its last record
 -- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
 --       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
 --   status: rotated | grace | superseded | reused | revoked | expired | invalid
 --   gen: the generation of the successor handed out (for a grace answer, the one after the presented token)
 if redis.replicate_commands then redis.replicate_commands() end
+local GRACE_RECORDS = 4 -- as in memory-store.ts
 local key = KEYS[1]
 local f = redis.call('HMGET', key, 'gen', 'cur', 'rot', 'abs', 'rev', 'sub', 'claims', 'created', 'idle')
 if not f[1] then return { 'expired' } end
@@ -39,12 +40,10 @@ if presentedGen == gen and ARGV[1] == f[2] then
   redis.call('PEXPIREAT', key, idle)
   local grace = math.min(tonumber(ARGV[6]), idle - now)
   if grace > 0 then
-    -- Records whose grace is over go; this one joins the others still running.
-    for _, field in ipairs(redis.call('HKEYS', KEYS[2])) do
-      local _, ends = record(field)
-      if not ends or ends <= now then redis.call('HDEL', KEYS[2], field) end
-    end
+    -- At most the last GRACE_RECORDS rotated tokens keep a record (O(1) per rotation, bounded memory however fast a
+    -- client rotates); a record whose grace is over is ignored until it goes with them or with the key.
     redis.call('HSET', KEYS[2], tostring(gen), ARGV[1] .. '.' .. (now + grace) .. '.' .. ARGV[4])
+    redis.call('HDEL', KEYS[2], tostring(gen - GRACE_RECORDS))
     if redis.call('PTTL', KEYS[2]) < grace then redis.call('PEXPIRE', KEYS[2], grace) end
   end
   return { 'rotated', gen + 1, f[8], now, abs, idle, f[6], f[7] }
