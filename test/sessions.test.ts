@@ -324,6 +324,16 @@ t.test('a detected reuse is logged (warn, with the sid, never a token)', async (
   t.notOk(JSON.stringify(lines).includes(first), 'the refresh token itself is never logged')
 })
 
+t.test('a start with Redis up logs no error (the store is waited for, not taken for down)', async (t) => {
+  const lines: Record<string, unknown>[] = []
+  const stream = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }
+  for (let i = 0; i < 3; i++) {
+    const gw = await gateway(t, { logger: { ...(loggerOptions('warn') as object), stream } })
+    t.equal((await login(gw)).status, 200)
+  }
+  t.same(lines.filter((l) => Number(l.level) >= 50).map((l) => l.msg), [], 'no error lines')
+})
+
 t.test('logout with a bad JSON body still ends the session its cookies name', async (t) => {
   const gw = await gateway(t)
   const client = new CookieClient(gw.url)

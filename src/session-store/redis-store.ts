@@ -47,7 +47,9 @@ export class RedisSessionStore implements SessionStore {
       return await work
     } catch (err) {
       const now = Date.now()
-      if (now - this.lastFailureLog >= FAILURE_LOG_EVERY_MS) {
+      // Only while the connection counts as up (a frozen or overloaded Redis: no error event tells of it). While
+      // it is connecting or reconnecting, connectRedis already logs the outage once; at start that is no error.
+      if (this.redis.status === 'ready' && now - this.lastFailureLog >= FAILURE_LOG_EVERY_MS) {
         this.lastFailureLog = now
         this.log?.error({ err: { message: (err as Error).message } }, 'session store command failed (unreachable or not answering): redis.onOutage applies')
       }
