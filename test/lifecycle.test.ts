@@ -378,3 +378,20 @@ t.test('watch: true reloads on a file change (routes and keys); SIGINT stops gra
   const { code } = await gw.exited
   t.equal(code, 0, 'SIGINT: exit 0')
 })
+
+t.test('`npm start`: a SIGTERM or SIGINT sent to npm reaches the gateway, which stops (the port is free again)', async (t) => {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    const [port, apiPort] = [await freePort(), await freePort()]
+    const env: NodeJS.ProcessEnv = { ...process.env, PORT: String(port), DEMO_API_PORT: String(apiPort) }
+    for (const name of ['SESSIONGATE_CONFIG', 'REDIS_URL', 'HOST']) delete env[name]
+    const npm = spawn('npm', ['start'], { cwd: root, env, stdio: 'ignore' })
+    t.teardown(() => void npm.kill('SIGKILL'))
+    const up = await eventually(async () => (await send(`http://127.0.0.1:${port}/healthz`)).status === 200, 400)
+    t.ok(up, `${signal}: the demo answers`)
+    const exited = new Promise<number | null>((r) => npm.once('exit', (code) => r(code)))
+    npm.kill(signal)
+    t.equal(await exited, 0, `${signal}: npm exits 0 (the gateway stopped cleanly)`)
+    const down = await eventually(async () => (await send(`http://127.0.0.1:${port}/healthz`).catch(() => undefined)) === undefined, 100)
+    t.ok(down, `${signal}: nothing listens on the port any more`)
+  }
+})
