@@ -1,5 +1,6 @@
 import { execFileSync, spawn } from 'node:child_process'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createServer, type AddressInfo } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join, resolve } from 'node:path'
 import t from 'tap'
@@ -202,4 +203,23 @@ t.test('check --config config/gateway.yaml', async (t) => {
   const res = await cli(['check', '--config', 'config/gateway.yaml'])
   t.equal(res.stdout, 'ok\n', res.stdout + res.stderr)
   t.equal(res.code, 0)
+})
+
+t.test('a port already in use: one line on stderr, exit 1, no stack trace', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((r) => blocker.listen(0, '127.0.0.1', r))
+  t.teardown(() => blocker.close())
+  const port = (blocker.address() as AddressInfo).port
+  const res = await cli(['--config', 'config/gateway.yaml'], { env: { PORT: String(port) } })
+  t.equal(res.code, 1)
+  t.match(res.stderr, new RegExp(`^sessiongate: cannot listen on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE`, 'm'))
+  t.notMatch(res.stderr, /\n\s+at /, 'no stack trace')
+})
+
+t.test('check: a value of the wrong shape says what is expected', async (t) => {
+  const file = join(dir, 'audience.yaml')
+  writeFileSync(file, 'tokens: { audience: 5 }\n')
+  const res = await cli(['check', '--config', file])
+  t.equal(res.code, 1)
+  t.equal(res.stdout.trim(), 'tokens.audience: must be a string or a non-empty list of strings')
 })

@@ -28,7 +28,15 @@ export async function runCommand(args: string[]): Promise<number> {
   const gateway = await buildGateway(loaded)
   const { app } = gateway
   if (loaded.keys.ephemeral) app.log.warn('tokens.keys is ephemeral (or not set): signing with a key made in memory; tokens die with this process (demo only)')
-  await app.listen({ host: loaded.config.server.host, port: loaded.config.server.port })
+  try {
+    await app.listen({ host: loaded.config.server.host, port: loaded.config.server.port })
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw err
+    process.stderr.write(`sessiongate: cannot listen on ${loaded.config.server.host}:${loaded.config.server.port}: ${(err as Error).message}\n`)
+    await app.close() // closes the store too (onClose)
+    return 1
+  }
 
   let reloading = Promise.resolve()
   const reload = (why: string) => {

@@ -146,7 +146,7 @@ const routeSchema = z.strictObject({
 
 const tokensSchema = z.strictObject({
   issuer: z.string().min(1).default('sessiongate'),
-  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)]).default('sessiongate'),
+  audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)], { error: 'must be a string or a non-empty list of strings' }).default('sessiongate'),
   algorithm: z.enum(['EdDSA', 'ES256', 'RS256'], { error: 'must be EdDSA, ES256 or RS256' }).default('EdDSA'),
   /** Path to a private JWK Set; `ephemeral` (or omitted) generates a key in memory at start (demo use only). */
   keys: z.string().min(1).default('ephemeral'),
