@@ -286,6 +286,17 @@ t.test('routes: upstream URL, duplicates, prefixes', async (t) => {
   t.equal(reserved[0]?.path, 'routes[0].headers.Authorization', 'a route may not inject Authorization')
 })
 
+t.test('injected header names: a refused name says why', async (t) => {
+  const problems = await problemsOf(
+    t,
+    'routes:\n  - name: a\n    prefix: /a\n    upstream: http://127.0.0.1:1\n    headers: { Authorization: "{sub}", "X Bad": "{sub}", X-Ok: "{sub}" }',
+  )
+  t.same(problems, [
+    { path: 'routes[0].headers.Authorization', message: 'is a header the gateway manages itself' },
+    { path: 'routes[0].headers.X Bad', message: 'must be a valid header name' },
+  ])
+})
+
 t.test('trustProxy: false or a list, never a hop count', async (t) => {
   t.equal((await load('server:\n  trustProxy: false')).config.server.trustProxy, false)
   t.same((await load('server:\n  trustProxy: [127.0.0.1, 10.0.0.0/8, "::1", "fd00::/8"]')).config.server.trustProxy, [

@@ -8,6 +8,8 @@ export function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
     return issue.keys.map((key) => ({ path: formatPath([...issue.path, key]), message: 'unknown key' }))
   }
   const path = formatPath(issue.path)
+  // A refused key of a mapping (a header name, say): zod says "Invalid key in record"; its own check says why.
+  if (issue.code === 'invalid_key' && issue.issues[0]) return [{ path, message: issue.issues[0].message }]
   if (issue.code === 'invalid_type' && issue.input === undefined) return [{ path, message: 'is required' }]
   const wrongType = /^Invalid input: expected (\w+), received (\w+)$/.exec(issue.message)
   if (wrongType) return [{ path, message: `must be ${typeName(wrongType[1] as string)}, not ${typeName(wrongType[2] as string)}` }]
