@@ -4,8 +4,8 @@ import type { RedisClient } from './redis-connection.js'
 /** The Lua scripts in ./lua, loaded by name with ioredis `defineCommand` (after bullmq's layout). */
 export const SCRIPTS = {
   createSession: { file: 'create_session.lua', keys: 1 },
-  rotateRefresh: { file: 'rotate_refresh.lua', keys: 2 },
-  extendGrace: { file: 'extend_grace.lua', keys: 2 },
+  rotateRefresh: { file: 'rotate_refresh.lua', keys: 2, uses: ['grace_record.lua'] },
+  extendGrace: { file: 'extend_grace.lua', keys: 2, uses: ['grace_record.lua'] },
   checkAccess: { file: 'check_access.lua', keys: 2 },
   rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1 },
   rateLimitPeek: { file: 'rate_limit_peek.lua', keys: 1 },
@@ -18,9 +18,13 @@ export type ScriptedClient = RedisClient & Record<ScriptName, ScriptCommand>
 
 const LUA_DIR = new URL('./lua/', import.meta.url)
 
+const readLua = (file: string) => readFileSync(new URL(file, LUA_DIR), 'utf8')
+
 export function defineScripts(client: RedisClient): ScriptedClient {
   for (const [name, script] of Object.entries(SCRIPTS)) {
-    client.defineCommand(name, { numberOfKeys: script.keys, lua: readFileSync(new URL(script.file, LUA_DIR), 'utf8') })
+    // Shared functions (`uses`) go in front of the script that calls them: one script body per command.
+    const lua = [...('uses' in script ? script.uses : []), script.file].map(readLua).join('\n')
+    client.defineCommand(name, { numberOfKeys: script.keys, lua })
   }
   return client as ScriptedClient
 }

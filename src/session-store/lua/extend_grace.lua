@@ -6,18 +6,12 @@ if redis.replicate_commands then redis.replicate_commands() end
 local gen = redis.call('HGET', KEYS[1], 'gen')
 if gen ~= ARGV[1] or redis.call('HGET', KEYS[1], 'rev') ~= '0' then return 0 end
 local field = tostring(tonumber(ARGV[1]) - 1)
-local r = redis.call('HGET', KEYS[2], field)
-if not r then return 0 end
-local a = string.find(r, '.', 1, true)
-local b = a and string.find(r, '.', a + 1, true)
-if not b then return 0 end
+local hash, ends, sealed = graceRecord(KEYS[2], field)
+if not hash then return 0 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ends = tonumber(string.sub(r, a + 1, b - 1))
 if ends <= now then return 0 end
 local wanted = now + tonumber(ARGV[2])
-if ends < wanted then
-  redis.call('HSET', KEYS[2], field, string.sub(r, 1, a) .. wanted .. string.sub(r, b))
-end
+if ends < wanted then redis.call('HSET', KEYS[2], field, graceRecordValue(hash, wanted, sealed)) end
 if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 1

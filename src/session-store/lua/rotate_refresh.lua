@@ -1,8 +1,8 @@
 -- One-time-use refresh rotation, atomic, one round trip.
 -- KEYS[1] session hash
 -- KEYS[2] the grace records (same hash tag; a key of its own, so that the session hash stays small enough for
---         Redis' compact encoding): a hash whose field <gen> is "<hash of that token>.<grace end, epoch ms>.<sealed
---         successor>" for the last four rotated generations; the key lives as long as its last record
+--         Redis' compact encoding): a hash whose field <gen> is that generation's record (grace_record.lua), for the
+--         last four rotated generations; the key lives as long as its last record
 -- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
 --       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
@@ -24,16 +24,6 @@ if now >= abs or now >= tonumber(f[9]) then
   return { 'expired' }
 end
 
--- A grace record: its token's hash, when its grace ends, the sealed successor it got.
-local function record(field)
-  local r = redis.call('HGET', KEYS[2], field)
-  if not r then return nil end
-  local a = string.find(r, '.', 1, true)
-  local b = a and string.find(r, '.', a + 1, true)
-  if not b then return nil end
-  return string.sub(r, 1, a - 1), tonumber(string.sub(r, a + 1, b - 1)), string.sub(r, b + 1)
-end
-
 if presentedGen == gen and ARGV[1] == f[2] then
   local idle = math.min(now + tonumber(ARGV[5]), abs)
   redis.call('HSET', key, 'gen', gen + 1, 'cur', ARGV[3], 'rot', now, 'idle', idle)
@@ -42,7 +32,7 @@ if presentedGen == gen and ARGV[1] == f[2] then
   if grace > 0 then
     -- At most the last GRACE_RECORDS rotated tokens keep a record (O(1) per rotation, bounded memory however fast a
     -- client rotates); a record whose grace is over is ignored until it goes with them or with the key.
-    redis.call('HSET', KEYS[2], tostring(gen), ARGV[1] .. '.' .. (now + grace) .. '.' .. ARGV[4])
+    redis.call('HSET', KEYS[2], tostring(gen), graceRecordValue(ARGV[1], now + grace, ARGV[4]))
     redis.call('HDEL', KEYS[2], tostring(gen - GRACE_RECORDS))
     if redis.call('PTTL', KEYS[2]) < grace then redis.call('PEXPIRE', KEYS[2], grace) end
   end
@@ -53,7 +43,7 @@ end
 -- reuseGrace from the rotation, longer while the response carrying the successor is still on its way
 -- (extend_grace.lua).
 if presentedGen < gen then
-  local hash, ends, sealed = record(tostring(presentedGen))
+  local hash, ends, sealed = graceRecord(KEYS[2], tostring(presentedGen))
   if hash == ARGV[1] and ends > now then
     return { 'grace', presentedGen + 1, f[8], f[3], abs, f[9], f[6], f[7], sealed }
   end
