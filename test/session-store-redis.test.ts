@@ -1,6 +1,7 @@
 import t from 'tap'
 import { Redis } from 'ioredis'
 import { RedisSessionStore } from '../src/session-store/redis-store.js'
+import type { RevocationEvent } from '../src/session-store/session-store.js'
 import { send } from './helpers/client.js'
 import { DEFAULT_USERS, startGateway } from './helpers/gateway.js'
 import { startRedis } from './helpers/redis-server.js'
@@ -187,4 +188,41 @@ t.test('grace records are bounded: a client rotating as fast as it can leaves at
   }
   const sid = token.split('.')[0] as string
   t.equal(await redis.client.hlen(`${prefix}{${sid}}:g`), 4, 'four grace records after 20 rotations within the grace')
+})
+
+t.test('every revocation is announced by the script that applies it (no separate PUBLISH that could be lost)', async (t) => {
+  const client = new Redis(redis.url)
+  client.on('error', () => {})
+  const store = new RedisSessionStore(client, 'announce:')
+  t.teardown(() => store.close())
+  const events: RevocationEvent[] = []
+  await new Promise<void>((resolve) => void store.onRevocation((e) => events.push(e), (up) => up && resolve()))
+  // A PUBLISH of its own, after the change, is lost when the instance dies or Redis fails in between: refuse any.
+  let ownPublishes = 0
+  client.publish = (() => {
+    ownPublishes++
+    return Promise.reject(new Error('no separate PUBLISH'))
+  }) as typeof client.publish
+  const base = { claims: {}, idleTtlMs: 60_000, absoluteTtlMs: 600_000 }
+  await store.createSession({ ...base, sid: 'fam-a', sub: 'ann', refreshHash: 'h-a0' })
+  await store.createSession({ ...base, sid: 'fam-b', sub: 'ann', refreshHash: 'h-b0' })
+  await store.createSession({ ...base, sid: 'fam-c', sub: 'other', refreshHash: 'h-c0' })
+  await store.createSession({ ...base, sid: 'fam-d', sub: 'other', refreshHash: 'h-d0' })
+  const expiresAt = Date.now() + 60_000
+  await store.denyAccessToken('fam-c', 'jti-1', expiresAt)
+  const rotate = { sid: 'fam-c', presentedHash: 'h-c0', presentedGen: 0, nextHash: 'h-c1', sealedSuccessor: 'sealed', idleTtlMs: 60_000, graceMs: 0 }
+  t.equal((await store.rotate(rotate)).kind, 'rotated')
+  t.equal((await store.rotate(rotate)).kind, 'reused', 'the replay revokes the family')
+  t.equal(await store.deleteSession('fam-d'), true)
+  t.equal(await store.deleteSessionsOf('ann'), 2)
+  const wanted = 5
+  for (let i = 0; i < 100 && events.length < wanted; i++) await sleep(20)
+  t.equal(ownPublishes, 0, 'the store never publishes on its own')
+  t.same(
+    events.map((e) => (e.type === 'jti' ? `jti ${e.sid} ${e.jti} ${e.expiresAt}` : `session ${e.sid}`)).sort(),
+    ['jti fam-c jti-1 ' + expiresAt, 'session fam-a', 'session fam-b', 'session fam-c', 'session fam-d'].sort(),
+    'the denial, the replay, the logout and both families of the logout-all are announced',
+  )
+  t.equal(await redis.client.exists('announce:{fam-a}:s', 'announce:{fam-b}:s', 'announce:{fam-d}:s'), 0, 'and applied')
+  t.equal(await redis.client.exists('announce:{fam-c}:d:jti-1'), 1)
 })

@@ -7,6 +7,8 @@ export const SCRIPTS = {
   rotateRefresh: { file: 'rotate_refresh.lua', keys: 2, uses: ['grace_record.lua'] },
   extendGrace: { file: 'extend_grace.lua', keys: 2, uses: ['grace_record.lua'] },
   checkAccess: { file: 'check_access.lua', keys: 2 },
+  revokeSession: { file: 'revoke_session.lua', keys: 2 },
+  denyJti: { file: 'deny_jti.lua', keys: 1 },
   rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1 },
   rateLimitPeek: { file: 'rate_limit_peek.lua', keys: 1 },
   rateLimitUndo: { file: 'rate_limit_undo.lua', keys: 1 },

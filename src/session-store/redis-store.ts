@@ -87,7 +87,11 @@ export class RedisSessionStore implements SessionStore {
 
   async rotate(r: RotateRequest): Promise<RotateResult> {
     const reply = (await this.guarded(
-      this.redis.rotateRefresh(this.keys.session(r.sid), this.keys.successor(r.sid), r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs, r.unlessSuperseded ? '1' : '0'),
+      this.redis.rotateRefresh(
+        this.keys.session(r.sid), this.keys.successor(r.sid),
+        r.presentedHash, r.presentedGen, r.nextHash, r.sealedSuccessor, r.idleTtlMs, r.graceMs, r.unlessSuperseded ? '1' : '0',
+        ...this.announcement({ type: 'session', sid: r.sid }),
+      ),
     )) as (string | number)[]
     const status = reply[0]
     if (status === 'rotated' || status === 'grace') {
@@ -99,11 +103,7 @@ export class RedisSessionStore implements SessionStore {
       if (status === 'rotated') return { kind: 'rotated', session }
       return { kind: 'grace', session, sealedSuccessor: String(sealed) }
     }
-    if (status === 'reused') {
-      await this.publish({ type: 'session', sid: r.sid })
-      return { kind: 'reused' }
-    }
-    if (status === 'superseded' || status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
+    if (status === 'reused' || status === 'superseded' || status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
     throw new StoreUnavailableError(new Error(`unexpected rotate reply ${String(status)}`))
   }
 
@@ -129,25 +129,25 @@ export class RedisSessionStore implements SessionStore {
 
   async denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void> {
     if (expiresAt <= Date.now()) return
-    await this.guarded(this.redis.set(this.keys.deniedJti(sid, jti), '1', 'PXAT', expiresAt))
-    await this.publish({ type: 'jti', sid, jti, expiresAt })
+    await this.guarded(this.redis.denyJti(this.keys.deniedJti(sid, jti), expiresAt, ...this.announcement({ type: 'jti', sid, jti, expiresAt })))
   }
 
   async deleteSession(sid: string): Promise<boolean> {
-    const [removed] = await this.guarded(Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))
-    await this.publish({ type: 'session', sid })
-    return removed > 0
+    return (await this.revokeSession(sid)) > 0
   }
 
   async deleteSessionsOf(sub: string): Promise<number> {
     const index = this.keys.subjectSessions(sub)
     const sids = await this.guarded(this.redis.zrange(index, 0, -1))
-    const removed = await this.guarded(
-      Promise.all(sids.map(async (sid) => (await Promise.all([this.redis.del(this.keys.session(sid)), this.redis.del(this.keys.successor(sid))]))[0])),
-    )
+    // One script per family (each has its own hash tag, so its own Cluster slot), all in one auto-pipelined write.
+    const removed = await Promise.all(sids.map((sid) => this.revokeSession(sid)))
     await this.guarded(this.redis.del(index))
-    await Promise.all(sids.map((sid) => this.publish({ type: 'session', sid })))
     return removed.reduce((n, r) => n + r, 0)
+  }
+
+  private async revokeSession(sid: string): Promise<number> {
+    const removed = await this.guarded(this.redis.revokeSession(this.keys.session(sid), this.keys.successor(sid), ...this.announcement({ type: 'session', sid })))
+    return Number(removed)
   }
 
   async rateLimitPeek(keys: string[]): Promise<RateLimitState[]> {
@@ -172,12 +172,12 @@ export class RedisSessionStore implements SessionStore {
     await this.guarded(this.redis.ping())
   }
 
-  private async publish(event: RevocationEvent): Promise<void> {
-    try {
-      await this.redis.publish(this.keys.revocationChannel(), JSON.stringify(event))
-    } catch (err) {
-      this.log?.warn({ err: { message: (err as Error).message } }, 'could not publish a revocation')
-    }
+  /**
+   * The channel and message of a revocation, for the script that applies it: the scripts publish in the same step
+   * as the change, so no revocation is ever made without its announcement to the instances' revocation caches.
+   */
+  private announcement(event: RevocationEvent): [string, string] {
+    return [this.keys.revocationChannel(), JSON.stringify(event)]
   }
 
   /**

@@ -4,7 +4,9 @@
 --         Redis' compact encoding): a hash whose field <gen> is that generation's record (grace_record.lua), for the
 --         last four rotated generations; the key lives as long as its last record
 -- ARGV: presented hash, presented generation, successor hash, sealed successor, idle TTL ms, reuse grace ms,
---       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing)
+--       unless superseded ('1': an older generation outside the grace is answered 'superseded', changing nothing),
+--       revocation channel, the family's revocation event (JSON): published with the revocation a replay causes,
+--       in the same step (see revoke_session.lua)
 -- Returns { status, gen, created, rot, abs, idle, sub, claims, sealed }
 --   status: rotated | grace | superseded | reused | revoked | expired | invalid
 --   gen: the generation of the successor handed out (for a grace answer, the one after the presented token)
@@ -55,6 +57,7 @@ if presentedGen < gen then
   redis.call('HSET', key, 'rev', 1)
   redis.call('HDEL', key, 'cur')
   redis.call('DEL', KEYS[2])
+  redis.call('PUBLISH', ARGV[8], ARGV[9])
   return { 'reused' }
 end
 return { 'invalid' }
