@@ -141,3 +141,91 @@ t.test('a pathological route prefix is refused at once (no catastrophic backtrac
   t.ok(error instanceof ConfigError)
   t.match((error as ConfigError).problems, [{ path: 'routes[0].prefix' }])
 })
+
+t.test('Expect: 100-continue is answered by the gateway, not forwarded: the upload reaches the upstream (audit)', async (t) => {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }, { name: 'api', prefix: '/api', upstream: up.url }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  const { request } = await import('node:http')
+  // As curl does for large bodies: headers first, the body only once the server says 100 Continue.
+  const upload = (path: string, headers: Record<string, string> = {}) =>
+    new Promise<{ status: number; body: string; continued: boolean }>((resolve, reject) => {
+      let continued = false
+      const req = request(`${gw.url}${path}`, { method: 'POST', headers: { expect: '100-continue', 'content-type': 'text/plain', 'content-length': '5', ...headers } }, (res) => {
+        const chunks: Buffer[] = []
+        res.on('data', (c: Buffer) => chunks.push(c))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8'), continued }))
+      })
+      req.on('continue', () => {
+        continued = true
+        req.end('hello')
+      })
+      req.on('error', reject)
+    })
+  const open = await upload('/open/x')
+  t.equal(open.status, 200, `public route: ${open.body}`)
+  t.ok(open.continued, 'the client was told to continue')
+  t.equal(up.last()?.body, 'hello', 'the body reached the upstream')
+  t.equal(up.last()?.headers.expect, undefined, 'without the Expect header')
+  const client = new CookieClient(gw.url)
+  t.equal((await client.login('alice', 'alice-pw')).status, 200)
+  const api = await upload('/api/y', { cookie: client.cookieHeader(), 'x-csrf': '1' })
+  t.equal(api.status, 200, `protected route: ${api.body}`)
+  t.equal(up.last()?.url, '/api/y')
+  t.equal(up.last()?.body, 'hello')
+})
+
+t.test("a path segment the proxy cannot forward ('...', 'a../b') gets invalid_path with its reason, not the library's (audit)", async (t) => {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  const { rawRequest } = await import('./helpers/client.js')
+  for (const path of ['/open/...', '/open/..a/b', '/open/a../b', '/open/%2e%2e%2e', '/open/x/..../y', '/open/a../']) {
+    const res = await rawRequest(gw.port, { path })
+    t.equal(res.status, 400, `${path} -> 400`)
+    t.equal(res.json?.error, 'invalid_path', `${path}: invalid_path`)
+    t.match(res.json?.message, /begins with '\.\.'/, `${path}: says why (${res.json?.message})`)
+  }
+  t.equal(up.requests.length, 0, 'nothing was forwarded')
+  for (const path of ['/open/a..', '/open/a.b', '/open/[...slug]', '/open/a...b/c', '/open/x/../y']) {
+    const res = await rawRequest(gw.port, { path })
+    t.equal(res.status, 200, `${path} is forwarded`)
+  }
+  t.same(up.requests.map((r) => r.url), ['/open/a..', '/open/a.b', '/open/%5B...slug%5D', '/open/a...b/c', '/open/y'])
+})
+
+t.test('WebDAV and other methods Node reads are proxied (CSRF applies), and refused with 405 on the gateway endpoints (audit)', async (t) => {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { routes: [{ name: 'dav', prefix: '/dav', upstream: up.url }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  const { rawRequest } = await import('./helpers/client.js')
+  const login = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })
+  const bearer = `Bearer ${login.json.accessToken}`
+  for (const method of ['PROPFIND', 'MKCOL', 'LOCK', 'REPORT', 'PURGE', 'SEARCH']) {
+    const res = await rawRequest(gw.port, { method, path: '/dav/folder/', headers: [['Authorization', bearer], ['Content-Type', 'application/xml']], body: '<propfind/>' })
+    t.equal(res.status, 200, `${method} is proxied (${res.text.slice(0, 80)})`)
+    t.equal(up.last()?.method, method)
+    t.equal(up.last()?.body, '<propfind/>', `${method}: the body passes`)
+  }
+  const anonymous = await rawRequest(gw.port, { method: 'PROPFIND', path: '/dav/folder/' })
+  t.equal(anonymous.status, 401, 'and authenticated like any other method')
+  const cookie = new CookieClient(gw.url)
+  t.equal((await cookie.login('alice', 'alice-pw')).status, 200)
+  const forged = await rawRequest(gw.port, { method: 'PROPPATCH', path: '/dav/x', headers: [['Cookie', cookie.cookieHeader()]], body: '<x/>' })
+  t.equal(forged.status, 403, 'an unsafe method in cookie mode needs X-CSRF')
+  t.equal(forged.json?.error, 'csrf')
+  const own = await rawRequest(gw.port, { method: 'PROPFIND', path: '/auth/login' })
+  t.equal(own.status, 405, 'a gateway endpoint answers 405')
+  t.equal(own.headers.allow, 'POST')
+  const probe = await rawRequest(gw.port, { method: 'MKCOL', path: '/healthz' })
+  t.equal(probe.status, 405)
+})

@@ -2,8 +2,6 @@ import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyReques
 import { GatewayError } from '../errors.js'
 import { sendError } from './send-error.js'
 
-const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const
-
 /**
  * A gateway endpoint that answers one method (GET also answers HEAD); every other method gets 405
  * `method_not_allowed` with `Allow`, rather than falling through to the proxy's 404.
@@ -17,7 +15,7 @@ export function oneMethodRoute(
 ): void {
   app.route({ method, url, handler, config })
   app.route({
-    method: METHODS.filter((m) => m !== method && !(method === 'GET' && m === 'HEAD')),
+    method: app.supportedMethods.filter((m) => m !== method && !(method === 'GET' && m === 'HEAD')),
     url,
     handler: async (_request, reply) => sendError(reply.header('allow', method), new GatewayError('method_not_allowed')),
   })

@@ -7,6 +7,12 @@ const HOP_BY_HOP_NAMES = ['connection', 'keep-alive', 'proxy-connection', 'te', 
 
 const HOP_BY_HOP_SET = new Set(HOP_BY_HOP_NAMES)
 
+/**
+ * Request headers the gateway answers itself: `Expect: 100-continue` was answered by the gateway's own HTTP server
+ * (the body is already on its way); forwarded, undici refuses the request (a 502 for every upload with it).
+ */
+const ANSWERED_HERE = new Set([...HOP_BY_HOP_NAMES, 'expect'])
+
 export interface UpstreamIdentity {
   /** The access token to forward as `Authorization: Bearer`, or undefined for anonymous requests. */
   token: string | undefined
@@ -34,7 +40,7 @@ export function upstreamHeaders(
   const named = typeof connection === 'string' ? connection.split(',').map((n) => n.trim().toLowerCase()) : undefined
   const out: IncomingHttpHeaders = {}
   for (const name in headers) {
-    if (HOP_BY_HOP_SET.has(name) || injectedNames.has(name) || name === 'cookie') continue
+    if (ANSWERED_HERE.has(name) || injectedNames.has(name) || name === 'cookie') continue
     // `X_User_Id` reads as `X-User-Id` to CGI, WSGI, Rack and PHP upstreams: look-alikes of injected names go too.
     if (name.includes('_') && injectedNames.has(name.replace(/_/g, '-'))) continue
     if (!trustedPeer && (name === 'forwarded' || name === 'x-real-ip')) continue

@@ -5,13 +5,18 @@
  * - empty segments (`//`) and `.` are dropped, `..` removes the previous segment (never above the root);
  * - a segment that decodes to something holding `/`, `\` or a control character is refused (encoded slashes
  *   would mean different things to the gateway and to the upstream);
- * - malformed percent-encoding is refused.
+ * - malformed percent-encoding is refused;
+ * - a segment that begins with `..` (`...`, `..a`), or ends with `..` before another segment (`a../b`), is refused:
+ *   @fastify/reply-from refuses to forward any path whose decoded text holds `/..` or `../`, and the client gets
+ *   this reason instead of the proxy library's.
  *
  * The upstream receives the normalised path, re-encoded, so it sees exactly what was matched.
  */
 export type NormalisedPath =
   | { ok: true; segments: string[]; path: string }
   | { ok: false; reason: string }
+
+const DOTTED_SEGMENT = "a path segment that begins with '..', or ends with '..' before another segment, cannot be forwarded"
 
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN_IN_SEGMENT = /[/\\\u0000-\u001f\u007f]/
@@ -23,6 +28,8 @@ export function normalisePath(rawPath: string): NormalisedPath {
   // Fast path, most requests: nothing to decode, drop or resolve, and every character is already a pchar, so
   // the path is its own normal form.
   if (rawPath.charCodeAt(0) === 47 && CLEAN_PATH.test(rawPath)) {
+    // No segment starts with a dot here, so only `a../b` can hold what the proxy refuses.
+    if (rawPath.includes('../')) return { ok: false, reason: DOTTED_SEGMENT }
     const segments = rawPath.split('/')
     segments.shift()
     if (segments[segments.length - 1] === '') segments.pop()
@@ -50,6 +57,12 @@ export function normalisePath(rawPath: string): NormalisedPath {
     segments.push(segment)
   }
   const trailingSlash = rawPath.length > 1 && rawPath.endsWith('/') && segments.length > 0
+  for (let i = 0; i < segments.length; i++) {
+    const segment = segments[i] as string
+    if (segment.startsWith('..') || (segment.endsWith('..') && (i < segments.length - 1 || trailingSlash))) {
+      return { ok: false, reason: DOTTED_SEGMENT }
+    }
+  }
   const path = `/${segments.map(encodeSegment).join('/')}${trailingSlash ? '/' : ''}`
   return { ok: true, segments, path }
 }

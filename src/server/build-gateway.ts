@@ -1,6 +1,6 @@
 import { fastifyCookie } from '@fastify/cookie'
 import replyFrom from '@fastify/reply-from'
-import { STATUS_CODES } from 'node:http'
+import { METHODS, STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
@@ -97,6 +97,13 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
       sendError(reply, new GatewayError('invalid_path', `The request is malformed: ${error.message}`))
     },
   } as FastifyServerOptions)
+
+  // Every method Node's HTTP parser reads (WebDAV's PROPFIND, MKCOL, LOCK..., PURGE, REPORT...) reaches the routes:
+  // proxied like any other (unsafe ones pass the CSRF check in cookie mode), 405 on the gateway's own endpoints.
+  // Fastify alone would answer them "no route matches this path". CONNECT is a tunnel, not a request to proxy.
+  for (const method of METHODS) {
+    if (method !== 'CONNECT' && !app.supportedMethods.includes(method)) app.addHttpMethod(method, { hasBody: true })
+  }
 
   const metrics = new Metrics()
   const store = options.store ?? createSessionStore(config.redis, app.log)
