@@ -229,3 +229,20 @@ t.test('WebDAV and other methods Node reads are proxied (CSRF applies), and refu
   const probe = await rawRequest(gw.port, { method: 'MKCOL', path: '/healthz' })
   t.equal(probe.status, 405)
 })
+
+t.test('login refusals say what is wrong: length limits, JSON that does not parse or pollutes a prototype (audit)', async (t) => {
+  const gw = await startGateway()
+  t.teardown(() => gw.close())
+  const long = await send(`${gw.url}/auth/login`, { body: { username: 'a'.repeat(257), password: 'pw' } })
+  t.equal(long.status, 400)
+  t.equal(long.json.error, 'invalid_request')
+  t.match(long.json.message, /at most 256 characters/)
+  const raw = (payload: string) => send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: payload })
+  for (const payload of ['{"__proto__": {"admin": true}, "username": "alice", "password": "alice-pw"}', '{"constructor": {"prototype": {"admin": true}}}', '{bad']) {
+    const res = await raw(payload)
+    t.equal(res.status, 400, payload)
+    t.equal(res.json.error, 'invalid_request')
+    t.match(res.json.message, /not valid JSON, or it holds a __proto__/, `${payload}: ${res.json.message}`)
+    t.notMatch(res.json.message, /content-type is set/, 'not the framework wording')
+  }
+})

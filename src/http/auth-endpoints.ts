@@ -44,7 +44,10 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       username.length > MAX_USERNAME || password.length > MAX_PASSWORD
     ) {
       metrics.logins.inc({ result: 'invalid_request' })
-      throw new GatewayError('invalid_request', 'Send JSON {"username": "...", "password": "..."} with non-empty strings.')
+      throw new GatewayError(
+        'invalid_request',
+        `Send JSON {"username": "...", "password": "..."}: non-empty strings, the username at most ${MAX_USERNAME} characters and the password at most ${MAX_PASSWORD}.`,
+      )
     }
     try {
       await rt.rateLimit.attempt(request.ip, username)

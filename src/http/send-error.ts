@@ -26,7 +26,10 @@ export function toGatewayError(err: unknown, request?: FastifyRequest): GatewayE
     const message =
       fastifyError.statusCode === 415
         ? 'The request body must be JSON (Content-Type: application/json).'
-        : code === 'invalid_request'
+        : fastifyError.code === 'FST_ERR_CTP_INVALID_JSON_BODY'
+          // Also what secure-json-parse answers for a __proto__ or constructor.prototype key (a pollution attempt).
+          ? 'The request body is not valid JSON, or it holds a __proto__ or constructor.prototype key.'
+          : code === 'invalid_request'
           ? `The request is malformed: ${String(fastifyError.message)}`
           : undefined
     return new GatewayError(code, message)
