@@ -20,6 +20,7 @@ export const ERRORS = {
   not_found: { status: 404, message: 'No route matches this path.' },
   method_not_allowed: { status: 405, message: 'This method is not allowed here.' },
   payload_too_large: { status: 413, message: 'The request body is too large.' },
+  expectation_failed: { status: 417, message: 'The Expect header asks for something the gateway does not do.' },
   headers_too_large: { status: 431, message: 'The request headers are too large.' },
   request_timeout: { status: 408, message: 'The request headers were not received in time.' },
   rate_limited: { status: 429, message: 'Too many failed logins; try again later.' },

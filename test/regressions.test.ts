@@ -246,3 +246,28 @@ t.test('login refusals say what is wrong: length limits, JSON that does not pars
     t.notMatch(res.json.message, /content-type is set/, 'not the framework wording')
   }
 })
+
+t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, not silence or a bare answer (audit)', async (t) => {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  const { rawRequest } = await import('./helpers/client.js')
+  const connect = await rawRequest(gw.port, { method: 'CONNECT', path: 'example.com:443', headers: [['Host', 'example.com:443']] })
+  t.equal(connect.status, 405, 'CONNECT')
+  t.equal(connect.json?.error, 'method_not_allowed')
+  t.equal(connect.headers['cache-control'], 'no-store')
+  const expect = await rawRequest(gw.port, { path: '/open/x', headers: [['Expect', 'something-else']] })
+  t.equal(expect.status, 417, 'Expect other than 100-continue')
+  t.equal(expect.json?.error, 'expectation_failed')
+  t.match(expect.json?.message, /something-else/)
+  const twoHosts = await rawRequest(gw.port, { path: '/open/x', headers: [['Host', 'a.example'], ['Host', 'b.example']] })
+  t.equal(twoHosts.status, 400, 'two Host headers')
+  t.equal(twoHosts.json?.error, 'invalid_request')
+  t.match(twoHosts.json?.message, /more than one Host/)
+  t.equal(up.requests.length, 0, 'none of them was forwarded')
+  const fine = await rawRequest(gw.port, { path: '/open/x' })
+  t.equal(fine.status, 200, 'one Host header passes')
+})

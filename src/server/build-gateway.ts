@@ -2,6 +2,7 @@ import { fastifyCookie } from '@fastify/cookie'
 import replyFrom from '@fastify/reply-from'
 import { METHODS, STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
+import type { Duplex } from 'node:stream'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { GatewayError } from '../errors.js'
@@ -40,17 +41,32 @@ export interface GatewayOptions {
  */
 function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
   if (err.code === 'ECONNRESET' || socket.destroyed) return
-  const error = new GatewayError(
-    err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'invalid_request',
+  answerAndClose(
+    socket,
+    new GatewayError(
+      err.code === 'HPE_HEADER_OVERFLOW' ? 'headers_too_large' : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 'request_timeout' : 'invalid_request',
+    ),
   )
-  const body = JSON.stringify(error.toJSON())
-  if (socket.writable) {
-    socket.write(
-      `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n${body}`,
-    )
-  }
   socket.destroy(err)
+}
+
+/** Writes a JSON error on a socket that no Fastify reply owns, closing the connection after it. */
+function answerAndClose(socket: Duplex, error: GatewayError, headers = ''): void {
+  const body = JSON.stringify(error.toJSON())
+  if (!socket.writable) return
+  socket.end(
+    `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n${headers}connection: close\r\n\r\n${body}`,
+  )
+}
+
+function hasOneHost(raw: string[]): boolean {
+  let hosts = 0
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i] as string
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return false
+  }
+  return true
 }
 
 /** How long /readyz waits for the store. */
@@ -128,8 +144,16 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     sendError(reply, new GatewayError('not_found'))
   })
   app.addHook('onRequest', (request, reply, done) => {
-    if (request.headers.host !== undefined || request.raw.httpVersion !== '1.1') return done()
-    sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', 'An HTTP/1.1 request must carry a Host header.'))
+    if (request.headers.host === undefined) {
+      if (request.raw.httpVersion !== '1.1') return done()
+      return sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', 'An HTTP/1.1 request must carry a Host header.'))
+    }
+    // Node keeps the first of two Host headers; RFC 9112 §3.2 says such a request is answered 400, whichever the
+    // upstream or a proxy in front would have read.
+    if (!hasOneHost(request.raw.rawHeaders)) {
+      return sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', 'The request carries more than one Host header.'))
+    }
+    done()
   })
   // Declared up front, so that every request object has the same shape (set later, they would change it).
   app.decorateRequest('routeName', undefined)
@@ -187,6 +211,16 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     // The body is handed on as the raw stream: reply-from pipes it to the upstream (done(null) would send none).
     proxied.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
     proxied.all('/*', proxyHandler({ current, metrics, trustsPeer }))
+  })
+
+  // CONNECT (a tunnel request) and an Expect other than 100-continue: Node would close the socket without a word,
+  // or answer a bare 417; the client gets the contract's JSON instead.
+  app.server.on('connect', (_req, socket: Duplex) => {
+    answerAndClose(socket, new GatewayError('method_not_allowed', 'CONNECT is not proxied.'))
+  })
+  app.server.on('checkExpectation', (req, res) => {
+    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', connection: 'close' })
+    res.end(JSON.stringify(new GatewayError('expectation_failed', `Expect: ${String(req.headers.expect)} is not supported (only 100-continue).`).toJSON()))
   })
 
   const websockets = websocketUpgradeHandler(current, app.log, trustsPeer)
