@@ -271,3 +271,29 @@ t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, 
   const fine = await rawRequest(gw.port, { path: '/open/x' })
   t.equal(fine.status, 200, 'one Host header passes')
 })
+
+t.test('another Authorization scheme is told to send a Bearer token; the login-page redirect is not stored (audit)', async (t) => {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { login: { page: '/login.html' }, routes: [{ name: 'api', prefix: '/api', upstream: up.url }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  for (const header of ['Basic YWxpY2U6YWxpY2UtcHc=', 'Digest username="alice"']) {
+    const res = await send(`${gw.url}/api/x`, { headers: { authorization: header } })
+    t.equal(res.status, 401, header)
+    t.equal(res.json.error, 'unauthenticated')
+    t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"', `${header}: the bearer-mode challenge`)
+    t.match(res.json.message, /Authorization: Bearer <token>/, `${header}: says what to send`)
+  }
+  for (const header of ['Bearer', 'Bearer not-a-token']) {
+    const res = await send(`${gw.url}/api/x`, { headers: { authorization: header } })
+    t.equal(res.status, 401, header)
+    t.equal(res.headers['www-authenticate'], 'Bearer error="invalid_token"', `${header}: invalid_token as before`)
+  }
+  t.equal(up.requests.length, 0)
+  const page = await send(`${gw.url}/api/x`, { headers: { accept: 'text/html', cookie: 'sg_access=stale' } })
+  t.equal(page.status, 302)
+  t.equal(page.headers.location, '/login.html')
+  t.equal(page.headers['cache-control'], 'no-store', 'the redirect is not cached')
+})

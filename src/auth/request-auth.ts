@@ -8,7 +8,7 @@ import { requestCookies, type CookieNames } from './cookies.js'
 /** How a request presents itself: the gateway's cookies (browser), a Bearer token (API client) or nothing. */
 export type Credentials =
   | { mode: 'cookie'; access: string | undefined; refresh: string | undefined }
-  | { mode: 'bearer'; token: string }
+  | { mode: 'bearer'; token: string; otherScheme?: true }
   | { mode: 'none' }
 
 export interface Authenticated {
@@ -19,6 +19,8 @@ export interface Authenticated {
 }
 
 const BEARER = /^Bearer +([^ ]+) *$/i
+/** An Authorization header of another scheme (Basic, Digest...): no bearer token at all. */
+const OTHER_SCHEME = /^(?!bearer(?: |$))[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: |$)/i
 
 /** The gateway's cookies win over a client Authorization header: the upstream only ever sees our token. */
 export function credentialsOf(request: Pick<FastifyRequest, 'cookies' | 'headers'>, names: CookieNames): Credentials {
@@ -30,7 +32,7 @@ export function credentialsOf(request: Pick<FastifyRequest, 'cookies' | 'headers
   if (typeof header === 'string') {
     const m = BEARER.exec(header)
     if (m) return { mode: 'bearer', token: m[1] as string }
-    return { mode: 'bearer', token: '' }
+    return OTHER_SCHEME.test(header) ? { mode: 'bearer', token: '', otherScheme: true } : { mode: 'bearer', token: '' }
   }
   return { mode: 'none' }
 }
@@ -61,6 +63,8 @@ export async function authenticate(
 ): Promise<Authenticated | undefined> {
   if (credentials.mode === 'none') return undefined
   if (credentials.mode === 'bearer') {
+    // Another scheme (Basic...): the same refusal as any bad Bearer (the contract's challenge), saying what to send.
+    if (credentials.otherScheme) throw unauthenticated('bearer', 'Send the access token as Authorization: Bearer <token>.')
     try {
       return { mode: 'bearer', token: await sessions.authenticate(credentials.token), rotated: undefined }
     } catch (err) {

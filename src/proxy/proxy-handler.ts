@@ -172,7 +172,8 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
         if (err.statusCode === 401) {
           if (carriesSessionCookies(request, rt.cookies)) reply.header('set-cookie', clearedCookies(rt.config))
           const page = wantsLoginPage(request, rt)
-          if (page) return reply.redirect(page, 302)
+          // no-store: the redirect may carry cleared cookies, and it answers for this request only.
+          if (page) return reply.header('cache-control', 'no-store').redirect(page, 302)
         }
       } else metrics.storeErrors.inc()
       throw err
