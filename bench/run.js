@@ -345,6 +345,7 @@ function summary(results) {
     refreshed: results.reduce((n, r) => n + (r.refreshed ?? 0), 0),
     cpuUs: results[0]?.cpuUs === undefined ? undefined : median(results.map((r) => r.cpuUs)),
     redisCpuUs: results[0]?.redisCpuUs === undefined ? undefined : median(results.map((r) => r.redisCpuUs)),
+    syscalls: results[0]?.syscalls === undefined ? undefined : median(results.map((r) => r.syscalls)),
   }
 }
 
@@ -387,14 +388,24 @@ for (let i = 0; i < 100; i++) manyBearers.push((await login(strict, 'token')).bo
  * on what else the scheduler ran at the time.
  */
 async function measure(system, duration = DURATION, paced = false) {
-  const before = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid)]
+  const before = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid), syscalls(system.pid)]
   const result = await generate(system, duration, paced)
-  const after = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid)]
+  const after = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid), syscalls(system.pid)]
   if (before[0] !== null && after[0] !== null) {
     result.cpuUs = (1e6 * (after[0] - before[0])) / result.requests.total
     result.redisCpuUs = (1e6 * (after[1] - before[1])) / result.requests.total
   }
+  if (before[2] !== null && after[2] !== null) result.syscalls = (after[2] - before[2]) / result.requests.total
   return result
+}
+/** Read and write system calls a process has made so far (/proc/<pid>/io: syscr + syscw); null elsewhere. */
+function syscalls(pid) {
+  try {
+    const io = readFileSync(`/proc/${pid}/io`, 'utf8')
+    return Number(/syscr: (\d+)/.exec(io)[1]) + Number(/syscw: (\d+)/.exec(io)[1])
+  } catch {
+    return null
+  }
 }
 async function generate(system, duration, paced) {
   const { url, headers, bearers, bareControl } = system
@@ -505,7 +516,7 @@ const rows = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, summary(
 const ratio = (name, ref) =>
   raw[name] && raw[ref] ? median(raw[name].map((r, i) => r.requests.average / raw[ref][i].requests.average)) : undefined
 const refOf = (name) => (name.startsWith('s3') ? S3BARE : 'bare')
-const quickLine = (k, r, ref) => `${k.padEnd(42)} ${r.rps.toFixed(0).padStart(6)} p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} ${ref === undefined ? '' : `${(100 * ref).toFixed(0)} %`} err ${r.non2xx} cpu µs/req ${r.cpuUs?.toFixed(1)} redis ${r.redisCpuUs?.toFixed(1)}${r.refreshed ? ` refreshed ${((100 * r.refreshed) / r.total).toFixed(1)} %` : ''}`
+const quickLine = (k, r, ref) => `${k.padEnd(42)} ${r.rps.toFixed(0).padStart(6)} p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} ${ref === undefined ? '' : `${(100 * ref).toFixed(0)} %`} err ${r.non2xx} cpu µs/req ${r.cpuUs?.toFixed(1)} redis ${r.redisCpuUs?.toFixed(1)} syscalls/req ${r.syscalls?.toFixed(2)}${r.refreshed ? ` refreshed ${((100 * r.refreshed) / r.total).toFixed(1)} %` : ''}`
 // BENCH_ONLY removes rows that the latency table and the targets need: it implies BENCH_QUICK.
 if (process.env.BENCH_QUICK || process.env.BENCH_ONLY) {
   await stopProfiled()
@@ -537,7 +548,13 @@ const refreshChains = async (duration) => {
   })
 }
 await refreshChains(2)
+const s4Cpu = [cpuSeconds(strict.pid), cpuSeconds(redisProc.pid)]
 const s4 = await refreshChains(3)
+// CPU per rotation (gateway, Redis); the chains' logins before the slice are not counted.
+s4.cpuUs = s4Cpu.map((before, i) => {
+  const after = cpuSeconds(i === 0 ? strict.pid : redisProc.pid)
+  return before === null || after === null ? undefined : (1e6 * (after - before)) / s4.requests.total
+})
 
 // S5: login throughput (bounded by scrypt, by design).
 const s5 = await run({
@@ -620,6 +637,7 @@ for (const client of storeClients) await client.quit()
 const bare = rows.bare
 const ngxName = 'nginx proxy_pass'
 const pct = (x) => (x === undefined ? '' : `${(100 * x).toFixed(0)} %`)
+const us = (x) => (Number.isFinite(x) ? `${x.toFixed(1)} µs` : 'n/a')
 const ms = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(2))
 const lines = []
 lines.push(`| system | req/s | p50 ms | p99 ms | vs bare proxy | vs direct |${rows[ngxName] ? ' vs nginx |' : ''} CPU µs/req (its process) | Redis CPU µs/req | errors / non-2xx |`)
@@ -651,11 +669,32 @@ const targets = [
 const extra = [
   `- s1 p99 at full load (the main table): strict ${ms(rows[S1].p99)} ms, revocation cache ${ms(rows[S1C].p99)} ms, bare ${ms(bare.p99)} ms.`,
   `- s3: ${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests carried a transparent refresh in strict mode, ${((100 * rows[S3C].refreshed) / rows[S3C].total).toFixed(1)} % with the revocation cache (sessions in use steered towards 5 % refreshes slice by slice, from reserves of ${reserveSize}; accessTtl 2s, refreshAhead 1s, reuseGrace 2m); against the bare proxy driven by the same client script: ${pct(ratio(S3, S3BARE))}, with the revocation cache ${pct(ratio(S3C, S3BARE))}.`,
-  `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (POST /auth/refresh in token mode, ${CONNECTIONS} connections, 3 s; p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}).`,
+  `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (POST /auth/refresh in token mode, ${CONNECTIONS} connections, 3 s; p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}; CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}).`,
   `- s5 login throughput: ${s5.requests.average.toFixed(1)} logins/s with 8 connections (p50 ${s5.latency.p50} ms) — bounded by scrypt (N=2^15, r=8, p=1) on libuv's 4 threads, by design.`,
   `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (a Redis round trip each): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(s6small.p99)} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(s6large.p99)} ms (p99 difference ${(100 * s6diff).toFixed(0)} %).`,
   `- s7 Redis memory per session: ${perSession.toFixed(0)} bytes for the session hash (MEMORY USAGE summed over 10,000 sessions) + ${perIndex.toFixed(0)} bytes for a one-session subject index = ${(perSession + perIndex).toFixed(0)} bytes.`,
 ]
+// Missed targets: what this run's own figures say about why (CPU per request, the spread between rounds). The
+// profiles behind them, and what was already cut, are in the README's performance section.
+const spread = (xs) => `${ms(Math.min(...xs))}–${ms(Math.max(...xs))}`
+const perRound = (table, name, pick) => (table[name] ?? []).map(pick)
+const cpuOf = (name) => rows[name]?.cpuUs ?? NaN
+const roundRatios = (name, ref) => (raw[name] && raw[ref] ? raw[name].map((r, i) => r.requests.average / raw[ref][i].requests.average) : [])
+const pctSpread = (xs) => (xs.length ? `${(100 * Math.min(...xs)).toFixed(0)}–${(100 * Math.max(...xs)).toFixed(0)} %` : 'n/a')
+const PUB = 'sessiongate, public route'
+const PUBC = 'sessiongate, public route, revocation-cache gateway'
+const S1MANY = 's1 bearer, strict, 100 tokens in turn'
+const why = {
+  [targets[0][0]]: `CPU per request: s1 strict ${us(cpuOf(S1))}, the same gateway's public route ${us(cpuOf(PUB))} (the auth step: ${us(cpuOf(S1) - cpuOf(PUB))}), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios(S1, 'bare'))}.`,
+  [targets[1][0]]: `The revocation-cache gateway's public route, which has no auth step at all, measured ${pct(ratio(PUBC, 'bare'))} of the bare proxy in this run (per round ${pctSpread(roundRatios(PUBC, 'bare'))}), and s1 with the cache ${pctSpread(roundRatios(S1C, 'bare'))} per round. CPU per request: s1 with the cache ${us(cpuOf(S1C))}, the same gateway's public route ${us(cpuOf(PUBC))} (the auth step: ${us(cpuOf(S1C) - cpuOf(PUBC))}), bare ${us(cpuOf('bare'))}. The auth step costs a few µs; the rest is the spread between two processes doing the same proxy work on this VM. Needed: a quieter machine, or slices long enough to average the VM's phases out (not within the 3-minute bound).`,
+  [targets[2][0]]: `Per-round p99 at the fixed load: bare ${spread(perRound(pacedRaw, 'bare', (r) => r.latency.p99))} ms, strict ${spread(perRound(pacedRaw, S1, (r) => r.latency.p99))} ms, revocation cache ${spread(perRound(pacedRaw, S1C, (r) => r.latency.p99))} ms; p50 bare ${ms(paced.bare.p50)}, strict ${ms(paced[S1].p50)}, cache ${ms(paced[S1C].p50)} ms. A 1-second slice at this rate has ~25 requests above its p99, so one scheduler stall of the VM (tens of ms) decides it; strict also waits for Redis, which shares core 0 with the load generator and the upstream. Needed: a machine without such stalls (dedicated cores); the p50 difference is what the auth step costs in latency.`,
+  [targets[3][0]]: `CPU per request: s2 ${us(cpuOf('s2 cookie'))}, s1 strict ${us(cpuOf(S1))} (the same gateway; cookie mode parses the Cookie header and strips the gateway's cookies before forwarding), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios('s2 cookie', 'bare'))}.`,
+  [targets[4][0]]: `CPU per request: s3 strict ${us(cpuOf(S3))}, s3 with the revocation cache ${us(cpuOf(S3C))}, the bare proxy driven by the same client ${us(cpuOf(S3BARE))}. Every s3 request carries its own session's token, so in strict mode none shares its Redis check: one round trip per request, as in "${S1MANY}" (${us(cpuOf(S1MANY) - cpuOf(S1))} more per request than one shared token in this run). The difference between the two s3 gateways, ${us(cpuOf(S3) - cpuOf(S3C))} per request, is that round trip (the cache answers from memory after a session's first request); the refreshes (${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests, ~0.5–0.7 ms of CPU each: rotation script, EdDSA signature, sealing the successor, the "superseded?" read) cost the rest. Redis CPU per request: strict ${us(rows[S3].redisCpuUs)}, cache ${us(rows[S3C].redisCpuUs)}. Needed: the round trip off the request path, which is what the revocation cache does (${pct(ratio(S3C, 'bare'))} of bare here, ${pct(ratio(S3C, S3BARE))} against the same client); strict mode's per-request check is the guarantee it gives.`,
+  [targets[5][0]]: `CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}; p50 ${s4.latency.p50} ms. A rotation is a Lua script, an EdDSA signature and sealing the successor; the throughput moves with the VM's speed (scrypt logins in this run: ${s5.requests.average.toFixed(1)}/s).`,
+  [targets[6][0]]: `Per-round p99: 100 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[0], (r) => r.latency.p99))} ms, 100,000 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[1], (r) => r.latency.p99))} ms; p50 ${ms(s6small.p50)} vs ${ms(s6large.p50)} ms; Redis CPU per request ${us(s6small.redisCpuUs)} vs ${us(s6large.redisCpuUs)}. The store's size does not change the work per request (two hash lookups); the p99s of 1-second slices are decided by the VM's stalls. Needed: a machine without them.`,
+  [targets[7][0]]: `Session hash ${perSession.toFixed(0)} B, subject index ${perIndex.toFixed(0)} B.`,
+}
+const missed = targets.filter(([, ok]) => !ok).map(([what]) => `- **${what}**: ${why[what]}`)
 const generator = WRK ? `wrk (1 thread; ${CONNECTIONS} connections at full load)` : `autocannon (${CONNECTIONS} connections at full load, pipelining 1)`
 const report = `# Benchmark results
 
@@ -694,7 +733,14 @@ fixed load, and its p99 says little. Install wrk for this table.`}
 ${pacedLines.join('\n')}
 
 ${extra.join('\n')}
-`
+${missed.length ? `
+## Missed targets: why, and what would be needed
+
+From this run's own figures; the CPU profiles behind them, and what was already cut, are in the README's
+performance section (\`BENCH_PROF=<gateway name>\` writes a profile of one gateway into bench/profiles/).
+
+${missed.join('\n')}
+` : ''}`
 writeFileSync(join(ROOT, 'bench/results.md'), report)
 console.log(report)
 await redis.quit()
