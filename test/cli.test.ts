@@ -223,3 +223,20 @@ t.test('check: a value of the wrong shape says what is expected', async (t) => {
   t.equal(res.code, 1)
   t.equal(res.stdout.trim(), 'tokens.audience: must be a string or a non-empty list of strings')
 })
+
+t.test('a host that does not resolve, or a Redis database the server does not have: problem lines, exit 1, no stack trace (audit)', async (t) => {
+  const host = await cli(['--config', 'config/gateway.yaml'], { env: { HOST: 'no-such-host.invalid', PORT: '0' } })
+  t.equal(host.code, 1)
+  t.match(host.stderr, /^sessiongate: cannot listen on no-such-host\.invalid:0: .*ENOTFOUND/m)
+  t.notMatch(host.stderr, /\n\s+at /, 'no stack trace')
+
+  const { startRedis } = await import('./helpers/redis-server.js')
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const file = join(dir, 'db99.yaml')
+  writeFileSync(file, `server: { host: 127.0.0.1, port: 0 }\nredis: { url: "${redis.url.replace(/\/\d+$/, '')}/99" }\nlogin: { users: ${join(root, 'config/users.yaml')} }\n`)
+  const db = await cli(['--config', file])
+  t.equal(db.code, 1, db.stderr)
+  t.match(db.stderr, /^redis\.url: database 99 does not exist on this Redis server/m)
+  t.notMatch(db.stderr, /\n\s+at /, 'no stack trace')
+})

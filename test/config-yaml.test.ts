@@ -56,10 +56,10 @@ t.test('a text that parses as written keeps its meaning; an unterminated referen
     'cookies: { secure: false }',
     LOGIN,
   ].join('\n')
-  const { config } = await loadConfig(fileWith(unterminated), { SG_ISSUER: 'https://set.example' })
-  t.equal(config.tokens.issuer, '${SG_ISSUER:-https://gw.example', 'the unterminated reference stays text, as YAML wrote it')
-  t.equal(config.tokens.audience, 'api', 'the next lines are still read')
-  t.equal(config.cookies.secure, false, 'and the flow mapping after it too')
+  const reported = 'tokens.issuer: malformed ${...} reference `${SG_ISSUER:-https://gw.example`: write ${NAME} or ${NAME:-default} (or $${ for a literal ${)'
+  t.same(await problemLines(unterminated, { SG_ISSUER: 'https://set.example' }), [reported], 'the unterminated reference is reported, not kept as text')
+  t.same(await problemLines(unterminated.replace('secure: false', 'secure: maybe'), { SG_ISSUER: 'https://set.example' }),
+    [reported, 'cookies.secure: must be true or false, not a string'], 'the lines after it are still read, the flow mapping too')
   const quoted = ['tokens: { issuer: "https://gw.example/${SG_X:-a\\"b}", audience: api, keys: ephemeral }', LOGIN].join('\n')
   t.equal((await loadConfig(fileWith(quoted), {})).config.tokens.issuer, 'https://gw.example/a"b', 'escapes in a quoted default keep their YAML meaning')
   const commented = ['# set ${SG_Y:-x to change', 'tokens: { issuer: https://gw.example, audience: api, keys: ephemeral }', LOGIN].join('\n')

@@ -596,3 +596,59 @@ t.test('near misses of those rules still load', async (t) => {
   const insecure = await load('cookies:\n  secure: false\n  access: a\n  refresh: b')
   t.equal(insecure.config.cookies.access, 'a')
 })
+
+t.test('settings check accepted but that would crash the start, fail every request or be ignored are refused (audit)', async (t) => {
+  const up = 'http://127.0.0.1:4001'
+  const cases: [string, string, RegExp][] = [
+    ['redis:\n  url: redis://127.0.0.1:6379/abc', 'redis.url', /database number/],
+    ['redis:\n  url: "redis://"', 'redis.url', /must name a host/],
+    ['redis:\n  url: redis://127.0.0.1:6379/0?foo=bar', 'redis.url', /query string/],
+    ['redis:\n  cluster: [redis://127.0.0.1:7000/2]', 'redis.cluster[0]', /database 0 only/],
+    ['redis:\n  cluster: [memory://]', 'redis.cluster[0]', /not a cluster node/],
+    ['redis:\n  revocationCache: true', 'redis.revocationCache', /in-process store/],
+    ['redis:\n  url: memory://\n  onOutage: verify-only', 'redis.onOutage', /in-process store/],
+    [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x/../admin }`, 'routes[0].rewritePrefix', /normal form/],
+    [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x%2F..%2Fadmin }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
+    [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /..x }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
+    [`routes:\n  - { name: a, prefix: "", upstream: ${up} }`, 'routes[0].prefix', /absolute path/],
+    [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, require: { roles: [[x]] } }`, 'routes[0].require.roles[0]', /string, a number or true\/false/],
+    [`login:\n  users: USERS\n  page: /api/login\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }`, 'login.page', /redirected again, in a loop/],
+    [`login:\n  users: USERS\n  page: /auth/login`, 'login.page', /auth endpoints/],
+    [`login:\n  users: USERS\n  page: /nowhere\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }`, 'login.page', /no route serves \/nowhere/],
+  ]
+  for (const [yaml, path, message] of cases) {
+    const problems = await problemsOf(t, yaml.replace('USERS', usersFile))
+    const found = problems.find((p) => p.path === path)
+    t.ok(found, `${path} reported for ${JSON.stringify(yaml)} (${lines(problems).join('; ')})`)
+    t.match(found?.message ?? '', message, `${path}: ${found?.message}`)
+  }
+  // The same settings, written so that they work, pass.
+  await t.resolves(load('redis:\n  url: redis://127.0.0.1:6379/3'))
+  await t.resolves(load(`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x/a..b }`))
+  await t.resolves(load(`login:\n  users: ${usersFile}\n  page: /login?next=1\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }\n  - { name: page, prefix: /login, upstream: ${up}, auth: public }`))
+  await t.resolves(load(`login:\n  users: ${usersFile}\n  page: /app/login\nroutes:\n  - { name: api, prefix: /, upstream: ${up} }\n  - { name: page, prefix: /app/login, upstream: ${up}, auth: public }`))
+})
+
+t.test('users file: wrong types are named as wrong types, not as missing (audit)', async (t) => {
+  const { loadUsers } = await import('../src/auth/users-file.js')
+  const file = join(dir, 'typed-users.yaml')
+  const problemsFor = async (text: string) => {
+    writeFileSync(file, text)
+    const problems: ConfigProblem[] = []
+    await loadUsers(file, 'login.users', problems)
+    return lines(problems)
+  }
+  t.match(await problemsFor('users:\n  - username: 123\n    password: x\n'), [/users\[0\]\.username: must be a string, not a number/])
+  t.ok((await problemsFor('users:\n  - username: a\n    password: "scrypt$x"\n    claims: [roles]\n')).some((l) => /users\[0\]\.claims: must be a mapping, not a list/.test(l)))
+  t.match(await problemsFor('- username: a\n'), [/\(root\): must be a mapping, not a list/])
+  t.match(await problemsFor('users:\n  - username: ""\n    password: x\n'), [/users\[0\]\.username: must not be empty/])
+  t.match(await problemsFor('users:\n  - password: x\n'), [/users\[0\]\.username: is required/])
+})
+
+t.test('a reload that turns watch on or off is a restart-only change (the watchers are set up at start) (audit)', async (t) => {
+  const { restartOnlyChanges } = await import('../src/server/runtime.js')
+  const before = (await load('watch: false')).config
+  const after = (await load('watch: true')).config
+  t.same(restartOnlyChanges(before, after), ['watch'])
+  t.same(restartOnlyChanges(before, before), [])
+})

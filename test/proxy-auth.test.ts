@@ -24,7 +24,7 @@ interface Setup {
 /** One upstream and one gateway on the shared Redis, with its own key prefix; torn down after the test. */
 async function setup(
   t: Test,
-  options: { config?: Record<string, unknown>; routes?: unknown[]; handler?: Parameters<typeof startUpstream>[0]; keysFile?: string; prefix?: string } = {},
+  options: { config?: Record<string, unknown>; routes?: unknown[]; extraRoutes?: unknown[]; handler?: Parameters<typeof startUpstream>[0]; keysFile?: string; prefix?: string } = {},
 ): Promise<Setup> {
   const upstream = await startUpstream(options.handler ?? echo)
   const prefix = options.prefix ?? `pa${++prefixCounter}:`
@@ -34,7 +34,7 @@ async function setup(
     config: {
       ...config,
       redis: { keyPrefix: prefix, ...((config.redis as object | undefined) ?? {}) },
-      routes: options.routes ?? [{ name: 'api', prefix: '/api', upstream: upstream.url }],
+      routes: [...(options.routes ?? [{ name: 'api', prefix: '/api', upstream: upstream.url }]), ...(options.extraRoutes ?? [])],
     },
     ...(options.keysFile ? { keysFile: options.keysFile } : {}),
   }
@@ -573,7 +573,9 @@ t.test('route rules', async (t) => {
 })
 
 t.test('login page', async (t) => {
-  const { gw, upstream } = await setup(t, { config: { login: { page: '/login' } } })
+  // The page is served by a public route of its own (a page under a protected route, or under none, is refused).
+  const pageRoute = { name: 'page', prefix: '/login', upstream: 'http://127.0.0.1:9/public', auth: 'public' }
+  const { gw, upstream } = await setup(t, { config: { login: { page: '/login' } }, extraRoutes: [pageRoute] })
   const html = await send(`${gw.url}/api/orders?next=https://evil.example`, {
     headers: { accept: 'text/html,application/xhtml+xml', 'x-forwarded-host': 'evil.example', host: 'evil.example' },
   })

@@ -274,7 +274,12 @@ t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, 
 
 t.test('another Authorization scheme is told to send a Bearer token; the login-page redirect is not stored (audit)', async (t) => {
   const up = await startUpstream()
-  const gw = await startGateway({ config: { login: { page: '/login.html' }, routes: [{ name: 'api', prefix: '/api', upstream: up.url }] } })
+  const gw = await startGateway({
+    config: {
+      login: { page: '/login.html' },
+      routes: [{ name: 'api', prefix: '/api', upstream: up.url }, { name: 'page', prefix: '/login.html', upstream: up.url, auth: 'public' }],
+    },
+  })
   t.teardown(async () => {
     await gw.close()
     await up.close()

@@ -9,7 +9,12 @@ t.test('an upstream cannot set or clear the gateway session cookies', async (t) 
     res.setHeader('content-type', 'application/json')
     res.end('{}')
   })
-  const gw = await startGateway({ config: { login: { page: '/login' }, routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
+  const gw = await startGateway({
+    config: {
+      login: { page: '/login' },
+      routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }, { name: 'page', prefix: '/login', upstream: upstream.url, auth: 'public' }],
+    },
+  })
   t.teardown(async () => {
     await gw.close()
     await upstream.close()

@@ -25,14 +25,24 @@ export async function runCommand(args: string[]): Promise<number> {
   }
   // Loaded here, not at the top: `--help` and usage errors answer without loading fastify, ioredis and the rest.
   const { buildGateway } = await import('../server/build-gateway.js')
-  const gateway = await buildGateway(loaded)
+  let gateway: Gateway
+  try {
+    gateway = await buildGateway(loaded)
+  } catch (err) {
+    // What only the running system can tell (a Redis database that does not exist): problem lines, as above.
+    if (!(err instanceof ConfigError)) throw err
+    process.stderr.write(`sessiongate: the configuration ${file} does not work with this system:\n`)
+    for (const p of err.problems) process.stderr.write(`${p.path}: ${p.message}\n`)
+    return 1
+  }
   const { app } = gateway
   if (loaded.keys.ephemeral) app.log.warn('tokens.keys is ephemeral (or not set): signing with a key made in memory; tokens die with this process (demo only)')
   try {
     await app.listen({ host: loaded.config.server.host, port: loaded.config.server.port })
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    if (code !== 'EADDRINUSE' && code !== 'EACCES' && code !== 'EADDRNOTAVAIL') throw err
+    // A system error (port in use or not allowed, an address not on this host, a host name that does not
+    // resolve: EADDRINUSE, EACCES, EADDRNOTAVAIL, ENOTFOUND, EAI_AGAIN...): one line, not a stack trace.
+    if (typeof (err as NodeJS.ErrnoException).code !== 'string' || !(err as NodeJS.ErrnoException).syscall) throw err
     process.stderr.write(`sessiongate: cannot listen on ${loaded.config.server.host}:${loaded.config.server.port}: ${(err as Error).message}\n`)
     await app.close() // closes the store too (onClose)
     return 1

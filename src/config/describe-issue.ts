@@ -10,9 +10,13 @@ export function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   const path = formatPath(issue.path)
   // A refused key of a mapping (a header name, say): zod says "Invalid key in record"; its own check says why.
   if (issue.code === 'invalid_key' && issue.issues[0]) return [{ path, message: issue.issues[0].message }]
-  if (issue.code === 'invalid_type' && issue.input === undefined) return [{ path, message: 'is required' }]
+  // zod says what it received in the message (issue.input is only there when the parse was asked to report it).
   const wrongType = /^Invalid input: expected (\w+), received (\w+)$/.exec(issue.message)
+  if (wrongType?.[2] === 'undefined' || (issue.code === 'invalid_type' && !wrongType && issue.input === undefined)) return [{ path, message: 'is required' }]
   if (wrongType) return [{ path, message: `must be ${typeName(wrongType[1] as string)}, not ${typeName(wrongType[2] as string)}` }]
+  if (issue.code === 'too_small' && Number(issue.minimum) === 1 && (issue.origin === 'string' || issue.origin === 'array')) {
+    return [{ path, message: 'must not be empty' }]
+  }
   const message = issue.message.replace(/^Invalid input: /, 'must be ').replace(/^Invalid option: expected one of /, 'must be one of ')
   return [{ path, message }]
 }

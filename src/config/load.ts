@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs'
 import { readFile } from 'node:fs/promises'
 import { dirname, isAbsolute, resolve } from 'node:path'
-import { parseDocument } from 'yaml'
+import { parseDocument, type YAMLError } from 'yaml'
+import type { z } from 'zod'
 import { ConfigError, type ConfigProblem } from '../errors.js'
 import { loadUsers, type UserRecord } from '../auth/users-file.js'
-import { ephemeralKeyRing, loadKeyRing, type KeyRing } from '../tokens/keys.js'
-import { hideReferences, interpolateEnv } from './interpolate.js'
+import { ephemeralKeyRing, loadKeyRing, type KeyRing, type SigningAlgorithm } from '../tokens/keys.js'
+import { hideReferences, interpolateDocument } from './interpolate.js'
 import { describeIssue } from './describe-issue.js'
 import { configSchema, type GatewayConfig } from './schema.js'
 
@@ -19,9 +20,9 @@ export interface LoadedConfig {
 
 export const DEFAULT_CONFIG_FILE = 'config/gateway.yaml'
 
-/** `--config`, else SESSIONGATE_CONFIG, else config/gateway.yaml. */
+/** `--config`, else SESSIONGATE_CONFIG, else config/gateway.yaml. An empty SESSIONGATE_CONFIG is unset, as PORT= is. */
 export function configFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv): string {
-  return flag ?? env.SESSIONGATE_CONFIG ?? DEFAULT_CONFIG_FILE
+  return flag ?? (env.SESSIONGATE_CONFIG || DEFAULT_CONFIG_FILE)
 }
 
 /** Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. */
@@ -54,6 +55,61 @@ export function resolveConfigRelative(name: string, configFile: string): string 
   return existsSync(fromConfig) ? fromConfig : fromCwd
 }
 
+/** The files a configuration names: a key set (undefined: an in-memory key) and a users file (undefined: none). */
+interface NamedFiles {
+  keys: string | undefined
+  algorithm: SigningAlgorithm
+  users: string | undefined
+}
+
+function namedFiles(config: GatewayConfig): NamedFiles {
+  return {
+    keys: config.tokens.keys === 'ephemeral' ? undefined : config.tokens.keys,
+    algorithm: config.tokens.algorithm,
+    users: config.login.provider === 'users' ? config.login.users : undefined,
+  }
+}
+
+/** tokens.algorithm's values (schema.ts); `satisfies` keeps them to algorithms the key loader knows. */
+const ALGORITHMS: readonly string[] = ['EdDSA', 'ES256', 'RS256'] satisfies SigningAlgorithm[]
+
+/**
+ * The same, read from a document the schema refused, so that one `check` also reports the problems of those files:
+ * each one whose name is a usable string, with the algorithm written (if valid, else the default one).
+ */
+function namedFilesInRaw(doc: Record<string, unknown>): NamedFiles {
+  const section = (name: string): Record<string, unknown> => {
+    const value = doc[name]
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : {}
+  }
+  const fileName = (value: unknown) => (typeof value === 'string' && value !== '' ? value : undefined)
+  const { keys, algorithm } = section('tokens')
+  const { provider, users } = section('login')
+  return {
+    keys: keys === 'ephemeral' ? undefined : fileName(keys),
+    algorithm: typeof algorithm === 'string' && ALGORITHMS.includes(algorithm) ? (algorithm as SigningAlgorithm) : 'EdDSA',
+    users: provider === undefined || provider === 'users' ? fileName(users) : undefined,
+  }
+}
+
+/** A YAML syntax error as a problem line; a `\$` gets the reason, as it is what a shell habit writes before `${`. */
+function syntaxProblem(error: YAMLError, file: string): ConfigProblem {
+  const message = error.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '') ?? ''
+  const hint = message.startsWith('Invalid escape sequence \\$')
+    ? ' (a backslash does not escape ${...}: write $${ for a literal ${)'
+    : ''
+  return { path: `${file}:${error.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax error: ${message}${hint}` }
+}
+
+/** Problems with the schema's wording; a value made from variables says which, as the file does not show it. */
+function schemaProblems(issues: z.core.$ZodIssue[], variablesByPath: Map<string, string[]>): ConfigProblem[] {
+  return issues.flatMap(describeIssue).map((problem) => {
+    const variables = variablesByPath.get(problem.path)
+    if (variables === undefined) return problem
+    return { ...problem, message: `${problem.message} (from ${variables.map((name) => `\${${name}}`).join(', ')})` }
+  })
+}
+
 /** Parses, interpolates, validates and loads a configuration; throws ConfigError listing every problem. */
 export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
   let text: string
@@ -65,56 +121,43 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   }
   const options = { uniqueKeys: true, prettyErrors: true } as const
   let yaml = parseDocument(text, options)
-  let restore = (node: unknown) => node
   // Not valid YAML as written: perhaps because of `${...}` in flow style. Then the text with its references hidden
   // (if that still fails, its errors are the ones the references did not cause).
   const hidden = yaml.errors.length > 0 ? hideReferences(text) : undefined
-  if (hidden) {
-    yaml = parseDocument(hidden.text, options)
-    restore = hidden.restore
-  }
-  if (yaml.errors.length > 0) {
-    // The first few: later ones are mostly the parser losing its way after the first.
-    throw new ConfigError(
-      yaml.errors.slice(0, 3).map((e) => ({
-        path: `${file}:${e.linePos?.[0]?.line ?? '?'}`,
-        message: `YAML syntax error: ${e.message.split('\n')[0]?.replace(/ at line \d+, column \d+:?$/, '')}`,
-      })),
-    )
-  }
+  if (hidden) yaml = parseDocument(hidden.text, options)
+  // The first few: later ones are mostly the parser losing its way after the first.
+  if (yaml.errors.length > 0) throw new ConfigError(yaml.errors.slice(0, 3).map((e) => syntaxProblem(e, file)))
+  const problems: ConfigProblem[] = []
+  hidden?.restore(yaml, problems)
+  const variablesByPath = interpolateDocument(yaml, env, problems)
   let raw: unknown
   try {
     // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
-    raw = restore(yaml.toJS({ maxAliasCount: 100 }) ?? {})
+    raw = yaml.toJS({ maxAliasCount: 100 }) ?? {}
   } catch (err) {
     throw new ConfigError([{ path: file, message: `YAML error: ${(err as Error).message.split('\n')[0]}` }])
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     throw new ConfigError([{ path: '(root)', message: 'must be a mapping of sections (server, redis, tokens, ...)' }])
   }
-  const problems: ConfigProblem[] = []
-  const doc = interpolateEnv(raw, env, problems) as Record<string, unknown>
+  const doc = raw as Record<string, unknown>
   // A section written with nothing under it (`redis:`) is an omitted one: its defaults apply.
   for (const section of ['server', 'redis', 'tokens', 'cookies', 'csrf', 'login', 'routes']) if (doc[section] === null) delete doc[section]
   applyEnvOverrides(doc, env, problems)
   // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
   const parsed = configSchema.safeParse(doc, { reportInput: true })
   if (!parsed.success) {
-    // A value that is wrong only because its variable is missing is reported once, as the missing variable.
-    const unset = new Set(problems.map((p) => p.path))
-    problems.push(...parsed.error.issues.flatMap(describeIssue).filter((p) => !unset.has(p.path)))
+    // A value that is wrong only because of its reference (a missing variable, a malformed `${`) is reported once.
+    const reported = new Set(problems.map((p) => p.path))
+    problems.push(...schemaProblems(parsed.error.issues, variablesByPath).filter((p) => !reported.has(p.path)))
   }
+
+  // Read even when the schema failed, so that one run reports the problems of every file.
+  const named = parsed.success ? namedFiles(parsed.data) : namedFilesInRaw(doc)
+  const fileKeys = named.keys === undefined ? undefined : await loadKeyRing(resolveConfigRelative(named.keys, file), named.algorithm, 'tokens.keys', problems)
+  const users = named.users === undefined ? undefined : await loadUsers(resolveConfigRelative(named.users, file), 'login.users', problems)
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
-  const config = parsed.data
-
-  let keys: KeyRing | undefined
-  if (config.tokens.keys === 'ephemeral') keys = await ephemeralKeyRing(config.tokens.algorithm)
-  else keys = await loadKeyRing(resolveConfigRelative(config.tokens.keys, file), config.tokens.algorithm, 'tokens.keys', problems)
-
-  let users: Map<string, UserRecord> | undefined
-  if (config.login.provider === 'users' && config.login.users !== undefined) {
-    users = await loadUsers(resolveConfigRelative(config.login.users, file), 'login.users', problems)
-  }
-  if (problems.length > 0 || keys === undefined) throw new ConfigError(problems)
-  return { file, config, keys, users }
+  const keys = named.keys === undefined ? await ephemeralKeyRing(named.algorithm) : fileKeys
+  if (keys === undefined) throw new ConfigError(problems)
+  return { file, config: parsed.data, keys, users }
 }

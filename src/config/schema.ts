@@ -1,6 +1,7 @@
 import { isIP } from 'node:net'
 import { z } from 'zod'
 import { cookieNames } from '../auth/cookies.js'
+import { normalisePath } from '../routing/normalise-path.js'
 import { DURATION_HINT, parseDuration } from './duration.js'
 import { REGISTERED_CLAIMS_REFUSED, setsRegisteredClaim } from '../tokens/registered-claims.js'
 
@@ -61,19 +62,33 @@ const upstreamUrl = z.string({ error: 'must be an http(s) URL' }).superRefine((v
   if (message !== undefined) ctx.issues.push({ code: 'custom', message, input: value })
 })
 
-function isRedisUrl(value: string): boolean {
-  if (value === 'memory://') return true
+/**
+ * What is wrong with a Redis URL, or undefined. ioredis would read a host-less `redis://` as localhost, a path that
+ * is not a number as database NaN (the start crashes), and options from a query string: all refused here. A
+ * cluster has database 0 only.
+ */
+function redisUrlProblem(value: string, { cluster = false } = {}): string | undefined {
+  if (value === 'memory://') return cluster ? 'must be a redis:// or rediss:// URL (memory:// is not a cluster node)' : undefined
+  let url: URL
   try {
-    const url = new URL(value)
-    return url.protocol === 'redis:' || url.protocol === 'rediss:'
+    url = new URL(value)
   } catch {
-    return false
+    return 'must be a redis://, rediss:// or memory:// URL'
   }
+  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') return 'must be a redis://, rediss:// or memory:// URL'
+  if (url.hostname === '') return 'must name a host, like redis://127.0.0.1:6379/0'
+  if (url.search !== '' || url.hash !== '' || value.includes('?') || value.includes('#')) return 'must not have a query string or fragment'
+  const db = url.pathname.replace(/^\//, '')
+  if (db !== '' && !/^\d{1,9}$/.test(db)) return `the path must be a database number, like /0 (got /${db})`
+  if (cluster && db !== '' && db !== '0') return 'a cluster node has database 0 only'
+  return undefined
 }
 
-const redisUrl = z
-  .string({ error: 'must be a redis://, rediss:// or memory:// URL' })
-  .refine(isRedisUrl, 'must be a redis://, rediss:// or memory:// URL')
+const redisUrlOf = (cluster: boolean) =>
+  z.string({ error: 'must be a redis://, rediss:// or memory:// URL' }).superRefine((value, ctx) => {
+    const message = redisUrlProblem(value, { cluster })
+    if (message !== undefined) ctx.issues.push({ code: 'custom', message, input: value })
+  })
 
 /**
  * A sentinel node as src/session-store/redis-connection.ts reads it: `host`, `host:port` or `redis://host[:port]`
@@ -122,14 +137,32 @@ const routeSchema = z.strictObject({
   prefix: z
     .string()
     .regex(PREFIX, 'must be an absolute path like /api/orders (no "..", "//", "%" or query)')
+    .refine((p) => p !== '', 'must be an absolute path like /api/orders (/ for every path)')
     .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments'),
   upstream: upstreamUrl,
   rewritePrefix: z
     .string()
     .regex(/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$/, 'must be empty or an absolute path like /orders')
+    .superRefine((value, ctx) => {
+      // Every forwarded path starts with it: what the gateway refuses in request paths would fail every request.
+      if (value === '' || !value.startsWith('/')) return
+      const normal = normalisePath(value)
+      const message = !normal.ok
+        ? `cannot be forwarded: ${normal.reason}`
+        : normal.path !== value
+          ? `must be in normal form (no ".", ".." or empty segments): ${normal.path}`
+          : undefined
+      if (message !== undefined) ctx.issues.push({ code: 'custom', message, input: value })
+    })
     .optional(),
   auth: z.enum(['required', 'optional', 'public'], { error: 'must be required, optional or public' }).default('required'),
-  require: z.record(z.string(), z.array(z.union([z.string(), z.number(), z.boolean()])).min(1)).optional(),
+  require: z
+    .record(
+      z.string(),
+      z.array(z.union([z.string(), z.number(), z.boolean()], { error: 'must be a string, a number or true/false' }), { error: 'must be a list of accepted values' })
+        .min(1, 'must list at least one accepted value'),
+    )
+    .optional(),
   headers: z
     .record(
       z
@@ -208,8 +241,8 @@ export const configSchema = z
       .prefault({}),
     redis: z
       .strictObject({
-        url: redisUrl.optional(),
-        cluster: z.array(redisUrl.refine((u) => !u.startsWith('memory:'), 'must be a redis:// or rediss:// URL (memory:// is not a cluster node)')).min(1).optional(),
+        url: redisUrlOf(false).optional(),
+        cluster: z.array(redisUrlOf(true)).min(1).optional(),
         sentinel: z
           .strictObject({
             name: z.string().min(1),
@@ -281,9 +314,21 @@ export const configSchema = z
     if (config.login.provider === 'upstream' && config.login.upstream === undefined) {
       ctx.issues.push({ code: 'custom', path: ['login', 'upstream'], message: 'is required when login.provider is upstream', input: undefined })
     }
+    const page = config.login.page
+    if (page !== undefined) {
+      const problem = loginPageProblem(page, config.routes, config.login.path)
+      if (problem !== undefined) ctx.issues.push({ code: 'custom', path: ['login', 'page'], message: problem, input: page })
+    }
     const backends = [config.redis.url, config.redis.cluster, config.redis.sentinel].filter((b) => b !== undefined)
     if (backends.length > 1) {
       ctx.issues.push({ code: 'custom', path: ['redis'], message: 'give only one of url, cluster or sentinel', input: config.redis })
+    }
+    const inProcess = backends.length === 0 || config.redis.url === 'memory://'
+    if (inProcess && config.redis.revocationCache) {
+      ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'has no effect with the in-process store (set redis.url to a Redis server)', input: true })
+    }
+    if (inProcess && config.redis.onOutage !== 'fail-closed') {
+      ctx.issues.push({ code: 'custom', path: ['redis', 'onOutage'], message: 'has no effect with the in-process store, which is never unreachable', input: config.redis.onOutage })
     }
     if (config.redis.revocationCache && config.redis.cluster !== undefined) {
       ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'needs redis.url or redis.sentinel, not redis.cluster', input: true })
@@ -313,6 +358,25 @@ export const configSchema = z
       ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAhead'], message: 'must be shorter than tokens.accessTtl', input: t.refreshAhead })
     }
   })
+
+/**
+ * Why browsers cannot be sent to `page`, or undefined: it must be served by a public route (the longest prefix
+ * matching it, by whole segments, as requests are matched). Under a protected route the redirect would loop; with
+ * no route, or on the auth endpoints, it would end in 404 or 405.
+ */
+function loginPageProblem(page: string, routes: { name: string; prefix: string; auth: string }[], loginPath: string): string | undefined {
+  const path = page.split(/[?#]/, 1)[0] as string
+  const under = (prefix: string) => prefix === '/' || path === prefix || path.startsWith(`${prefix}/`)
+  if (under(loginPath)) return `is under the auth endpoints (${loginPath}): a page must be served by a public route`
+  const route = routes
+    .filter((r) => under(normalisePrefix(r.prefix)))
+    .sort((a, b) => normalisePrefix(b.prefix).length - normalisePrefix(a.prefix).length)[0]
+  if (route === undefined) return `no route serves ${path}: browsers sent there would get 404 (add a public route for the page)`
+  if (route.auth !== 'public') {
+    return `is served by route ${route.name} (auth: ${route.auth}): browsers sent there would be redirected again, in a loop (make the page's route public)`
+  }
+  return undefined
+}
 
 /** `/api/orders/` and `/api/orders` are the same prefix. */
 export function normalisePrefix(prefix: string): string {

@@ -5,7 +5,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
-import { GatewayError } from '../errors.js'
+import { ConfigError, GatewayError } from '../errors.js'
 import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
@@ -13,6 +13,7 @@ import { proxyHandler } from '../proxy/proxy-handler.js'
 import { trustedProxies } from '../proxy/trusted-proxies.js'
 import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
 import { createSessionStore } from '../session-store/create-store.js'
+import { RedisSessionStore } from '../session-store/redis-store.js'
 import type { SessionStore } from '../session-store/session-store.js'
 import { RevocationCache } from '../sessions/revocation-cache.js'
 import { lazyChildLogger, loggerOptions } from './logger.js'
@@ -69,6 +70,16 @@ function hasOneHost(raw: string[]): boolean {
   return true
 }
 
+/** A `redis.url` database the server refused (ioredis would use database 0 instead) stops the start. */
+async function checkDatabase(store: SessionStore, url: string | undefined): Promise<void> {
+  if (!(store instanceof RedisSessionStore) || url === undefined) return
+  const wanted = Number(new URL(url).pathname.slice(1) || '0')
+  const selected = await store.selectedDatabase()
+  if (selected === undefined || selected === wanted) return
+  await store.close()
+  throw new ConfigError([{ path: 'redis.url', message: `database ${wanted} does not exist on this Redis server (SELECT ${wanted} refused): the store would use database ${selected}` }])
+}
+
 /** How long /readyz waits for the store. */
 const READY_TIMEOUT_MS = 1000
 
@@ -123,7 +134,10 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
 
   const metrics = new Metrics()
   const store = options.store ?? createSessionStore(config.redis, app.log)
-  if (!options.store) await waitForStore(store, app.log)
+  if (!options.store) {
+    await waitForStore(store, app.log)
+    await checkDatabase(store, config.redis.url)
+  }
   let revocationCache: RevocationCache | undefined
   if (config.redis.revocationCache) {
     revocationCache = new RevocationCache(store)

@@ -65,6 +65,8 @@ export function restartOnlyChanges(before: GatewayConfig, after: GatewayConfig):
   if (!same(before.server, after.server)) changed.push('server')
   if (!same(before.redis, after.redis)) changed.push('redis')
   if (before.login.path !== after.login.path) changed.push('login.path')
+  // The file watchers are set up at start (cli/run.ts): turning `watch` on or off takes a restart too.
+  if (before.watch !== after.watch) changed.push('watch')
   return changed
 }
 

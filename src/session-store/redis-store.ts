@@ -173,6 +173,22 @@ export class RedisSessionStore implements SessionStore {
   }
 
   /**
+   * The database the connection actually uses (CLIENT INFO, Redis 6.2+), or undefined when it cannot tell (a
+   * cluster, an older Redis). ioredis carries on in database 0 when its SELECT is refused (`/99` on a server with
+   * 16 databases): the start compares this with the configured one.
+   */
+  async selectedDatabase(): Promise<number | undefined> {
+    if (!(this.redis instanceof Redis)) return undefined
+    try {
+      const info = String(await this.redis.call('CLIENT', 'INFO'))
+      const db = / db=(\d+)/.exec(info)?.[1]
+      return db === undefined ? undefined : Number(db)
+    } catch {
+      return undefined
+    }
+  }
+
+  /**
    * The channel and message of a revocation, for the script that applies it: the scripts publish in the same step
    * as the change, so no revocation is ever made without its announcement to the instances' revocation caches.
    */

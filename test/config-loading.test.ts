@@ -1,0 +1,136 @@
+/**
+ * Loading a configuration (audit findings): `${...}` references are resolved correctly or reported, never kept as
+ * text nor leaked as placeholders; a quoted reference stays a string; one run reports the problems of every file.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import t, { type Test } from 'tap'
+import { hashPassword } from '../src/auth/password.js'
+import { configFileFrom, DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from '../src/config/load.js'
+import { ConfigError } from '../src/errors.js'
+import { generatePrivateJwk } from '../src/tokens/keys.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'sg-config-loading-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+let counter = 0
+const fileWith = (text: string) => {
+  const file = join(dir, `c${++counter}.yaml`)
+  writeFileSync(file, text)
+  return file
+}
+/** `login.provider: upstream`, so that no users file is needed. */
+const LOGIN = 'login: { provider: upstream, upstream: { url: "http://127.0.0.1:1/login", subject: /id } }'
+
+/** A configuration with the given `tokens:` lines (indented by the caller) and nothing else to get wrong. */
+const withTokens = (...lines: string[]) => ['tokens:', ...lines, LOGIN].join('\n')
+
+const load = (text: string, env: NodeJS.ProcessEnv = {}): Promise<LoadedConfig> => loadConfig(fileWith(text), env)
+
+/** The `check` lines for this YAML (fails the test if it loads). */
+async function problemLines(t: Test, text: string, env: NodeJS.ProcessEnv = {}): Promise<string[]> {
+  try {
+    const { config } = await load(text, env)
+    t.fail(`the configuration was accepted (issuer ${JSON.stringify(config.tokens.issuer)})`)
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems.map((p) => `${p.path}: ${p.message}`)
+    throw err
+  }
+  return []
+}
+
+t.test('a backslash before ${VAR} in a double-quoted string is refused, never a leaked placeholder', async (t) => {
+  const BACKSLASH_HINT = /:\d+: YAML syntax error: Invalid escape sequence \\\$ \(a backslash does not escape \$\{\.\.\.\}: write \$\$\{ for a literal \$\{\)$/
+  const lines = await problemLines(t, withTokens('  issuer: "\\${NOPE}"'))
+  t.equal(lines.length, 1, lines.join('; '))
+  t.match(lines[0], BACKSLASH_HINT, 'YAML has no `\\$` escape: said so, with the way to write a literal ${')
+  // The same with the flow-style fallback in play (another reference needs hiding).
+  const flow = await problemLines(t, ['tokens: { issuer: "\\${NOPE}", audience: ${AUD} }', LOGIN].join('\n'), { AUD: 'api' })
+  t.equal(flow.length, 1, flow.join('; '))
+  t.match(flow[0], BACKSLASH_HINT, 'in flow style too')
+  t.notMatch(flow.join('\n'), /SESSIONGATE_REF/, 'no placeholder text in the problems')
+
+  const escaped = await load(['tokens: { issuer: "a\\\\${SG_X}", audience: ${AUD} }', LOGIN].join('\n'), { SG_X: 'x', AUD: 'api' })
+  t.equal(escaped.config.tokens.issuer, 'a\\x', 'an escaped backslash (`\\\\`) before a reference: a backslash, then the value')
+  t.equal(escaped.config.tokens.audience, 'api')
+
+  // Placeholder text spelled by an escape (the file never holds it as written): an error, not a value.
+  const spelled = await problemLines(t, ['tokens: { issuer: "__\\x53ESSIONGATE_REF_7__", audience: ${AUD} }', LOGIN].join('\n'), { AUD: 'api' })
+  t.same(spelled, ['tokens.issuer: cannot be read: it spells the internal placeholder SESSIONGATE_REF_'])
+})
+
+t.test('every ${ that is not a well-formed reference is a problem at its path', async (t) => {
+  const SYNTAX = 'write ${NAME} or ${NAME:-default} (or $${ for a literal ${)'
+  for (const reference of ['${A-default}', '${A:default}', '${A', '${}', '${1A}', '${A B}', 'x${A:+y}z']) {
+    for (const written of [`"${reference}"`, reference]) {
+      const shown = reference.replace(/^x|z$/g, '')
+      t.same(await problemLines(t, withTokens(`  issuer: ${written}`), { A: 'a' }), [`tokens.issuer: malformed \${...} reference \`${shown}\`: ${SYNTAX}`], `issuer: ${written}`)
+    }
+  }
+  t.same(await problemLines(t, withTokens('  issuer: "${A:-${B:-x}}"')), ['tokens.issuer: nested ${...} reference `${A:-${B:-x}`: a default is plain text (write $${ for a literal ${)'])
+  t.same(await problemLines(t, ['tokens: { issuer: ${A:x}, audience: ${AUD} }', LOGIN].join('\n'), { AUD: 'api' }),
+    ['tokens.issuer: malformed ${...} reference `${A:x}`: ' + SYNTAX], 'in flow style: the reference, not a syntax error')
+  t.same(await problemLines(t, withTokens('  audience: [api, "${A"]')), ['tokens.audience[1]: malformed ${...} reference `${A`: ' + SYNTAX], 'inside a list')
+  t.same(await problemLines(t, ['server:', '  ${SG_K}: 1', LOGIN].join('\n'), { SG_K: 'port' }),
+    ['server.${SG_K}: a key cannot use ${SG_K}: references are read in values only'], 'a key takes no reference: said so, once')
+})
+
+t.test('$${ is a literal ${', async (t) => {
+  const { config } = await load(withTokens('  issuer: "$${HOME} costs $$5"', '  audience: ${NOPE:-a$${b}'), { HOME: '/root' })
+  t.equal(config.tokens.issuer, '${HOME} costs $$5', '$${ is ${; $$ elsewhere stays as written')
+  t.equal(config.tokens.audience, 'a${b', 'in a default too')
+  const flow = await load(['tokens: { issuer: $${X}, audience: ${AUD} }', LOGIN].join('\n'), { AUD: 'api', X: 'x' })
+  t.equal(flow.config.tokens.issuer, '${X}', 'in flow style too')
+})
+
+t.test('a quoted reference stays a string; only a plain whole reference takes the YAML type of its value', async (t) => {
+  const env = { AUD: '12345', SG_PORT: '9001', SG_WATCH: 'true' }
+  for (const written of ['"${AUD}"', "'${AUD}'", '!!str ${AUD}', '|-\n    ${AUD}', '>-\n    ${AUD}']) {
+    t.equal((await load(withTokens(`  audience: ${written}`), env)).config.tokens.audience, '12345', `audience: ${written}`)
+  }
+  const flow = await load(['server: { port: ${SG_PORT} }', 'tokens: { audience: "${AUD}" }', 'watch: ${SG_WATCH}', LOGIN].join('\n'), env)
+  t.equal(flow.config.server.port, 9001, 'plain in a flow mapping (the fallback path): typed')
+  t.equal(flow.config.tokens.audience, '12345', 'quoted in a flow mapping: a string')
+  t.equal(flow.config.watch, true)
+  const fallback = await load(['server: { port: ${SG_PORT} }', 'tokens: { audience: "${AUD}", issuer: "${AUD}x" }', LOGIN].join('\n'), env)
+  t.equal(fallback.config.tokens.audience, '12345', 'quoted next to a reference that needs the fallback: still a string')
+
+  t.same(await problemLines(t, withTokens('  audience: ${AUD}'), env),
+    ['tokens.audience: must be a string or a non-empty list of strings (from ${AUD})'], 'plain: a number, and the problem names its variable')
+  t.same(await problemLines(t, ['server:', '  port: "${SG_PORT}"', LOGIN].join('\n'), env),
+    ['server.port: must be a number, not a string (from ${SG_PORT})'], 'a quoted port is a string')
+})
+
+t.test('one run reports the schema problems and those of the key and users files', async (t) => {
+  const good = await generatePrivateJwk('EdDSA')
+  const { d: _private, ...publicOnly } = good
+  const publicKeys = join(dir, 'public.jwks.json')
+  writeFileSync(publicKeys, JSON.stringify({ keys: [publicOnly] }))
+  const plainUsers = join(dir, 'plain-users.yaml')
+  writeFileSync(plainUsers, 'users:\n  - username: a\n    password: hunter2\n')
+  const text = ['server:', '  port: x', 'tokens:', `  keys: ${publicKeys}`, 'login:', `  users: ${plainUsers}`].join('\n')
+  const lines = await problemLines(t, text)
+  t.equal(lines.length, 3, lines.join('\n'))
+  t.match(lines, [
+    /^server\.port: must be a number/,
+    `tokens.keys: ${publicKeys} keys[0]: is a public key; a private key is needed to sign`,
+    /users\[0\]\.password: plain-text passwords are refused/,
+  ])
+
+  // The algorithm as written when it is valid, else the default one.
+  const edKeys = join(dir, 'ed.jwks.json')
+  writeFileSync(edKeys, JSON.stringify({ keys: [good] }))
+  const users = join(dir, 'users.yaml')
+  writeFileSync(users, `users:\n  - username: a\n    password: "${await hashPassword('pw', 10)}"\n`)
+  const es256 = await problemLines(t, ['server: { port: x }', `tokens: { algorithm: ES256, keys: ${edKeys} }`, `login: { users: ${users} }`].join('\n'))
+  t.equal(es256.length, 2, es256.join('\n'))
+  t.match(es256[1], /^tokens\.keys: .*ES256/, 'the key file is checked against the algorithm written')
+  t.same(await problemLines(t, [`tokens: { algorithm: ED25519, keys: ${edKeys} }`, `login: { users: ${users} }`].join('\n')),
+    ['tokens.algorithm: must be EdDSA, ES256 or RS256'], 'an invalid algorithm: the key file checked against the default one')
+  const unread = await problemLines(t, ['server: { port: x }', 'tokens: { keys: [a] }', `login: { provider: upstream, users: ${plainUsers} }`].join('\n'))
+  t.notMatch(unread.join('\n'), /plain-text|cannot read/, `a key file name that is no string, a users file the provider does not read: not read (${unread.join('; ')})`)
+})
+
+t.test('SESSIONGATE_CONFIG set but empty is unset', async (t) => {
+  t.equal(configFileFrom(undefined, { SESSIONGATE_CONFIG: '' }), DEFAULT_CONFIG_FILE)
+})
