@@ -302,3 +302,26 @@ t.test('another Authorization scheme is told to send a Bearer token; the login-p
   t.equal(page.headers.location, '/login.html')
   t.equal(page.headers['cache-control'], 'no-store', 'the redirect is not cached')
 })
+
+t.test('an HTTP/1.0 request without Host reaches the upstream without an empty X-Forwarded-Host (audit)', async (t) => {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  const { connect } = await import('node:net')
+  const { parseRawReply } = await import('./helpers/client.js')
+  const raw = await new Promise<Buffer>((resolve, reject) => {
+    const socket = connect(gw.port, '127.0.0.1')
+    const chunks: Buffer[] = []
+    socket.on('data', (c: Buffer) => chunks.push(c))
+    socket.on('end', () => resolve(Buffer.concat(chunks)))
+    socket.on('error', reject)
+    socket.write('GET /open/x HTTP/1.0\r\n\r\n')
+  })
+  t.equal(parseRawReply(raw).status, 200)
+  t.equal(up.last()?.url, '/open/x')
+  t.notOk('x-forwarded-host' in (up.last()?.headers ?? {}), 'no X-Forwarded-Host at all')
+  t.equal(up.last()?.headers['x-forwarded-proto'], 'http', 'the others are still set')
+})

@@ -62,7 +62,9 @@ export function upstreamHeaders(
   const priorFor = prior('x-forwarded-for')
   out['x-forwarded-for'] = priorFor === undefined ? peer : `${priorFor}, ${peer}`
   out['x-forwarded-proto'] = prior('x-forwarded-proto') ?? ((request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http')
-  out['x-forwarded-host'] = prior('x-forwarded-host') ?? request.headers.host ?? ''
+  // An HTTP/1.0 request may come without Host: then there is no host to tell (an empty header would be a lie).
+  const forwardedHost = prior('x-forwarded-host') ?? request.headers.host
+  if (forwardedHost) out['x-forwarded-host'] = forwardedHost
   return out
 }
 
