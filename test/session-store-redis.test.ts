@@ -226,3 +226,28 @@ t.test('every revocation is announced by the script that applies it (no separate
   t.equal(await redis.client.exists('announce:{fam-a}:s', 'announce:{fam-b}:s', 'announce:{fam-d}:s'), 0, 'and applied')
   t.equal(await redis.client.exists('announce:{fam-c}:d:jti-1'), 1)
 })
+
+t.test('a PUBLISH the server refuses (ACL without channel rights) never fails the revocation itself (review)', async (t) => {
+  await redis.client.call('ACL', 'SETUSER', 'nochannels', 'on', '>pw', '~*', '+@all', 'resetchannels')
+  t.teardown(() => redis.client.call('ACL', 'DELUSER', 'nochannels'))
+  const url = new URL(redis.url)
+  url.username = 'nochannels'
+  url.password = 'pw'
+  const client = new Redis(url.toString())
+  client.on('error', () => {})
+  const warnings: string[] = []
+  const log = { warn: (_o: unknown, m: string) => warnings.push(m), error: () => {}, info: () => {}, debug: () => {} } as unknown as ConstructorParameters<typeof RedisSessionStore>[2]
+  const store = new RedisSessionStore(client, 'acl:', log)
+  t.teardown(() => store.close())
+  const base = { claims: {}, idleTtlMs: 60_000, absoluteTtlMs: 600_000 }
+  await store.createSession({ ...base, sid: 'acl-a', sub: 'acl', refreshHash: 'h-a0' })
+  await store.createSession({ ...base, sid: 'acl-b', sub: 'acl', refreshHash: 'h-b0' })
+  await store.denyAccessToken('acl-a', 'jti-1', Date.now() + 60_000)
+  t.equal(await redis.client.exists('acl:{acl-a}:d:jti-1'), 1, 'the denial is applied')
+  t.equal(await store.deleteSession('acl-a'), true, 'the logout is applied')
+  const rotate = { sid: 'acl-b', presentedHash: 'h-b0', presentedGen: 0, nextHash: 'h-b1', sealedSuccessor: 'sealed', idleTtlMs: 60_000, graceMs: 0 }
+  t.equal((await store.rotate(rotate)).kind, 'rotated')
+  t.equal((await store.rotate(rotate)).kind, 'reused', 'the replay is still detected and answered as such')
+  t.equal(await redis.client.hget('acl:{acl-b}:s', 'rev'), '1', 'and the family revoked')
+  t.equal(warnings.filter((w) => /not announced/.test(w)).length, 3, 'each unannounced revocation is logged')
+})

@@ -103,6 +103,7 @@ export class RedisSessionStore implements SessionStore {
       if (status === 'rotated') return { kind: 'rotated', session }
       return { kind: 'grace', session, sealedSuccessor: String(sealed) }
     }
+    if (status === 'reused') this.announced(reply[1], r.sid)
     if (status === 'reused' || status === 'superseded' || status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
     throw new StoreUnavailableError(new Error(`unexpected rotate reply ${String(status)}`))
   }
@@ -129,7 +130,8 @@ export class RedisSessionStore implements SessionStore {
 
   async denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void> {
     if (expiresAt <= Date.now()) return
-    await this.guarded(this.redis.denyJti(this.keys.deniedJti(sid, jti), expiresAt, ...this.announcement({ type: 'jti', sid, jti, expiresAt })))
+    const published = await this.guarded(this.redis.denyJti(this.keys.deniedJti(sid, jti), expiresAt, ...this.announcement({ type: 'jti', sid, jti, expiresAt })))
+    this.announced(published, sid)
   }
 
   async deleteSession(sid: string): Promise<boolean> {
@@ -146,7 +148,10 @@ export class RedisSessionStore implements SessionStore {
   }
 
   private async revokeSession(sid: string): Promise<number> {
-    const removed = await this.guarded(this.redis.revokeSession(this.keys.session(sid), this.keys.successor(sid), ...this.announcement({ type: 'session', sid })))
+    const [removed, published] = (await this.guarded(
+      this.redis.revokeSession(this.keys.session(sid), this.keys.successor(sid), ...this.announcement({ type: 'session', sid })),
+    )) as number[]
+    this.announced(published, sid)
     return Number(removed)
   }
 
@@ -194,6 +199,12 @@ export class RedisSessionStore implements SessionStore {
    */
   private announcement(event: RevocationEvent): [string, string] {
     return [this.keys.revocationChannel(), JSON.stringify(event)]
+  }
+
+  /** A revocation applied but not announced (the server refused the PUBLISH: ACL channel rights) is logged. */
+  private announced(published: unknown, sid: string): void {
+    if (Number(published) === 1) return
+    this.log?.warn({ sid, channel: this.keys.revocationChannel() }, 'revocation applied but not announced: Redis refused the PUBLISH (ACL channel rights?); local revocation caches of other instances will not hear of it')
   }
 
   /**

@@ -57,7 +57,6 @@ if presentedGen < gen then
   redis.call('HSET', key, 'rev', 1)
   redis.call('HDEL', key, 'cur')
   redis.call('DEL', KEYS[2])
-  redis.call('PUBLISH', ARGV[8], ARGV[9])
-  return { 'reused' }
+  return { 'reused', announce(ARGV[8], ARGV[9]) }
 end
 return { 'invalid' }
