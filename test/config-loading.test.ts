@@ -1,6 +1,6 @@
 /**
  * Loading a configuration (audit findings): `${...}` references are resolved correctly or reported, never kept as
- * text nor leaked as placeholders; a quoted reference stays a string; one run reports the problems of every file.
+ * text nor leaked as placeholders; a whole reference takes the type its setting needs; one run reports the problems of every file.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -83,11 +83,15 @@ t.test('$${ is a literal ${', async (t) => {
   t.equal(flow.config.tokens.issuer, '${X}', 'in flow style too')
 })
 
-t.test('a quoted reference stays a string; only a plain whole reference takes the YAML type of its value', async (t) => {
+t.test('a whole reference takes the type its setting needs: a number for a port, the text for an audience (review)', async (t) => {
   const env = { AUD: '12345', SG_PORT: '9001', SG_WATCH: 'true' }
-  for (const written of ['"${AUD}"', "'${AUD}'", '!!str ${AUD}', '|-\n    ${AUD}', '>-\n    ${AUD}']) {
+  for (const written of ['${AUD}', '"${AUD}"', "'${AUD}'", '!!str ${AUD}', '|-\n    ${AUD}', '>-\n    ${AUD}']) {
     t.equal((await load(withTokens(`  audience: ${written}`), env)).config.tokens.audience, '12345', `audience: ${written}`)
   }
+  for (const written of ['${SG_PORT}', '"${SG_PORT}"', "'${SG_PORT}'"]) {
+    t.equal((await load(['server:', `  port: ${written}`, LOGIN].join('\n'), env)).config.server.port, 9001, `port: ${written}`)
+  }
+  t.equal((await load(['watch: "${SG_WATCH}"', LOGIN].join('\n'), env)).config.watch, true, 'a quoted boolean')
   const flow = await load(['server: { port: ${SG_PORT} }', 'tokens: { audience: "${AUD}" }', 'watch: ${SG_WATCH}', LOGIN].join('\n'), env)
   t.equal(flow.config.server.port, 9001, 'plain in a flow mapping (the fallback path): typed')
   t.equal(flow.config.tokens.audience, '12345', 'quoted in a flow mapping: a string')
@@ -95,10 +99,10 @@ t.test('a quoted reference stays a string; only a plain whole reference takes th
   const fallback = await load(['server: { port: ${SG_PORT} }', 'tokens: { audience: "${AUD}", issuer: "${AUD}x" }', LOGIN].join('\n'), env)
   t.equal(fallback.config.tokens.audience, '12345', 'quoted next to a reference that needs the fallback: still a string')
 
-  t.same(await problemLines(t, withTokens('  audience: ${AUD}'), env),
-    ['tokens.audience: must be a string or a non-empty list of strings (from ${AUD})'], 'plain: a number, and the problem names its variable')
-  t.same(await problemLines(t, ['server:', '  port: "${SG_PORT}"', LOGIN].join('\n'), env),
-    ['server.port: must be a number, not a string (from ${SG_PORT})'], 'a quoted port is a string')
+  t.same(await problemLines(t, ['server:', '  port: "${SG_PORT}"', LOGIN].join('\n'), { SG_PORT: 'eighty' }),
+    ['server.port: must be a number, not a string (from ${SG_PORT})'], 'a value no type fits: the problem names its variable')
+  t.same(await problemLines(t, ['server:', '  port: !!str ${SG_PORT}', LOGIN].join('\n'), env),
+    ['server.port: must be a number, not a string (from ${SG_PORT})'], '!!str forces the text')
 })
 
 t.test('one run reports the schema problems and those of the key and users files', async (t) => {

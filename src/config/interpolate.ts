@@ -78,13 +78,21 @@ export function hideReferences(text: string): { text: string; restore: (doc: Doc
 
 /**
  * Resolves the references in every scalar of a parsed document, in place (so before toJS: a variable's value can
- * never inject YAML structure). A plain (unquoted, untagged) scalar that is one whole reference takes the YAML type
- * of its value (`port: ${PORT:-8080}` is a number); a quoted or block scalar stays a string (`"${AUD}"`).
- * Keys take no references. Returns, by YAML path, the variables each value was made from, so that a problem with
- * the value can name them.
+ * never inject YAML structure). A scalar that is one whole reference, plain or quoted, takes the YAML type of its
+ * value (`port: ${PORT:-8080}` is a number); a `!!str` or block scalar stays a string. Keys take no references.
+ * Returns the variables each value was made from, so that a problem with the value can name them, and the typed
+ * values with their text, for a setting that wants the text.
  */
-export function interpolateDocument(doc: Document, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Map<string, string[]> {
+export interface Interpolated {
+  /** By YAML path (formatPath), the variables each value was made from. */
+  variablesByPath: Map<string, string[]>
+  /** Values typed from a whole reference (a number, a boolean), with the text they were made from. */
+  typedReferences: { path: Path; text: string }[]
+}
+
+export function interpolateDocument(doc: Document, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Interpolated {
   const variablesByPath = new Map<string, string[]>()
+  const typedReferences: Interpolated['typedReferences'] = []
   forEachScalar(doc.contents, (scalar, path, isKey) => {
     if (typeof scalar.value !== 'string' || !scalar.value.includes('${')) return
     const report: Report = (message) => problems.push({ path: formatPath(path), message })
@@ -100,11 +108,16 @@ export function interpolateDocument(doc: Document, env: NodeJS.ProcessEnv, probl
       variables.push(name)
       return valueOf(name, fallback, env, report)
     })
-    const typed = scalar.type === 'PLAIN' && scalar.tag === undefined && WHOLE_REFERENCE.test(scalar.value)
-    scalar.value = typed ? yamlTyped(text) : text
+    // Plain or quoted (a habit from docker-compose files): a whole reference is typed; `!!str` and block scalars
+    // are text. A typed value the setting refuses is given back as its text (load.ts): `audience: ${AUD}` with
+    // AUD=12345 is the string, `port: "${PORT}"` the number.
+    const whole = scalar.tag === undefined && (scalar.type === 'PLAIN' || scalar.type === 'QUOTE_DOUBLE' || scalar.type === 'QUOTE_SINGLE') && WHOLE_REFERENCE.test(scalar.value)
+    const value = whole ? yamlTyped(text) : text
+    scalar.value = value
+    if (typeof value !== 'string') typedReferences.push({ path, text })
     if (variables.length > 0) variablesByPath.set(formatPath(path), variables)
   })
-  return variablesByPath
+  return { variablesByPath, typedReferences }
 }
 
 /** `text` with `$${` made `${`, each well-formed reference replaced by `resolve`, and each malformed one reported. */

@@ -8,6 +8,7 @@ import { loadUsers, type UserRecord } from '../auth/users-file.js'
 import { ephemeralKeyRing, loadKeyRing, type KeyRing, type SigningAlgorithm } from '../tokens/keys.js'
 import { hideReferences, interpolateDocument } from './interpolate.js'
 import { describeIssue } from './describe-issue.js'
+import { formatPath } from './path.js'
 import { configSchema, type GatewayConfig } from './schema.js'
 
 /** A configuration with the files it names read and checked: what the gateway runs on. */
@@ -110,6 +111,14 @@ function schemaProblems(issues: z.core.$ZodIssue[], variablesByPath: Map<string,
   })
 }
 
+/** Sets the value at a YAML path of a parsed document (the path exists: it came from the same document). */
+function setAt(doc: Record<string, unknown>, path: (string | number)[], value: unknown): void {
+  if (path.some((key) => key === '__proto__' || key === 'constructor' || key === 'prototype')) return
+  let node: unknown = doc
+  for (const key of path.slice(0, -1)) node = (node as Record<string | number, unknown>)[key]
+  if (node !== null && typeof node === 'object') (node as Record<string | number, unknown>)[path[path.length - 1] as string | number] = value
+}
+
 /** Parses, interpolates, validates and loads a configuration; throws ConfigError listing every problem. */
 export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.env): Promise<LoadedConfig> {
   let text: string
@@ -129,7 +138,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   if (yaml.errors.length > 0) throw new ConfigError(yaml.errors.slice(0, 3).map((e) => syntaxProblem(e, file)))
   const problems: ConfigProblem[] = []
   hidden?.restore(yaml, problems)
-  const variablesByPath = interpolateDocument(yaml, env, problems)
+  const { variablesByPath, typedReferences } = interpolateDocument(yaml, env, problems)
   let raw: unknown
   try {
     // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
@@ -145,7 +154,13 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   for (const section of ['server', 'redis', 'tokens', 'cookies', 'csrf', 'login', 'routes']) if (doc[section] === null) delete doc[section]
   applyEnvOverrides(doc, env, problems)
   // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
-  const parsed = configSchema.safeParse(doc, { reportInput: true })
+  let parsed = configSchema.safeParse(doc, { reportInput: true })
+  // A value typed from its variable (`12345`) where the setting wants text (an audience): the text, as written.
+  const asText = parsed.success ? [] : typedReferences.filter(({ path }) => parsed.error?.issues.some((i) => formatPath(i.path) === formatPath(path)))
+  if (asText.length > 0) {
+    for (const { path, text } of asText) setAt(doc, path, text)
+    parsed = configSchema.safeParse(doc, { reportInput: true })
+  }
   if (!parsed.success) {
     // A value that is wrong only because of its reference (a missing variable, a malformed `${`) is reported once.
     const reported = new Set(problems.map((p) => p.path))
