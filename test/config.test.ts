@@ -602,11 +602,10 @@ t.test('settings check accepted but that would crash the start, fail every reque
   const cases: [string, string, RegExp][] = [
     ['redis:\n  url: redis://127.0.0.1:6379/abc', 'redis.url', /database number/],
     ['redis:\n  url: "redis://"', 'redis.url', /must name a host/],
-    ['redis:\n  url: redis://127.0.0.1:6379/0?foo=bar', 'redis.url', /query string/],
+    ['redis:\n  url: "redis://127.0.0.1:6379/0#x"', 'redis.url', /fragment/],
+    [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /foo.. }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
     ['redis:\n  cluster: [redis://127.0.0.1:7000/2]', 'redis.cluster[0]', /database 0 only/],
     ['redis:\n  cluster: [memory://]', 'redis.cluster[0]', /not a cluster node/],
-    ['redis:\n  revocationCache: true', 'redis.revocationCache', /in-process store/],
-    ['redis:\n  url: memory://\n  onOutage: verify-only', 'redis.onOutage', /in-process store/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x/../admin }`, 'routes[0].rewritePrefix', /normal form/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x%2F..%2Fadmin }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /..x }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
@@ -625,6 +624,13 @@ t.test('settings check accepted but that would crash the start, fail every reque
   // The same settings, written so that they work, pass.
   await t.resolves(load('redis:\n  url: redis://127.0.0.1:6379/3'))
   await t.resolves(load(`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x/a..b }`))
+  await t.resolves(load('redis:\n  url: redis://127.0.0.1:6379/0?family=6'), 'ioredis options in the query string')
+  await t.resolves(load('redis:\n  url: memory://\n  revocationCache: true\n  onOutage: verify-only'), 'no effect in-process: a warning at start, not a refusal')
+  for (const rewritePrefix of ['/caf%c3%a9', '/a%2b', '/x/', '/']) {
+    await t.resolves(load(`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: "${rewritePrefix}" }`), `rewritePrefix ${rewritePrefix}`)
+  }
+  await t.resolves(load(`login:\n  users: ${usersFile}\n  page: /app/login\nroutes:\n  - { name: app, prefix: /app, upstream: ${up}, auth: optional }`), 'a page on an optional route')
+  await t.resolves(load(`login:\n  users: ${usersFile}\n  page: /log%69n\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }\n  - { name: page, prefix: /login, upstream: ${up}, auth: public }`), 'matched on decoded segments')
   await t.resolves(load(`login:\n  users: ${usersFile}\n  page: /login?next=1\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }\n  - { name: page, prefix: /login, upstream: ${up}, auth: public }`))
   await t.resolves(load(`login:\n  users: ${usersFile}\n  page: /app/login\nroutes:\n  - { name: api, prefix: /, upstream: ${up} }\n  - { name: page, prefix: /app/login, upstream: ${up}, auth: public }`))
 })

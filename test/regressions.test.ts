@@ -259,6 +259,8 @@ t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, 
   t.equal(connect.status, 405, 'CONNECT')
   t.equal(connect.json?.error, 'method_not_allowed')
   t.equal(connect.headers['cache-control'], 'no-store')
+  t.match(connect.headers.allow, /GET, .*POST/, 'a 405 says what is allowed')
+  t.notMatch(connect.headers.allow, /CONNECT/)
   const expect = await rawRequest(gw.port, { path: '/open/x', headers: [['Expect', 'something-else']] })
   t.equal(expect.status, 417, 'Expect other than 100-continue')
   t.equal(expect.json?.error, 'expectation_failed')
@@ -324,4 +326,14 @@ t.test('an HTTP/1.0 request without Host reaches the upstream without an empty X
   t.equal(up.last()?.url, '/open/x')
   t.notOk('x-forwarded-host' in (up.last()?.headers ?? {}), 'no X-Forwarded-Host at all')
   t.equal(up.last()?.headers['x-forwarded-proto'], 'http', 'the others are still set')
+})
+
+t.test('a reload keeps the restart-only watch setting as it was at start, so later reloads still warn (review)', async (t) => {
+  const gw = await startGateway()
+  t.teardown(() => gw.close())
+  const { loadConfig: load } = await import('../src/config/load.js')
+  const { readFileSync } = await import('node:fs')
+  writeFileSync(gw.configFile, `${readFileSync(gw.configFile, 'utf8')}\nwatch: true\n`)
+  await gw.gateway.reload(await load(gw.configFile))
+  t.equal(gw.gateway.current().config.watch, false, 'the setting in force is the one the watchers were set up with')
 })

@@ -64,8 +64,7 @@ const upstreamUrl = z.string({ error: 'must be an http(s) URL' }).superRefine((v
 
 /**
  * What is wrong with a Redis URL, or undefined. ioredis would read a host-less `redis://` as localhost, a path that
- * is not a number as database NaN (the start crashes), and options from a query string: all refused here. A
- * cluster has database 0 only.
+ * is not a number as database NaN (the start crashes): refused here. A cluster has database 0 only.
  */
 function redisUrlProblem(value: string, { cluster = false } = {}): string | undefined {
   if (value === 'memory://') return cluster ? 'must be a redis:// or rediss:// URL (memory:// is not a cluster node)' : undefined
@@ -77,7 +76,8 @@ function redisUrlProblem(value: string, { cluster = false } = {}): string | unde
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') return 'must be a redis://, rediss:// or memory:// URL'
   if (url.hostname === '') return 'must name a host, like redis://127.0.0.1:6379/0'
-  if (url.search !== '' || url.hash !== '' || value.includes('?') || value.includes('#')) return 'must not have a query string or fragment'
+  // A query string carries ioredis options (`?family=6`); a fragment means nothing to it.
+  if (url.hash !== '' || value.includes('#')) return 'must not have a fragment'
   const db = url.pathname.replace(/^\//, '')
   if (db !== '' && !/^\d{1,9}$/.test(db)) return `the path must be a database number, like /0 (got /${db})`
   if (cluster && db !== '' && db !== '0') return 'a cluster node has database 0 only'
@@ -144,14 +144,19 @@ const routeSchema = z.strictObject({
     .string()
     .regex(/^(\/[A-Za-z0-9._~!$&'()*+,;=:@%-]*)*$/, 'must be empty or an absolute path like /orders')
     .superRefine((value, ctx) => {
-      // Every forwarded path starts with it: what the gateway refuses in request paths would fail every request.
+      // Every forwarded path starts with it (and usually goes on): what the gateway refuses in request paths
+      // would fail every request. Compared on decoded segments, as the route table re-encodes it anyway.
       if (value === '' || !value.startsWith('/')) return
-      const normal = normalisePath(value)
-      const message = !normal.ok
-        ? `cannot be forwarded: ${normal.reason}`
-        : normal.path !== value
-          ? `must be in normal form (no ".", ".." or empty segments): ${normal.path}`
-          : undefined
+      const normal = normalisePath(`${value}/x`)
+      const written = value.split('/').slice(1)
+      let message: string | undefined
+      if (!normal.ok) message = `cannot be forwarded: ${normal.reason}`
+      else {
+        const decoded = written.map((s) => decodeURIComponent(s))
+        if (decoded.at(-1) === '') decoded.pop()
+        const same = normal.segments.length - 1 === decoded.length && decoded.every((s, i) => s === normal.segments[i])
+        if (!same) message = `must be in normal form (no ".", ".." or empty segments): ${normal.path.slice(0, -2) || '/'}`
+      }
       if (message !== undefined) ctx.issues.push({ code: 'custom', message, input: value })
     })
     .optional(),
@@ -323,13 +328,6 @@ export const configSchema = z
     if (backends.length > 1) {
       ctx.issues.push({ code: 'custom', path: ['redis'], message: 'give only one of url, cluster or sentinel', input: config.redis })
     }
-    const inProcess = backends.length === 0 || config.redis.url === 'memory://'
-    if (inProcess && config.redis.revocationCache) {
-      ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'has no effect with the in-process store (set redis.url to a Redis server)', input: true })
-    }
-    if (inProcess && config.redis.onOutage !== 'fail-closed') {
-      ctx.issues.push({ code: 'custom', path: ['redis', 'onOutage'], message: 'has no effect with the in-process store, which is never unreachable', input: config.redis.onOutage })
-    }
     if (config.redis.revocationCache && config.redis.cluster !== undefined) {
       ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'needs redis.url or redis.sentinel, not redis.cluster', input: true })
     }
@@ -365,15 +363,19 @@ export const configSchema = z
  * no route, or on the auth endpoints, it would end in 404 or 405.
  */
 function loginPageProblem(page: string, routes: { name: string; prefix: string; auth: string }[], loginPath: string): string | undefined {
-  const path = page.split(/[?#]/, 1)[0] as string
-  const under = (prefix: string) => prefix === '/' || path === prefix || path.startsWith(`${prefix}/`)
-  if (under(loginPath)) return `is under the auth endpoints (${loginPath}): a page must be served by a public route`
-  const route = routes
-    .filter((r) => under(normalisePrefix(r.prefix)))
-    .sort((a, b) => normalisePrefix(b.prefix).length - normalisePrefix(a.prefix).length)[0]
-  if (route === undefined) return `no route serves ${path}: browsers sent there would get 404 (add a public route for the page)`
-  if (route.auth !== 'public') {
-    return `is served by route ${route.name} (auth: ${route.auth}): browsers sent there would be redirected again, in a loop (make the page's route public)`
+  // Matched as requests are: on decoded, normalised segments (route prefixes are already in that form).
+  const normal = normalisePath(page.split(/[?#]/, 1)[0] as string)
+  if (!normal.ok) return `is not a path the gateway would route: ${normal.reason}`
+  const segments = normal.segments
+  const under = (prefix: string) => {
+    const wanted = prefix.split('/').filter((s) => s !== '')
+    return wanted.length <= segments.length && wanted.every((s, i) => s === segments[i])
+  }
+  if (under(loginPath)) return `is under the auth endpoints (${loginPath}): a page must be served by a route`
+  const route = routes.filter((r) => under(r.prefix)).sort((a, b) => normalisePrefix(b.prefix).length - normalisePrefix(a.prefix).length)[0]
+  if (route === undefined) return `no route serves ${normal.path}: browsers sent there would get 404 (add a public route for the page)`
+  if (route.auth === 'required') {
+    return `is served by route ${route.name} (auth: required): browsers sent there would be redirected again, in a loop (make the page's route public or optional)`
   }
   return undefined
 }

@@ -144,6 +144,10 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     await revocationCache.start()
     app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
   }
+  if (store.kind !== 'redis' && (config.redis.revocationCache || config.redis.onOutage !== 'fail-closed')) {
+    // Not refused at load: one file may serve both (`url: ${REDIS_URL:-memory://}`).
+    app.log.warn('redis.revocationCache and redis.onOutage have no effect with the in-process store')
+  }
   if (config.redis.onOutage === 'verify-only') {
     app.log.warn('redis.onOutage is verify-only: while the store is unreachable, valid signatures are accepted without the revocation check')
   }
@@ -230,7 +234,8 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // CONNECT (a tunnel request) and an Expect other than 100-continue: Node would close the socket without a word,
   // or answer a bare 417; the client gets the contract's JSON instead.
   app.server.on('connect', (_req, socket: Duplex) => {
-    answerAndClose(socket, new GatewayError('method_not_allowed', 'CONNECT is not proxied.'))
+    const allow = app.supportedMethods.filter((m) => m !== 'CONNECT').join(', ')
+    answerAndClose(socket, new GatewayError('method_not_allowed', 'CONNECT is not proxied.'), `allow: ${allow}\r\n`)
   })
   app.server.on('checkExpectation', (req, res) => {
     res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', connection: 'close' })
@@ -255,7 +260,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
       // A key made in memory stays the key: a reload must not log everyone out of the demo.
       const previous = runtime.loaded.keys
       if (next.keys.ephemeral && previous.ephemeral && previous.signing.alg === next.keys.signing.alg) next = { ...next, keys: previous }
-      runtime = await buildRuntime({ ...next, config: { ...next.config, server: config.server, redis: config.redis, login: { ...next.config.login, path: config.login.path } } }, store, metrics, revocationCache, app.log)
+      // The restart-only settings (restartOnlyChanges) stay as they were at start, so later reloads compare with them.
+      const kept = { server: config.server, redis: config.redis, watch: config.watch, login: { ...next.config.login, path: config.login.path } }
+      runtime = await buildRuntime({ ...next, config: { ...next.config, ...kept } }, store, metrics, revocationCache, app.log)
       app.log.info({ routes: runtime.routes.size }, 'configuration reloaded')
     },
   }
