@@ -9,7 +9,7 @@ import { ephemeralKeyRing, loadKeyRing, type KeyRing, type SigningAlgorithm } fr
 import { hideReferences, interpolateDocument } from './interpolate.js'
 import { describeIssue } from './describe-issue.js'
 import { formatPath } from './path.js'
-import { configSchema, type GatewayConfig } from './schema.js'
+import { configSchema, SIGNING_ALGORITHMS, type GatewayConfig } from './schema.js'
 
 /** A configuration with the files it names read and checked: what the gateway runs on. */
 export interface LoadedConfig {
@@ -71,8 +71,6 @@ function namedFiles(config: GatewayConfig): NamedFiles {
   }
 }
 
-/** tokens.algorithm's values (schema.ts); `satisfies` keeps them to algorithms the key loader knows. */
-const ALGORITHMS: readonly string[] = ['EdDSA', 'ES256', 'RS256'] satisfies SigningAlgorithm[]
 
 /**
  * The same, read from a document the schema refused, so that one `check` also reports the problems of those files:
@@ -88,7 +86,7 @@ function namedFilesInRaw(doc: Record<string, unknown>): NamedFiles {
   const { provider, users } = section('login')
   return {
     keys: keys === 'ephemeral' ? undefined : fileName(keys),
-    algorithm: typeof algorithm === 'string' && ALGORITHMS.includes(algorithm) ? (algorithm as SigningAlgorithm) : 'EdDSA',
+    algorithm: typeof algorithm === 'string' && (SIGNING_ALGORITHMS as readonly string[]).includes(algorithm) ? (algorithm as SigningAlgorithm) : 'EdDSA',
     users: provider === undefined || provider === 'users' ? fileName(users) : undefined,
   }
 }

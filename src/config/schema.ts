@@ -3,6 +3,7 @@ import { z } from 'zod'
 import { cookieNames } from '../auth/cookies.js'
 import { normalisePath } from '../routing/normalise-path.js'
 import { DURATION_HINT, parseDuration } from './duration.js'
+import type { SigningAlgorithm } from '../tokens/keys.js'
 import { REGISTERED_CLAIMS_REFUSED, setsRegisteredClaim } from '../tokens/registered-claims.js'
 
 /**
@@ -182,10 +183,13 @@ const routeSchema = z.strictObject({
   timeout: duration('30s'),
 })
 
+/** The algorithms `tokens.algorithm` accepts (the key loader knows each). */
+export const SIGNING_ALGORITHMS = ['EdDSA', 'ES256', 'RS256'] as const satisfies readonly SigningAlgorithm[]
+
 const tokensSchema = z.strictObject({
   issuer: z.string().min(1).default('sessiongate'),
   audience: z.union([z.string().min(1), z.array(z.string().min(1)).min(1)], { error: 'must be a string or a non-empty list of strings' }).default('sessiongate'),
-  algorithm: z.enum(['EdDSA', 'ES256', 'RS256'], { error: 'must be EdDSA, ES256 or RS256' }).default('EdDSA'),
+  algorithm: z.enum(SIGNING_ALGORITHMS, { error: 'must be EdDSA, ES256 or RS256' }).default('EdDSA'),
   /** Path to a private JWK Set; `ephemeral` (or omitted) generates a key in memory at start (demo use only). */
   keys: z.string().min(1).default('ephemeral'),
   accessTtl: duration('15m'),

@@ -51,14 +51,22 @@ function clientError(err: NodeJS.ErrnoException, socket: Socket): void {
   socket.destroy(err)
 }
 
-/** Writes a JSON error on a socket that no Fastify reply owns, closing the connection after it. */
-function answerAndClose(socket: Duplex, error: GatewayError, headers = ''): void {
+/** The headers and body of a JSON error answered outside Fastify (then the connection closes). */
+function closingErrorResponse(error: GatewayError, extra: Record<string, string> = {}): { headers: Record<string, string>; body: string } {
   const body = JSON.stringify(error.toJSON())
+  const headers = {
+    'content-type': 'application/json; charset=utf-8', 'content-length': String(Buffer.byteLength(body)),
+    'cache-control': 'no-store', ...extra, connection: 'close',
+  }
+  return { headers, body }
+}
+
+/** Writes a JSON error on a socket that no Fastify reply owns, closing the connection after it. */
+function answerAndClose(socket: Duplex, error: GatewayError, extra: Record<string, string> = {}): void {
   if (!socket.writable) return
-  socket.end(
-    `HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n${headers}connection: close\r\n\r\n${body}`,
-  )
+  const { headers, body } = closingErrorResponse(error, extra)
+  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('')
+  socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\n${head}\r\n${body}`)
 }
 
 function hasOneHost(raw: string[]): boolean {
@@ -235,11 +243,12 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // or answer a bare 417; the client gets the contract's JSON instead.
   app.server.on('connect', (_req, socket: Duplex) => {
     const allow = app.supportedMethods.filter((m) => m !== 'CONNECT').join(', ')
-    answerAndClose(socket, new GatewayError('method_not_allowed', 'CONNECT is not proxied.'), `allow: ${allow}\r\n`)
+    answerAndClose(socket, new GatewayError('method_not_allowed', 'CONNECT is not proxied.'), { allow })
   })
   app.server.on('checkExpectation', (req, res) => {
-    res.writeHead(417, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store', connection: 'close' })
-    res.end(JSON.stringify(new GatewayError('expectation_failed', `Expect: ${String(req.headers.expect)} is not supported (only 100-continue).`).toJSON()))
+    const error = new GatewayError('expectation_failed', `Expect: ${String(req.headers.expect)} is not supported (only 100-continue).`)
+    const { headers, body } = closingErrorResponse(error)
+    res.writeHead(error.statusCode, headers).end(body)
   })
 
   const websockets = websocketUpgradeHandler(current, app.log, trustsPeer)
