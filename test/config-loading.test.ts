@@ -2,25 +2,16 @@
  * Loading a configuration (audit findings): `${...}` references are resolved correctly or reported, never kept as
  * text nor leaked as placeholders; a whole reference takes the type its setting needs; one run reports the problems of every file.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t, { type Test } from 'tap'
+import { configFiles, LOGIN } from './helpers/config-files.js'
 import { hashPassword } from '../src/auth/password.js'
 import { configFileFrom, DEFAULT_CONFIG_FILE, loadConfig, type LoadedConfig } from '../src/config/load.js'
 import { ConfigError } from '../src/errors.js'
 import { generatePrivateJwk } from '../src/tokens/keys.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'sg-config-loading-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-let counter = 0
-const fileWith = (text: string) => {
-  const file = join(dir, `c${++counter}.yaml`)
-  writeFileSync(file, text)
-  return file
-}
-/** `login.provider: upstream`, so that no users file is needed. */
-const LOGIN = 'login: { provider: upstream, upstream: { url: "http://127.0.0.1:1/login", subject: /id } }'
+const { dir, fileWith } = configFiles((fn) => t.teardown(fn), 'sg-config-loading-')
 
 /** A configuration with the given `tokens:` lines (indented by the caller) and nothing else to get wrong. */
 const withTokens = (...lines: string[]) => ['tokens:', ...lines, LOGIN].join('\n')

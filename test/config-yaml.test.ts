@@ -3,23 +3,12 @@
  * whose `{`/`}` are indicators), shell semantics for an empty variable, syntax errors reported with their line,
  * sections written with nothing under them. (The schema's own rules are in config.test.ts.)
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { join } from 'node:path'
 import t from 'tap'
+import { configFiles, LOGIN } from './helpers/config-files.js'
 import { loadConfig } from '../src/config/load.js'
 import { ConfigError } from '../src/errors.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'sg-config-refs-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-let counter = 0
-const fileWith = (text: string) => {
-  const file = join(dir, `c${++counter}.yaml`)
-  writeFileSync(file, text)
-  return file
-}
-/** `login.provider: upstream`, so that no users file is needed. */
-const LOGIN = 'login: { provider: upstream, upstream: { url: "http://127.0.0.1:1/login", subject: /id } }'
+const { fileWith } = configFiles((fn) => t.teardown(fn), 'sg-config-refs-')
 const problemLines = async (text: string, env: NodeJS.ProcessEnv = {}) => {
   try {
     await loadConfig(fileWith(text), env)

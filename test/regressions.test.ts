@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { mkdtempSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { WebSocket, WebSocketServer } from 'ws'
 import { stringify } from 'yaml'
 import { loadConfig } from '../src/config/load.js'
@@ -15,6 +15,17 @@ import { startGateway, writeUsers } from './helpers/gateway.js'
 import { startUpstream } from './helpers/upstream.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+/** An echo upstream behind a gateway with one public route, /open; both closed when the test ends. */
+async function openGateway(t: Test) {
+  const up = await startUpstream()
+  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  return { up, gw }
+}
 
 async function echoWebSocketServer() {
   const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' })
@@ -179,12 +190,7 @@ t.test('Expect: 100-continue is answered by the gateway, not forwarded: the uplo
 })
 
 t.test("a path segment the proxy cannot forward ('...', 'a../b') gets invalid_path with its reason, not the library's (audit)", async (t) => {
-  const up = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await up.close()
-  })
+  const { up, gw } = await openGateway(t)
   const { rawRequest } = await import('./helpers/client.js')
   for (const path of ['/open/...', '/open/..a/b', '/open/a../b', '/open/%2e%2e%2e', '/open/x/..../y', '/open/a../']) {
     const res = await rawRequest(gw.port, { path })
@@ -248,12 +254,7 @@ t.test('login refusals say what is wrong: length limits, JSON that does not pars
 })
 
 t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, not silence or a bare answer (audit)', async (t) => {
-  const up = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await up.close()
-  })
+  const { up, gw } = await openGateway(t)
   const { rawRequest } = await import('./helpers/client.js')
   const connect = await rawRequest(gw.port, { method: 'CONNECT', path: 'example.com:443', headers: [['Host', 'example.com:443']] })
   t.equal(connect.status, 405, 'CONNECT')
@@ -306,12 +307,7 @@ t.test('another Authorization scheme is told to send a Bearer token; the login-p
 })
 
 t.test('an HTTP/1.0 request without Host reaches the upstream without an empty X-Forwarded-Host (audit)', async (t) => {
-  const up = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await up.close()
-  })
+  const { up, gw } = await openGateway(t)
   const { connect } = await import('node:net')
   const { parseRawReply } = await import('./helpers/client.js')
   const raw = await new Promise<Buffer>((resolve, reject) => {
