@@ -96,6 +96,21 @@ t.test('a whole reference takes the type its setting needs: a number for a port,
     ['server.port: must be a number, not a string (from ${SG_PORT})'], '!!str forces the text')
 })
 
+t.test('a value is read the other way only for a wrong type, never over an out-of-range value or an override (review)', async (t) => {
+  const port = (written: string) => ['server:', `  port: ${written}`, LOGIN].join('\n')
+  const tooBig = await problemLines(t, port('${P}'), { P: '99999' })
+  t.equal(tooBig.length, 1, tooBig.join('; '))
+  t.match(tooBig[0], /^server\.port: .*65535.* \(from \$\{P\}\)$/, 'the range, not "must be a number, not a string"')
+  const overridden = await problemLines(t, port('"${P}"'), { P: '8080', PORT: '99999' })
+  t.notMatch(overridden.join('\n'), /from \$\{P\}/, `the file's variable is not blamed for PORT (${overridden.join('; ')})`)
+  t.match(overridden.join('\n'), /server\.port: .*65535/)
+  const env = { T: '42', A: '123' }
+  const routes = (require: string) => [`routes:\n  - { name: r, prefix: /r, upstream: "http://127.0.0.1:1", require: { tenant: [${require}] } }`, LOGIN].join('\n')
+  t.same((await load(routes('"${T}"'), env)).config.routes[0]?.require, { tenant: ['42'] }, 'a quoted reference stays text where either type fits')
+  t.same((await load(routes('${T}'), env)).config.routes[0]?.require, { tenant: [42] }, 'a plain one the number, as 42 written plain')
+  t.same((await load(withTokens('  audience: [${A}, x]'), env)).config.tokens.audience, ['123', 'x'], 'inside a list a union refuses at its parent')
+})
+
 t.test('one run reports the schema problems and those of the key and users files', async (t) => {
   const good = await generatePrivateJwk('EdDSA')
   const { d: _private, ...publicOnly } = good

@@ -78,21 +78,24 @@ export function hideReferences(text: string): { text: string; restore: (doc: Doc
 
 /**
  * Resolves the references in every scalar of a parsed document, in place (so before toJS: a variable's value can
- * never inject YAML structure). A scalar that is one whole reference, plain or quoted, takes the YAML type of its
- * value (`port: ${PORT:-8080}` is a number); a `!!str` or block scalar stays a string. Keys take no references.
- * Returns the variables each value was made from, so that a problem with the value can name them, and the typed
- * values with their text, for a setting that wants the text.
+ * never inject YAML structure). A plain scalar that is one whole reference takes the YAML type of its value
+ * (`port: ${PORT:-8080}` is a number); a quoted one is text; a `!!str` or block scalar is always text. Keys take no
+ * references. Returns the variables each value was made from, so that a problem with the value can name them, and
+ * the whole references that read two ways, for a setting whose type wants the other reading.
  */
 export interface Interpolated {
   /** By YAML path (formatPath), the variables each value was made from. */
   variablesByPath: Map<string, string[]>
-  /** Values typed from a whole reference (a number, a boolean), with the text they were made from. */
-  typedReferences: { path: Path; text: string }[]
+  /**
+   * Whole references whose value reads two ways (`12345`: the number or the text): the value given (`value`) and the
+   * other reading (`other`), for a setting whose type refuses the first (load.ts).
+   */
+  twoWayReferences: { path: Path; value: unknown; other: unknown }[]
 }
 
 export function interpolateDocument(doc: Document, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Interpolated {
   const variablesByPath = new Map<string, string[]>()
-  const typedReferences: Interpolated['typedReferences'] = []
+  const twoWayReferences: Interpolated['twoWayReferences'] = []
   forEachScalar(doc.contents, (scalar, path, isKey) => {
     if (typeof scalar.value !== 'string' || !scalar.value.includes('${')) return
     const report: Report = (message) => problems.push({ path: formatPath(path), message })
@@ -108,16 +111,18 @@ export function interpolateDocument(doc: Document, env: NodeJS.ProcessEnv, probl
       variables.push(name)
       return valueOf(name, fallback, env, report)
     })
-    // Plain or quoted (a habit from docker-compose files): a whole reference is typed; `!!str` and block scalars
-    // are text. A typed value the setting refuses is given back as its text (load.ts): `audience: ${AUD}` with
-    // AUD=12345 is the string, `port: "${PORT}"` the number.
+    // A plain whole reference takes the YAML type of its value, as the value written plain would; a quoted one is
+    // text, as the value written in quotes would. Where the setting's type refuses that reading and the value reads
+    // the other way too, the other way is taken (load.ts): `port: "${PORT}"` is the number, `audience: ${AUD}` with
+    // AUD=12345 the text. `!!str` and block scalars are always text.
     const whole = scalar.tag === undefined && (scalar.type === 'PLAIN' || scalar.type === 'QUOTE_DOUBLE' || scalar.type === 'QUOTE_SINGLE') && WHOLE_REFERENCE.test(scalar.value)
-    const value = whole ? yamlTyped(text) : text
+    const typed = whole ? yamlTyped(text) : text
+    const value = scalar.type === 'PLAIN' ? typed : text
     scalar.value = value
-    if (typeof value !== 'string') typedReferences.push({ path, text })
+    if (typed !== text) twoWayReferences.push({ path, value, other: value === text ? typed : text })
     if (variables.length > 0) variablesByPath.set(formatPath(path), variables)
   })
-  return { variablesByPath, typedReferences }
+  return { variablesByPath, twoWayReferences }
 }
 
 /** `text` with `$${` made `${`, each well-formed reference replaced by `resolve`, and each malformed one reported. */

@@ -26,8 +26,12 @@ export function configFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv)
   return flag ?? (env.SESSIONGATE_CONFIG || DEFAULT_CONFIG_FILE)
 }
 
-/** Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. */
-function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): void {
+/**
+ * Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. Returns the YAML paths whose file
+ * value they replaced (a problem there is the override's, not the file's variables').
+ */
+function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): string[] {
+  const replaced: string[] = []
   const section = (name: string): Record<string, unknown> => {
     const current = doc[name]
     if (current === undefined || current === null) doc[name] = {}
@@ -38,13 +42,21 @@ function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv,
     delete redis.cluster
     delete redis.sentinel
     redis.url = env.REDIS_URL
+    replaced.push('redis.url')
   }
-  if (env.HOST) section('server').host = env.HOST
+  if (env.HOST) {
+    section('server').host = env.HOST
+    replaced.push('server.host')
+  }
   if (env.PORT) {
     const port = Number(env.PORT)
     if (!/^\d+$/.test(env.PORT)) problems.push({ path: 'PORT (environment)', message: 'must be an integer' })
-    else section('server').port = port
+    else {
+      section('server').port = port
+      replaced.push('server.port')
+    }
   }
+  return replaced
 }
 
 /** Relative file names: against the working directory, then against the config file's folder. */
@@ -109,6 +121,29 @@ function schemaProblems(issues: z.core.$ZodIssue[], variablesByPath: Map<string,
   })
 }
 
+/**
+ * Whether the schema refused the type of the value at `path` (a wrong type there, or a union of types at it or at
+ * its parent, as for a list that may also be a string): a value out of range, say, is no reason to read it otherwise.
+ */
+function wrongTypeAt(issues: z.core.$ZodIssue[], path: (string | number)[]): boolean {
+  const here = formatPath(path)
+  const parent = formatPath(path.slice(0, -1))
+  return issues.some((i) => {
+    const at = formatPath(i.path)
+    return (i.code === 'invalid_type' && at === here) || (i.code === 'invalid_union' && (at === here || at === parent))
+  })
+}
+
+/** The value at a YAML path of a parsed document (undefined when an override replaced what held it). */
+function valueAt(doc: Record<string, unknown>, path: (string | number)[]): unknown {
+  let node: unknown = doc
+  for (const key of path) {
+    if (node === null || typeof node !== 'object' || !Object.hasOwn(node, key)) return undefined
+    node = (node as Record<string | number, unknown>)[key]
+  }
+  return node
+}
+
 /** Sets the value at a YAML path of a parsed document (the path exists: it came from the same document). */
 function setAt(doc: Record<string, unknown>, path: (string | number)[], value: unknown): void {
   if (path.some((key) => key === '__proto__' || key === 'constructor' || key === 'prototype')) return
@@ -136,7 +171,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   if (yaml.errors.length > 0) throw new ConfigError(yaml.errors.slice(0, 3).map((e) => syntaxProblem(e, file)))
   const problems: ConfigProblem[] = []
   hidden?.restore(yaml, problems)
-  const { variablesByPath, typedReferences } = interpolateDocument(yaml, env, problems)
+  const { variablesByPath, twoWayReferences } = interpolateDocument(yaml, env, problems)
   let raw: unknown
   try {
     // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
@@ -150,13 +185,13 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   const doc = raw as Record<string, unknown>
   // A section written with nothing under it (`redis:`) is an omitted one: its defaults apply.
   for (const section of ['server', 'redis', 'tokens', 'cookies', 'csrf', 'login', 'routes']) if (doc[section] === null) delete doc[section]
-  applyEnvOverrides(doc, env, problems)
+  for (const path of applyEnvOverrides(doc, env, problems)) variablesByPath.delete(path)
   // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
   let parsed = configSchema.safeParse(doc, { reportInput: true })
-  // A value typed from its variable (`12345`) where the setting wants text (an audience): the text, as written.
-  const asText = parsed.success ? [] : typedReferences.filter(({ path }) => parsed.error?.issues.some((i) => formatPath(i.path) === formatPath(path)))
-  if (asText.length > 0) {
-    for (const { path, text } of asText) setAt(doc, path, text)
+  // A whole reference read one way (`12345` the number, `"${PORT}"` the text) where the setting's type wants the other.
+  const otherWay = parsed.success ? [] : twoWayReferences.filter((ref) => wrongTypeAt(parsed.error?.issues ?? [], ref.path) && valueAt(doc, ref.path) === ref.value)
+  if (otherWay.length > 0) {
+    for (const { path, other } of otherWay) setAt(doc, path, other)
     parsed = configSchema.safeParse(doc, { reportInput: true })
   }
   if (!parsed.success) {

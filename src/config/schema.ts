@@ -77,8 +77,13 @@ function redisUrlProblem(value: string, { cluster = false } = {}): string | unde
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') return 'must be a redis://, rediss:// or memory:// URL'
   if (url.hostname === '') return 'must name a host, like redis://127.0.0.1:6379/0'
-  // A query string carries ioredis options (`?family=6`); a fragment means nothing to it.
   if (url.hash !== '' || value.includes('#')) return 'must not have a fragment'
+  // ioredis reads options from the query string, as strings, over the gateway's own (`enableOfflineQueue=false`
+  // would turn queueing on: a non-empty string is true): only the address family is let through.
+  for (const [name, option] of url.searchParams) {
+    if (name !== 'family') return `the query string may only set family (0, 4 or 6), not ${name}`
+    if (!['0', '4', '6'].includes(option)) return 'family must be 0, 4 or 6'
+  }
   const db = url.pathname.replace(/^\//, '')
   if (db !== '' && !/^\d{1,9}$/.test(db)) return `the path must be a database number, like /0 (got /${db})`
   if (cluster && db !== '' && db !== '0') return 'a cluster node has database 0 only'
@@ -376,6 +381,7 @@ function loginPageProblem(page: string, routes: { name: string; prefix: string; 
     return wanted.length <= segments.length && wanted.every((s, i) => s === segments[i])
   }
   if (under(loginPath)) return `is under the auth endpoints (${loginPath}): a page must be served by a route`
+  if (GATEWAY_PATHS.includes(normal.path)) return `is the gateway's own endpoint ${normal.path}: a page must be served by a route`
   const route = routes.filter((r) => under(r.prefix)).sort((a, b) => normalisePrefix(b.prefix).length - normalisePrefix(a.prefix).length)[0]
   if (route === undefined) return `no route serves ${normal.path}: browsers sent there would get 404 (add a public route for the page)`
   if (route.auth === 'required') {

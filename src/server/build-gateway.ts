@@ -156,7 +156,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     // Not refused at load: one file may serve both (`url: ${REDIS_URL:-memory://}`).
     app.log.warn('redis.revocationCache and redis.onOutage have no effect with the in-process store')
   }
-  if (config.redis.onOutage === 'verify-only') {
+  if (config.redis.onOutage === 'verify-only' && store.kind === 'redis') {
     app.log.warn('redis.onOutage is verify-only: while the store is unreachable, valid signatures are accepted without the revocation check')
   }
   let runtime = await buildRuntime(loaded, store, metrics, revocationCache, app.log)
