@@ -595,6 +595,7 @@ t.test('login page', async (t) => {
     ['an XHR library (X-Requested-With)', { accept: 'text/html,*/*', 'x-requested-with': 'XMLHttpRequest' }],
     ['fetch() as the browser labels it (Sec-Fetch-Mode: cors)', { accept: 'text/html', 'sec-fetch-mode': 'cors' }],
     ['HTML accepted but not preferred', { accept: 'application/json, text/html;q=0.1' }],
+    ['HTML listed first but ranked below JSON (audit)', { accept: 'text/html;q=0.1, application/json' }],
     ['a Bearer client', { accept: 'text/html', authorization: 'Bearer bad' }],
   ]
   for (const [what, headers] of notNavigations) {
@@ -607,6 +608,8 @@ t.test('login page', async (t) => {
   t.equal(bearer.headers['www-authenticate'], 'Bearer error="invalid_token"', 'a Bearer 401 keeps its challenge')
   const navigate = await send(`${gw.url}/api/orders`, { headers: { accept: 'text/html', 'sec-fetch-mode': 'navigate' } })
   t.equal(navigate.status, 302, 'a navigation the browser labels as one')
+  const ranked = await send(`${gw.url}/api/orders`, { headers: { accept: 'text/html;q=0.9, */*;q=0.1' } })
+  t.equal(ranked.status, 302, 'HTML first and ranked above everything else')
 
   const client = new CookieClient(gw.url)
   await client.login('alice', 'alice-pw')

@@ -1,6 +1,7 @@
 import type {} from '@fastify/reply-from'
 import { performance } from 'node:perf_hooks'
 import { finished } from 'node:stream'
+import Negotiator from 'negotiator'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
 import { carriesSessionCookies, clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
@@ -62,7 +63,8 @@ const HTML_FIRST = /^\s*text\/html\s*(?:[,;]|$)/i
 
 /**
  * A browser navigation to a protected route goes to the configured login page (never a target from the request).
- * Only a navigation: a GET whose Accept puts HTML first (as browsers do for pages), with no Authorization header
+ * Only a navigation: a GET whose Accept puts HTML first (as browsers do for pages) and does not rank JSON above it
+ * by q-value, with no Authorization header
  * (an API client), no X-Requested-With (XHR libraries) and, when the browser says, Sec-Fetch-Mode `navigate`.
  * Everything else, fetch() and XHR above all, gets the JSON 401.
  */
@@ -72,7 +74,12 @@ function wantsLoginPage(request: FastifyRequest, rt: Runtime): string | undefine
   const h = request.headers
   if (h.authorization !== undefined || h['x-requested-with'] !== undefined) return undefined
   if (h['sec-fetch-mode'] !== undefined && h['sec-fetch-mode'] !== 'navigate') return undefined
-  return typeof h.accept === 'string' && HTML_FIRST.test(h.accept) ? page : undefined
+  return typeof h.accept === 'string' && HTML_FIRST.test(h.accept) && prefersHtml(h.accept) ? page : undefined
+}
+
+/** HTML over JSON by the Accept header's q-values (`text/html;q=0.1, application/json` wants JSON). */
+function prefersHtml(accept: string): boolean {
+  return new Negotiator({ headers: { accept } }).mediaType(['application/json', 'text/html']) === 'text/html'
 }
 
 function upstreamError(error: unknown): GatewayError {
