@@ -333,3 +333,20 @@ t.test('a reload keeps the restart-only watch setting as it was at start, so lat
   await gw.gateway.reload(await load(gw.configFile))
   t.equal(gw.gateway.current().config.watch, false, 'the setting in force is the one the watchers were set up with')
 })
+
+t.test('an absolute-form request target is routed by its path (RFC 9112 3.2.2), gateway endpoints included (audit)', async (t) => {
+  const { up, gw } = await openGateway(t)
+  const { rawRequest } = await import('./helpers/client.js')
+  const proxied = await rawRequest(gw.port, { path: `http://127.0.0.1:${gw.port}/open/x?a=1` })
+  t.equal(proxied.status, 200)
+  t.equal(up.last()?.url, '/open/x?a=1', 'the upstream gets the origin-form path and query')
+  const probe = await rawRequest(gw.port, { path: `http://127.0.0.1:${gw.port}/healthz` })
+  t.equal(probe.status, 200, 'a gateway endpoint')
+  const bare = await rawRequest(gw.port, { path: 'http://127.0.0.1' })
+  t.equal(bare.status, 404, 'no path is /, which no route serves here')
+  for (const target of ['*', 'open/x', 'ftp://127.0.0.1/open/x']) {
+    const res = await rawRequest(gw.port, { path: target })
+    t.equal(res.status, 400, `${target} is still refused`)
+  }
+  t.equal(up.requests.length, 1, 'only the one request was forwarded')
+})

@@ -75,6 +75,20 @@ export function encodeSegment(segment: string): string {
   return encodeURIComponent(segment).replace(/%(2[146789ABC]|3[ABD]|40)/gi, (m) => decodeURIComponent(m))
 }
 
+const ABSOLUTE_FORM = /^https?:\/\/[^/?#]*/i
+
+/**
+ * The origin-form of a request target: `http://host/a?b` (the absolute-form, which RFC 9112 §3.2.2 says a server
+ * must accept) becomes `/a?b`; anything else is returned as it is (and refused later if it is not a path).
+ */
+export function originForm(target: string): string {
+  if (target.charCodeAt(0) === 47) return target
+  const authority = ABSOLUTE_FORM.exec(target)
+  if (!authority) return target
+  const rest = target.slice(authority[0].length)
+  return rest.startsWith('/') ? rest : `/${rest}`
+}
+
 /** Splits `/a/b?x=1` into the path and the query string (with its `?`, or empty). */
 export function splitUrl(url: string): { path: string; query: string } {
   const q = url.indexOf('?')

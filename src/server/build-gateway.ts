@@ -11,6 +11,7 @@ import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
 import { proxyHandler } from '../proxy/proxy-handler.js'
 import { trustedProxies } from '../proxy/trusted-proxies.js'
+import { originForm } from '../routing/normalise-path.js'
 import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
 import { createSessionStore } from '../session-store/create-store.js'
 import { RedisSessionStore } from '../session-store/redis-store.js'
@@ -127,6 +128,8 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     http: { headersTimeout: 10_000, connectionsCheckingInterval: 1000, maxHeaderSize: 16_384, requireHostHeader: false },
     routerOptions: { maxParamLength: 8192 },
     clientErrorHandler: clientError,
+    // An absolute-form target (`GET http://host/path`) is routed by its path, gateway endpoints included.
+    rewriteUrl: (req: { url?: string }) => originForm(req.url ?? '/'),
     childLoggerFactory: lazyChildLogger,
     frameworkErrors: (error, _request, reply) => {
       sendError(reply, new GatewayError('invalid_path', `The request is malformed: ${error.message}`))
