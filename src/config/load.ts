@@ -83,7 +83,6 @@ function namedFiles(config: GatewayConfig): NamedFiles {
   }
 }
 
-
 /**
  * The same, read from a document the schema refused, so that one `check` also reports the problems of those files:
  * each one whose name is a usable string, with the algorithm written (if valid, else the default one).
@@ -147,9 +146,8 @@ function valueAt(doc: Record<string, unknown>, path: (string | number)[]): unkno
 /** Sets the value at a YAML path of a parsed document (the path exists: it came from the same document). */
 function setAt(doc: Record<string, unknown>, path: (string | number)[], value: unknown): void {
   if (path.some((key) => key === '__proto__' || key === 'constructor' || key === 'prototype')) return
-  let node: unknown = doc
-  for (const key of path.slice(0, -1)) node = (node as Record<string | number, unknown>)[key]
-  if (node !== null && typeof node === 'object') (node as Record<string | number, unknown>)[path[path.length - 1] as string | number] = value
+  const parent = valueAt(doc, path.slice(0, -1))
+  if (parent !== null && typeof parent === 'object') (parent as Record<string | number, unknown>)[path[path.length - 1] as string | number] = value
 }
 
 /** Parses, interpolates, validates and loads a configuration; throws ConfigError listing every problem. */

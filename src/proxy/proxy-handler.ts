@@ -9,7 +9,7 @@ import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { GatewayError } from '../errors.js'
 import { sendError } from '../http/send-error.js'
-import { normalisePath, originForm, splitUrl } from '../routing/normalise-path.js'
+import { normalisePath, splitUrl } from '../routing/normalise-path.js'
 import type { RouteMatch } from '../routing/route-table.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
@@ -31,9 +31,9 @@ interface Deps {
   trustsPeer: (address: string | undefined) => boolean
 }
 
-/** Matches the decoded, normalised path against the route table (longest prefix). */
+/** Matches the decoded, normalised path of an origin-form target against the route table (longest prefix). */
 export function matchRoute(rt: Runtime, url: string): RouteMatch {
-  const { path, query } = splitUrl(originForm(url))
+  const { path, query } = splitUrl(url)
   const normalised = normalisePath(path)
   if (!normalised.ok) throw new GatewayError('invalid_path', `The request path is not acceptable: ${normalised.reason}.`)
   const match = rt.routes.match(normalised, query)

@@ -5,6 +5,7 @@ import { WebSocket, WebSocketServer } from 'ws'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
 import type { Runtime } from '../server/runtime.js'
 import { toGatewayError } from '../http/send-error.js'
+import { originForm } from '../routing/normalise-path.js'
 import { authorise, matchRoute } from './proxy-handler.js'
 import { upstreamHeaders } from './upstream-headers.js'
 import { sessionCookies } from '../auth/cookies.js'
@@ -40,7 +41,8 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
     socket.on('error', () => socket.destroy())
     const rt = current()
     try {
-      const match = matchRoute(rt, raw.url ?? '/')
+      // An upgrade bypasses fastify, and with it the rewriteUrl that makes HTTP requests origin-form.
+      const match = matchRoute(rt, originForm(raw.url ?? '/'))
       if (!match.route.config.websocket) throw new GatewayError('not_found', 'This route does not accept WebSocket upgrades.')
       const request = {
         headers: raw.headers,

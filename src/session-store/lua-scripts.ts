@@ -3,9 +3,9 @@ import type { RedisClient } from './redis-connection.js'
 
 /** The Lua scripts in ./lua, loaded by name with ioredis `defineCommand` (after bullmq's layout). */
 export const SCRIPTS = {
-  createSession: { file: 'create_session.lua', keys: 1 },
-  rotateRefresh: { file: 'rotate_refresh.lua', keys: 2, uses: ['grace_record.lua', 'announce.lua'] },
-  extendGrace: { file: 'extend_grace.lua', keys: 2, uses: ['grace_record.lua'] },
+  createSession: { file: 'create_session.lua', keys: 1, uses: ['clock.lua'] },
+  rotateRefresh: { file: 'rotate_refresh.lua', keys: 2, uses: ['clock.lua', 'grace_record.lua', 'announce.lua'] },
+  extendGrace: { file: 'extend_grace.lua', keys: 2, uses: ['clock.lua', 'grace_record.lua'] },
   checkAccess: { file: 'check_access.lua', keys: 2 },
   revokeSession: { file: 'revoke_session.lua', keys: 2, uses: ['announce.lua'] },
   denyJti: { file: 'deny_jti.lua', keys: 1, uses: ['announce.lua'] },

@@ -8,8 +8,7 @@ if gen ~= ARGV[1] or redis.call('HGET', KEYS[1], 'rev') ~= '0' then return 0 end
 local field = tostring(tonumber(ARGV[1]) - 1)
 local hash, ends, sealed = graceRecord(KEYS[2], field)
 if not hash then return 0 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMs()
 if ends <= now then return 0 end
 local wanted = now + tonumber(ARGV[2])
 if ends < wanted then redis.call('HSET', KEYS[2], field, graceRecordValue(hash, wanted, sealed)) end

@@ -16,8 +16,7 @@ local key = KEYS[1]
 local f = redis.call('HMGET', key, 'gen', 'cur', 'rot', 'abs', 'rev', 'sub', 'claims', 'created', 'idle')
 if not f[1] then return { 'expired' } end
 if f[5] ~= '0' then return { 'revoked' } end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = nowMs()
 local gen = tonumber(f[1])
 local presentedGen = tonumber(ARGV[2])
 local abs = tonumber(f[4])
