@@ -59,6 +59,13 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     t.teardown(() => store.close())
     return store
   }
+  /** The same, with one new session in it. */
+  const storeWithSession = async (t: Test): Promise<{ store: SessionStore; n: NewSession }> => {
+    const store = await storeFor(t)
+    const n = newSession()
+    await store.createSession(n)
+    return { store, n }
+  }
 
   t.test('ping answers', async (t) => {
     const store = await storeFor(t)
@@ -123,9 +130,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: within the grace the rotated token gets the same sealed successor, and nothing changes', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const r1 = rotation(n.sid, n.refreshHash, 0)
     const first = await store.rotate(r1)
     t.equal(first.kind, 'rotated')
@@ -142,9 +147,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: 20 concurrent rotations of one token -> one rotation, 19 grace answers', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const requests = Array.from({ length: 20 }, () => rotation(n.sid, n.refreshHash, 0))
     const results = await Promise.all(requests.map((r) => store.rotate(r)))
     const rotated = results.flatMap((r, i) => (r.kind === 'rotated' ? [i] : []))
@@ -157,9 +160,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: a token rotated less than the grace ago gets its own successor, even after the family moved on again', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const r1 = rotation(n.sid, n.refreshHash, 0)
     t.equal((await store.rotate(r1)).kind, 'rotated')
     const r2 = rotation(n.sid, r1.nextHash, 1)
@@ -192,9 +193,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: the last four rotated tokens keep their grace; an older one is a replay', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const hashes = [n.refreshHash]
     for (let gen = 0; gen < 6; gen++) {
       const r = rotation(n.sid, hashes[gen] as string, gen)
@@ -208,9 +207,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: the rotated token after the grace is a reuse; then the whole family is revoked', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const r1 = rotation(n.sid, n.refreshHash, 0, { graceMs: 100 })
     t.equal((await store.rotate(r1)).kind, 'rotated')
     await sleep(250)
@@ -223,9 +220,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('extendGrace keeps the grace open (the successor still on its way), only for the current generation', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     // Margins of 300+ ms on every side, so that a loaded machine's late timers cannot decide the outcome.
     const r1 = rotation(n.sid, n.refreshHash, 0, { graceMs: 600 })
     t.equal((await store.rotate(r1)).kind, 'rotated')
@@ -249,17 +244,13 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: with reuseGrace 0 there is no grace at all, not even in the same millisecond', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, { graceMs: 0 }))).kind, 'rotated')
     t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 0, { graceMs: 0 }))).kind, 'reused', 'the rotated token at once: a reuse')
   })
 
   t.test('rotate unlessSuperseded: the grace as usual; past it an older generation is superseded and changes nothing', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const r1 = rotation(n.sid, n.refreshHash, 0, { graceMs: 100 })
     const first = await store.rotate(r1)
     t.equal(first.kind, 'rotated')
@@ -282,9 +273,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     // At store level every older generation is treated as a genuine rotated token: 'reused', the family is
     // revoked. The store cannot tell a forgery from a replay; Sessions refuses tokens whose MAC is wrong before
     // they reach the store (tested in test/sessions.test.ts: a forged token naming a family does not revoke it).
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const r1 = rotation(n.sid, n.refreshHash, 0)
     t.equal((await store.rotate(r1)).kind, 'rotated')
     const forged = await store.rotate(rotation(n.sid, hash(), 0))
@@ -293,9 +282,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('rotate: a wrong hash of the current or a future generation is invalid and changes nothing', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     t.equal((await store.rotate(rotation(n.sid, hash(), 0))).kind, 'invalid', 'current generation, wrong hash')
     t.equal((await store.rotate(rotation(n.sid, n.refreshHash, 1))).kind, 'invalid', 'right hash, future generation')
     t.equal((await store.rotate(rotation(n.sid, hash(), 5))).kind, 'invalid', 'future generation')
@@ -354,9 +341,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('checkAccess: ok, denied, revoked, missing', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const jti = id()
     t.equal(await store.checkAccess(n.sid, jti), 'ok')
     await store.denyAccessToken(n.sid, jti, Date.now() + 60_000)
@@ -373,9 +358,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('denyAccessToken: the entry expires with the token; a past expiry is a no-op', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     const jti = id()
     await store.denyAccessToken(n.sid, jti, Date.now() + 300)
     t.equal(await store.checkAccess(n.sid, jti), 'denied')
@@ -386,9 +369,7 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
   })
 
   t.test('deleteSession ends a family and reports whether it existed', async (t) => {
-    const store = await storeFor(t)
-    const n = newSession()
-    await store.createSession(n)
+    const { store, n } = await storeWithSession(t)
     t.equal(await store.deleteSession(n.sid), true)
     t.equal(await store.deleteSession(n.sid), false, 'idempotent')
     t.equal(await store.deleteSession(id()), false)
