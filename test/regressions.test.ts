@@ -253,6 +253,29 @@ t.test('login refusals say what is wrong: length limits, JSON that does not pars
   }
 })
 
+t.test('X-Session-Mode: token or cookie (any case); another value is a 400 that names both, before any password check', async (t) => {
+  const gw = await startGateway()
+  t.teardown(() => gw.close())
+  const login = (mode: string) => send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': mode }, body: { username: 'alice', password: 'alice-pw' } })
+  const token = await login(' Token ')
+  t.equal(token.status, 200)
+  t.type(token.json.accessToken, 'string', 'token mode: the tokens in the body')
+  t.notOk(token.headers['set-cookie'], 'and no cookies')
+  const cookie = await login('cookie')
+  t.equal(cookie.status, 200)
+  t.notOk('accessToken' in cookie.json, 'cookie mode: no tokens in the body')
+  t.ok(cookie.headers['set-cookie'], 'but cookies')
+  for (const mode of ['tokens', 'bearer', '', 'token, token']) {
+    const res = await login(mode)
+    t.equal(res.status, 400, JSON.stringify(mode))
+    t.equal(res.json.error, 'invalid_request')
+    t.match(res.json.message, /X-Session-Mode must be token .* or cookie/)
+    t.notOk(res.headers['set-cookie'], 'no session was started')
+  }
+  const wrongPassword = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'tokens' }, body: { username: 'alice', password: 'nope' } })
+  t.equal(wrongPassword.json.error, 'invalid_request', 'the header is checked first: no failed login is counted for it')
+})
+
 t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, not silence or a bare answer (audit)', async (t) => {
   const { up, gw } = await openGateway(t)
   const { rawRequest } = await import('./helpers/client.js')

@@ -39,6 +39,13 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const rt = current()
     const body = request.body as { username?: unknown; password?: unknown } | undefined
     const { username, password } = body ?? {}
+    let mode: SessionMode
+    try {
+      mode = sessionMode(request)
+    } catch (err) {
+      metrics.logins.inc({ result: 'invalid_request' })
+      throw err
+    }
     if (
       typeof username !== 'string' || typeof password !== 'string' || username === '' || password === '' ||
       username.length > MAX_USERNAME || password.length > MAX_PASSWORD
@@ -69,7 +76,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     await rt.rateLimit.succeeded(request.ip, username)
     const tokens = await rt.sessions.start(identity.sub, identity.claims)
     metrics.logins.inc({ result: 'success' })
-    return sendTokens(reply, rt, tokens, tokenMode(request))
+    return sendTokens(reply, rt, tokens, mode === 'token')
   })
 
   route('/refresh', 'POST', async (request, reply) => {
@@ -182,9 +189,19 @@ async function authenticateOrThrow(request: FastifyRequest, reply: FastifyReply,
   }
 }
 
-function tokenMode(request: FastifyRequest): boolean {
-  const mode = request.headers['x-session-mode']
-  return typeof mode === 'string' && mode.trim().toLowerCase() === 'token'
+type SessionMode = 'token' | 'cookie'
+
+/**
+ * What a login hands out: `X-Session-Mode: token` (the tokens in the body, no cookies) or `cookie` (the default).
+ * Any other value is refused rather than taken for cookie mode: a client that misspells it would otherwise get
+ * HttpOnly cookies it cannot read instead of the tokens it asked for.
+ */
+function sessionMode(request: FastifyRequest): SessionMode {
+  const header = request.headers['x-session-mode']
+  if (header === undefined) return 'cookie'
+  const value = typeof header === 'string' ? header.trim().toLowerCase() : ''
+  if (value === 'token' || value === 'cookie') return value
+  throw new GatewayError('invalid_request', 'X-Session-Mode must be token (the tokens in the response body) or cookie (the default).')
 }
 
 function userClaims(payload: Record<string, unknown>): Record<string, unknown> {
