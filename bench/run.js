@@ -244,12 +244,16 @@ ${wrkDone()}
           return { access, refresh }
         }),
         requests: { average: r.total / r.seconds, total: r.total },
-        latency: { p50: r.p50, p99: r.p99 },
+        latency: { p50: r.p50, p99: r.p99, tail: r.tail.map((us) => us / 1000) },
         non2xx: r.non2xx, errors: r.errors, timeouts: r.timeouts, refreshed: r.refreshed ?? 0,
       })
     })
   })
 }
+/** The tail wrk reports per slice: percentiles TAIL_FROM, TAIL_FROM + TAIL_STEP, ... up to (not including) 100, then the maximum. */
+const TAIL_FROM = 75
+const TAIL_STEP = 0.025
+const TAIL_POINTS = Math.round((100 - TAIL_FROM) / TAIL_STEP)
 const wrkDone = (more = '') => `
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
@@ -257,9 +261,14 @@ function done(s, latency, requests)
   local e = s.errors
   local refreshed = 0
   for _, t in ipairs(threads) do refreshed = refreshed + (t:get("refreshed") or 0) end
-  io.write(string.format('\\n@@{"total":%d,"seconds":%f,"errors":%d,"non2xx":%d,"timeouts":%d,"p50":%f,"p99":%f,"refreshed":%d}\\n',
+  -- the upper quarter of the latency distribution (µs at every 0.025 percentile from p75 to the maximum), so that
+  -- the rounds' slices can be pooled into the p99 of all their requests
+  local tail = {}
+  for k = 0, ${TAIL_POINTS - 1} do tail[#tail + 1] = latency:percentile(${TAIL_FROM} + k * ${TAIL_STEP}) end
+  tail[#tail + 1] = latency.max
+  io.write(string.format('\\n@@{"total":%d,"seconds":%f,"errors":%d,"non2xx":%d,"timeouts":%d,"p50":%f,"p99":%f,"refreshed":%d,"tail":[%s]}\\n',
     s.requests, s.duration / 1e6, e.connect + e.read + e.write, e.status, e.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, refreshed))
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, refreshed, table.concat(tail, ",")))
   ${more}
 end
 `
@@ -334,12 +343,31 @@ const median = (xs) => {
   const mid = Math.floor(sorted.length / 2)
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
 }
+/**
+ * The p99 of all the requests of the rounds taken together, as one run as long as all the slices would report it
+ * (undefined without wrk's tails). Each slice's tail holds the latency at every TAIL_STEP percentile from TAIL_FROM:
+ * the requests between two of those points (TAIL_STEP % of the slice's count) are counted at the upper one. The
+ * median of the per-slice p99s, the other figure, is decided by the worst stall of the median slice.
+ */
+function pooledP99(results) {
+  if (!results.every((r) => Array.isArray(r.latency.tail) && r.latency.tail.length === TAIL_POINTS + 1)) return undefined
+  const total = results.reduce((n, r) => n + r.requests.total, 0)
+  const points = results.flatMap((r) => r.latency.tail.slice(1).map((ms) => ({ ms, weight: (r.requests.total * TAIL_STEP) / 100 })))
+  points.sort((a, b) => b.ms - a.ms)
+  let above = 0
+  for (const { ms, weight } of points) {
+    above += weight
+    if (above >= total / 100) return ms
+  }
+  return undefined
+}
 /** Medians of the rounds (ratios are taken per round: `ratio` below). */
 function summary(results) {
   return {
     rps: median(results.map((r) => r.requests.average)),
     p50: median(results.map((r) => r.latency.p50)),
     p99: median(results.map((r) => r.latency.p99)),
+    p99All: pooledP99(results),
     non2xx: results.reduce((n, r) => n + r.non2xx + r.errors + r.timeouts, 0),
     total: results.reduce((n, r) => n + r.requests.total, 0),
     refreshed: results.reduce((n, r) => n + (r.refreshed ?? 0), 0),
@@ -651,14 +679,16 @@ for (const [name, r] of Object.entries(rows)) {
   const redisCpu = r.redisCpuUs === undefined ? '' : r.redisCpuUs.toFixed(1)
   lines.push(`| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(r.p99)} | ${pct(ratio(name, 'bare'))} | ${pct(ratio(name, 'direct'))} |${rows[ngxName] ? ` ${pct(ratio(name, ngxName))} |` : ''} ${cpu} | ${redisCpu} | ${r.non2xx} of ${r.total} |`)
 }
+/** The latency table's p99, which the targets read: the median of the rounds' p99s, like every figure of the tables. */
+const p99Of = (r) => r.p99
 const pacedLines = [
-  '| system | req/s | p50 ms | p99 ms | p99 − bare p99 | errors / non-2xx |',
-  '| --- | ---: | ---: | ---: | ---: | ---: |',
-  ...Object.entries(paced).map(([name, r]) => `| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(r.p99)} | ${name === 'bare' ? '' : `${(r.p99 - paced.bare.p99).toFixed(2)} ms`} | ${r.non2xx} of ${r.total} |`),
+  `| system | req/s | p50 ms | p99 ms | p99 − bare p99 |${WRK ? ' p99 ms, all requests |' : ''} errors / non-2xx |`,
+  `| --- | ---: | ---: | ---: | ---: |${WRK ? ' ---: |' : ''} ---: |`,
+  ...Object.entries(paced).map(([name, r]) => `| ${name} | ${r.rps.toFixed(0)} | ${ms(r.p50)} | ${ms(p99Of(r))} | ${name === 'bare' ? '' : `${(p99Of(r) - p99Of(paced.bare)).toFixed(2)} ms`} |${WRK ? ` ${r.p99All === undefined ? '' : ms(r.p99All)} |` : ''} ${r.non2xx} of ${r.total} |`),
 ]
 const S1 = 's1 bearer, strict'
 const S1C = 's1 bearer, revocation cache'
-const s6diff = Math.abs(s6large.p99 - s6small.p99) / s6small.p99
+const s6diff = Math.abs(p99Of(s6large) - p99Of(s6small)) / p99Of(s6small)
 /** The issue's targets, by name: the table's rows and the missed-target notes use the same labels. */
 const TARGET = {
   s1strict: `s1 strict ≥ 80 % of the bare proxy's req/s`,
@@ -673,12 +703,12 @@ const TARGET = {
 const targets = [
   [TARGET.s1strict, ratio(S1, 'bare') >= 0.8, pct(ratio(S1, 'bare'))],
   [TARGET.s1cache, ratio(S1C, 'bare') >= 0.95, pct(ratio(S1C, 'bare'))],
-  [TARGET.s1p99, Math.max(paced[S1].p99, paced[S1C].p99) <= paced.bare.p99 + 1,
-    `strict ${ms(paced[S1].p99)} ms, cache ${ms(paced[S1C].p99)} ms, bare ${ms(paced.bare.p99)} ms`],
+  [TARGET.s1p99, Math.max(p99Of(paced[S1]), p99Of(paced[S1C])) <= p99Of(paced.bare) + 1,
+    `strict ${ms(p99Of(paced[S1]))} ms, cache ${ms(p99Of(paced[S1C]))} ms, bare ${ms(p99Of(paced.bare))} ms`],
   [TARGET.s2, ratio('s2 cookie', 'bare') >= 0.75, pct(ratio('s2 cookie', 'bare'))],
   [TARGET.s3, ratio(S3, 'bare') >= 0.65, `${pct(ratio(S3, 'bare'))} of bare, ${pct(ratio(S3, S3BARE))} of bare with the same client; revocation cache ${pct(ratio(S3C, 'bare'))} / ${pct(ratio(S3C, S3BARE))}`],
   [TARGET.s4, s4.requests.average >= 3000, `${s4.requests.average.toFixed(0)} rotations/s`],
-  [TARGET.s6, s6diff < 0.1, `${ms(s6small.p99)} vs ${ms(s6large.p99)} ms (${(100 * s6diff).toFixed(0)} %)`],
+  [TARGET.s6, s6diff < 0.1, `${ms(p99Of(s6small))} vs ${ms(p99Of(s6large))} ms (${(100 * s6diff).toFixed(0)} %)`],
   [TARGET.s7, perSession + perIndex <= 1024, `${(perSession + perIndex).toFixed(0)} B`],
 ]
 const extra = [
@@ -686,7 +716,7 @@ const extra = [
   `- s3: ${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests carried a transparent refresh in strict mode, ${((100 * rows[S3C].refreshed) / rows[S3C].total).toFixed(1)} % with the revocation cache (sessions in use steered towards 5 % refreshes slice by slice, from reserves of ${reserveSize}; accessTtl 2s, refreshAhead 1s, reuseGrace 2m); against the bare proxy driven by the same client script: ${pct(ratio(S3, S3BARE))}, with the revocation cache ${pct(ratio(S3C, S3BARE))}.`,
   `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (POST /auth/refresh in token mode, ${CONNECTIONS} connections, 3 s; p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}; CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}).`,
   `- s5 login throughput: ${s5.requests.average.toFixed(1)} logins/s with 8 connections (p50 ${s5.latency.p50} ms) — bounded by scrypt (N=2^15, r=8, p=1) on libuv's 4 threads, by design.`,
-  `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (a Redis round trip each): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(s6small.p99)} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(s6large.p99)} ms (p99 difference ${(100 * s6diff).toFixed(0)} %).`,
+  `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (a Redis round trip each): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(p99Of(s6small))} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(p99Of(s6large))} ms (p99 difference ${(100 * s6diff).toFixed(0)} %).`,
   `- s7 Redis memory per session: ${perSession.toFixed(0)} bytes for the session hash (MEMORY USAGE summed over 10,000 sessions) + ${perIndex.toFixed(0)} bytes for a one-session subject index = ${(perSession + perIndex).toFixed(0)} bytes.`,
 ]
 // Missed targets: what this run's own figures say about why (CPU per request, the spread between rounds). The
@@ -741,7 +771,11 @@ ${lines.join('\n')}
 
 ${PACED_CONNECTIONS} connections, each waiting ${PACED_DELAY_MS} ms between a response and its next request: every system serves the same rate,
 far below its capacity, so latency is what a request costs rather than time queued behind 31 others (at full load
-p99 is decided by queueing and by scheduler stalls of the VM, as the first table shows). ${PACED_ROUNDS} rounds of ${DURATION} s.${WRK ? '' : `
+p99 is decided by queueing and by scheduler stalls of the VM, as the first table shows). ${PACED_ROUNDS} rounds of ${DURATION} s.${WRK ? `
+"p99" is the median of the slices' own p99s, as everywhere, and is what the targets read; "p99, all requests" is the
+p99 of every request of the ${PACED_ROUNDS} slices taken together (what one run of ${PACED_ROUNDS * DURATION} s would report; pooled from the upper
+quarter of each slice's latency distribution, which wrk prints). Where the second is far above the first, the VM's
+stalls hit most slices, not one.` : ''}${WRK ? '' : `
 Without wrk this table uses autocannon's per-connection rate, which sends each second's allowance in a burst: it is not a
 fixed load, and its p99 says little. Install wrk for this table.`}
 
