@@ -361,6 +361,13 @@ function pooledP99(results) {
   }
   return undefined
 }
+/** Redis calls per request by command, medians of the rounds. */
+function medianCommands(results) {
+  const names = new Set(results.flatMap((r) => Object.keys(r.redisCommands ?? {})))
+  const perCommand = [...names].map((name) => [name, median(results.map((r) => r.redisCommands?.[name] ?? 0))])
+  return Object.fromEntries(perCommand.filter(([name, n]) => n >= 0.001 && name !== 'info').sort((a, b) => b[1] - a[1]))
+}
+const commandsText = (commands) => Object.entries(commands ?? {}).map(([c, n]) => `${c} ${n.toFixed(3)}`).join(', ') || 'none'
 /** Medians of the rounds (ratios are taken per round: `ratio` below). */
 function summary(results) {
   return {
@@ -374,6 +381,7 @@ function summary(results) {
     cpuUs: results[0]?.cpuUs === undefined ? undefined : median(results.map((r) => r.cpuUs)),
     redisCpuUs: results[0]?.redisCpuUs === undefined ? undefined : median(results.map((r) => r.redisCpuUs)),
     syscalls: results[0]?.syscalls === undefined ? undefined : median(results.map((r) => r.syscalls)),
+    redisCommands: medianCommands(results),
   }
 }
 
@@ -416,15 +424,27 @@ for (let i = 0; i < 100; i++) manyBearers.push((await login(strict, 'token')).bo
  * on what else the scheduler ran at the time.
  */
 async function measure(system, duration = DURATION, paced = false) {
+  const commandsBefore = await redisCommands()
   const before = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid), syscalls(system.pid)]
   const result = await generate(system, duration, paced)
   const after = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid), syscalls(system.pid)]
+  {
+    const commandsAfter = await redisCommands()
+    result.redisCommands = Object.fromEntries(
+      Object.entries(commandsAfter).map(([name, calls]) => [name, (calls - (commandsBefore[name] ?? 0)) / result.requests.total]).filter(([, perRequest]) => perRequest > 0.001),
+    )
+  }
   if (before[0] !== null && after[0] !== null) {
     result.cpuUs = (1e6 * (after[0] - before[0])) / result.requests.total
     result.redisCpuUs = (1e6 * (after[1] - before[1])) / result.requests.total
   }
   if (before[2] !== null && after[2] !== null) result.syscalls = (after[2] - before[2]) / result.requests.total
   return result
+}
+/** Redis calls by command so far (INFO commandstats; the commands a script runs count too, under their own names). */
+async function redisCommands() {
+  const stats = await redis.info('commandstats')
+  return Object.fromEntries([...stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]))
 }
 /** Read and write system calls a process has made so far (/proc/<pid>/io: syscr + syscw); null elsewhere. */
 function syscalls(pid) {
@@ -548,7 +568,10 @@ const quickLine = (k, r, ref) => `${k.padEnd(42)} ${r.rps.toFixed(0).padStart(6)
 // BENCH_ONLY removes rows that the latency table and the targets need: it implies BENCH_QUICK.
 if (process.env.BENCH_QUICK || process.env.BENCH_ONLY) {
   await stopProfiled()
-  for (const [k, r] of Object.entries(rows)) console.log(quickLine(k, r, ratio(k, refOf(k))))
+  for (const [k, r] of Object.entries(rows)) {
+    console.log(quickLine(k, r, ratio(k, refOf(k))))
+    console.log(`${''.padEnd(42)} Redis calls per request: ${commandsText(r.redisCommands)}`)
+  }
   process.exit(0)
 }
 
@@ -734,7 +757,7 @@ const why = {
   [TARGET.s1cache]: `The revocation-cache gateway's public route, which has no auth step at all, measured ${pct(ratio(PUBC, 'bare'))} of the bare proxy in this run (per round ${pctSpread(roundRatios(PUBC, 'bare'))}), and s1 with the cache ${pctSpread(roundRatios(S1C, 'bare'))} per round. CPU per request: s1 with the cache ${us(cpuOf(S1C))}, the same gateway's public route ${us(cpuOf(PUBC))} (the auth step: ${us(cpuOf(S1C) - cpuOf(PUBC))} in this run; 4.5 µs measured in one process, README), bare ${us(cpuOf('bare'))}. Where the same gateway's public route, with no auth step, also falls short of 95 %, the gap is the spread between two processes doing the same proxy work on this VM. Needed: a quieter machine, or slices long enough to average the VM's phases out (not within the 3-minute bound).`,
   [TARGET.s1p99]: `Per-round p99 at the fixed load: bare ${spread(perRound(pacedRaw, 'bare', (r) => r.latency.p99))} ms, strict ${spread(perRound(pacedRaw, S1, (r) => r.latency.p99))} ms, revocation cache ${spread(perRound(pacedRaw, S1C, (r) => r.latency.p99))} ms; p50 bare ${ms(paced.bare.p50)}, strict ${ms(paced[S1].p50)}, cache ${ms(paced[S1C].p50)} ms. A 1-second slice at this rate has ~25 requests above its p99, so one scheduler stall of the VM (tens of ms) decides it; strict also waits for Redis, which shares core 0 with the load generator and the upstream. Needed: a machine without such stalls (dedicated cores); the p50 difference is what the auth step costs in latency.`,
   [TARGET.s2]: `CPU per request: s2 ${us(cpuOf('s2 cookie'))}, s1 strict ${us(cpuOf(S1))} (the same gateway; cookie mode parses the Cookie header and strips the gateway's cookies before forwarding), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios('s2 cookie', 'bare'))}.`,
-  [TARGET.s3]: `CPU per request: s3 strict ${us(cpuOf(S3))}, s3 with the revocation cache ${us(cpuOf(S3C))}, the bare proxy driven by the same client ${us(cpuOf(S3BARE))}. Every s3 request carries its own session's token, so in strict mode none shares its Redis check: one round trip per request, as in "${S1MANY}" (${us(cpuOf(S1MANY) - cpuOf(S1))} more per request than one shared token in this run). The difference between the two s3 gateways, ${us(cpuOf(S3) - cpuOf(S3C))} per request, is what strict mode's per-request check costs in s3 (the cache answers from memory after a session's first request): more than in "${S1MANY}", with read and write system calls per request nearly the same (BENCH_QUICK prints them); the profiles spread the rest over garbage collection, promise resolution and socket writes, with no single hotspot. The refreshes (${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests, ~0.5–0.7 ms of CPU each: rotation script, EdDSA signature, sealing the successor, the "superseded?" read) cost much of the rest against the bare proxy. Redis CPU per request: strict ${us(rows[S3].redisCpuUs)}, cache ${us(rows[S3C].redisCpuUs)}. Needed: the round trip off the request path, which is what the revocation cache does (${pct(ratio(S3C, 'bare'))} of bare here, ${pct(ratio(S3C, S3BARE))} against the same client); strict mode's per-request check is the guarantee it gives.`,
+  [TARGET.s3]: `CPU per request: s3 strict ${us(cpuOf(S3))}, s3 with the revocation cache ${us(cpuOf(S3C))}, the bare proxy driven by the same client ${us(cpuOf(S3BARE))}. Every s3 request carries its own session's token, so in strict mode none shares its Redis check: one round trip per request, as in "${S1MANY}" (${us(cpuOf(S1MANY) - cpuOf(S1))} more per request than one shared token in this run). The difference between the two s3 gateways, ${us(cpuOf(S3) - cpuOf(S3C))} per request, is what strict mode's per-request check costs in s3 (the cache answers from memory after a session's first request): more than in "${S1MANY}", with read and write system calls per request nearly the same (BENCH_QUICK prints them); the profiles spread the rest over garbage collection, promise resolution and socket writes, with no single hotspot. The refreshes (${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests, ~0.5–0.7 ms of CPU each: rotation script, EdDSA signature, sealing the successor, the "superseded?" read) cost much of the rest against the bare proxy. Redis CPU per request: strict ${us(rows[S3].redisCpuUs)}, cache ${us(rows[S3C].redisCpuUs)}. Redis calls per request in strict mode: ${commandsText(rows[S3].redisCommands)}: one script call per request (the access check; the rotations add theirs) and one read per refresh (the "superseded?" check), no call wasted. Needed: the round trip off the request path, which is what the revocation cache does (${pct(ratio(S3C, 'bare'))} of bare here, ${pct(ratio(S3C, S3BARE))} against the same client); strict mode's per-request check is the guarantee it gives. A strict mode as cheap as the cache would need one read per event-loop turn shared by every request (as the requests carrying one token share their check today) instead of one per session: a revocation log with a global sequence, appended to before a revocation is acknowledged, read up to the sequence that read returns before answering from memory. On Redis Cluster that log's key is in another slot than the session's, so a revocation (and a reuse detected inside the rotation script) would be two writes instead of one atomic script: not built.`,
   [TARGET.s4]: `CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}; p50 ${s4.latency.p50} ms. A rotation is a Lua script, an EdDSA signature and sealing the successor; the throughput moves with the VM's speed (scrypt logins in this run: ${s5.requests.average.toFixed(1)}/s).`,
   [TARGET.s6]: `Per-round p99: 100 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[0], (r) => r.latency.p99))} ms, 100,000 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[1], (r) => r.latency.p99))} ms; p50 ${ms(s6small.p50)} vs ${ms(s6large.p50)} ms; Redis CPU per request ${us(s6small.redisCpuUs)} vs ${us(s6large.redisCpuUs)}. The store's size does not change the work per request (two hash lookups); the p99s of 1-second slices are decided by the VM's stalls. Needed: a machine without them.`,
   [TARGET.s7]: `Session hash ${perSession.toFixed(0)} B, subject index ${perIndex.toFixed(0)} B.`,
@@ -766,6 +789,12 @@ ${targets.map(([what, ok, how]) => `| ${what} | ${ok ? 'yes' : '**no**'} | ${how
 ## Throughput at full load (${CONNECTIONS} connections)
 
 ${lines.join('\n')}
+
+Redis calls per request (INFO commandstats, medians of the rounds; \`evalsha\` is a script call, one round trip, and the
+commands it runs are counted under their own names as well; the rest are plain commands, a round trip each unless
+auto-pipelined together):
+
+${Object.entries(rows).filter(([, r]) => Object.keys(r.redisCommands ?? {}).length > 0).map(([name, r]) => `- ${name}: ${commandsText(r.redisCommands)}`).join('\n')}
 
 ## Latency at a fixed moderate load
 
