@@ -155,6 +155,30 @@ t.test('check: ok for keys from keygen and a hash from hash-password', async (t)
   t.equal(relative.stdout, 'ok\n', '-c works with a relative file name')
 })
 
+t.test('check: a route reading a claim no login sets is a warning on stderr; still ok and exit 0', async (t) => {
+  const config = join(dir, 'warn.yaml')
+  writeFileSync(
+    config,
+    [
+      'server: { host: 127.0.0.1, port: 0 }',
+      'tokens:',
+      '  algorithm: ES256',
+      `  keys: ${join(dir, 'signing.jwks.json')}`,
+      'login:',
+      `  users: ${join(dir, 'users.yaml')}`,
+      'routes:',
+      '  - { name: orders, prefix: /api/orders, upstream: "http://127.0.0.1:4001", headers: { X-Roles: "{role}" } }',
+    ].join('\n'),
+  )
+  const res = await cli(['check', '--config', config])
+  t.equal(res.code, 0)
+  t.equal(res.stdout, 'ok\n', 'the configuration is valid')
+  t.equal(
+    res.stderr,
+    'warning: routes[0].headers.X-Roles: reads {role}, a claim no login sets (no user of the users file has it): the upstream gets no such header\n',
+  )
+})
+
 t.test('check: one line per problem, each naming its YAML path, exit 1', async (t) => {
   const config = join(dir, 'bad.yaml')
   writeFileSync(

@@ -144,3 +144,31 @@ t.test('one run reports the schema problems and those of the key and users files
 t.test('SESSIONGATE_CONFIG set but empty is unset', async (t) => {
   t.equal(configFileFrom(undefined, { SESSIONGATE_CONFIG: '' }), DEFAULT_CONFIG_FILE)
 })
+
+t.test('a route reading a claim no login sets is a warning (valid config), naming the route setting and the claim', async (t) => {
+  const routes = [
+    'routes:',
+    '  - { name: a, prefix: /a, upstream: "http://127.0.0.1:1", headers: { X-Id: "{sub}", X-Roles: "{roles}", X-Team: "{team}", X-Both: "{sub}:{tema}" } }',
+    '  - { name: b, prefix: /b, upstream: "http://127.0.0.1:1", require: { roles: [admin], group: [ops] } }',
+    '  - { name: c, prefix: /c, upstream: "http://127.0.0.1:1", auth: optional, headers: { X-Sid: "{sid}" } }',
+  ]
+  const upstream = await load([
+    'login: { provider: upstream, upstream: { url: "http://127.0.0.1:1/login", subject: /id, claims: { roles: /roles } } }',
+    ...routes,
+  ].join('\n'))
+  t.same(upstream.warnings.map((w) => w.path), ['routes[0].headers.X-Team', 'routes[0].headers.X-Both', 'routes[1].require.group'])
+  const [team, both, group] = upstream.warnings.map((w) => w.message)
+  t.match(team, /reads \{team\}, a claim no login sets \(login\.upstream\.claims does not map it\): the upstream gets no such header/)
+  t.match(both, /reads \{tema\}.*an empty value there/, 'a template with a known claim too is still sent')
+  t.match(group, /every request to this route is refused with 403/)
+
+  const hash = await hashPassword('pw')
+  const usersFile = join(dir, 'claims-users.yaml')
+  writeFileSync(usersFile, `users:\n  - { username: a, password: "${hash}", claims: { team: [x] } }\n  - { username: b, password: "${hash}", claims: { group: ops } }\n`)
+  const users = await load([`login: { users: ${usersFile} }`, ...routes].join('\n'))
+  t.same(users.warnings.map((w) => `${w.path}: ${w.message}`), [
+    'routes[0].headers.X-Roles: reads {roles}, a claim no login sets (no user of the users file has it): the upstream gets no such header',
+    'routes[0].headers.X-Both: reads {tema}, a claim no login sets (no user of the users file has it): the upstream gets an empty value there',
+    'routes[1].require.roles: is a claim no login sets (no user of the users file has it): every request to this route is refused with 403',
+  ], "any user's claims count; the gateway's own (sub, sid) always do")
+})

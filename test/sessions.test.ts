@@ -324,6 +324,20 @@ t.test('a detected reuse is logged (warn, with the sid, never a token)', async (
   t.notOk(JSON.stringify(lines).includes(first), 'the refresh token itself is never logged')
 })
 
+t.test('a route reading a claim no login sets is logged at start and at every reload (warn, with its YAML path)', async (t) => {
+  const lines: Record<string, unknown>[] = []
+  const stream = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }
+  const route = { name: 'api', prefix: '/api', upstream: 'http://127.0.0.1:1', headers: { 'X-Team': '{team}' } }
+  const gw = await gateway(t, { config: { routes: [route] }, logger: { ...(loggerOptions('warn') as object), stream } })
+  const warned = () => lines.filter((l) => l.path === 'routes[0].headers.X-Team')
+  t.equal(warned().length, 1, 'at start')
+  t.equal(warned()[0]?.level, 40)
+  t.match(String(warned()[0]?.msg), /reads \{team\}, a claim no login sets/)
+  const { loadConfig } = await import('../src/config/load.js')
+  await gw.gateway.reload(await loadConfig(gw.configFile, {}))
+  t.equal(warned().length, 2, 'and again at a reload')
+})
+
 t.test('a start with Redis up logs no error (the store is waited for, not taken for down)', async (t) => {
   const lines: Record<string, unknown>[] = []
   const stream = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }

@@ -69,6 +69,11 @@ interface CompiledHeader {
 /** Templates are split into literals and claim names once per route, not on every request. */
 const COMPILED = new WeakMap<Record<string, string>, CompiledHeader[]>()
 
+/** The claim names a header template reads (`"{sub}/{roles}"` -> sub, roles). */
+export function templateClaims(template: string): string[] {
+  return [...template.matchAll(PLACEHOLDER)].map((m) => m[1] as string)
+}
+
 function compiled(templates: Record<string, string>): CompiledHeader[] {
   let headers = COMPILED.get(templates)
   if (headers) return headers

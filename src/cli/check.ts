@@ -9,7 +9,9 @@ export async function checkCommand(args: string[]): Promise<number> {
     return 0
   }
   try {
-    await loadConfig(configFileFrom(values.config, process.env))
+    const loaded = await loadConfig(configFileFrom(values.config, process.env))
+    // Valid, so `ok` (exit 0); what is probably a mistake goes to stderr.
+    for (const w of loaded.warnings) process.stderr.write(`warning: ${w.path}: ${w.message}\n`)
   } catch (err) {
     if (!(err instanceof ConfigError)) throw err
     for (const p of err.problems) process.stdout.write(`${p.path}: ${p.message}\n`)

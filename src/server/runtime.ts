@@ -32,6 +32,8 @@ export async function buildRuntime(
   log?: FastifyBaseLogger,
 ): Promise<Runtime> {
   const { config } = loaded
+  // At start and at every reload: what the configuration probably got wrong.
+  for (const w of loaded.warnings) log?.warn({ path: w.path }, `configuration: ${w.path} ${w.message}`)
   const sessions = new Sessions(
     store,
     loaded.keys,
