@@ -172,3 +172,10 @@ t.test('a route reading a claim no login sets is a warning (valid config), namin
     'routes[1].require.roles: is a claim no login sets (no user of the users file has it): every request to this route is refused with 403',
   ], "any user's claims count; the gateway's own (sub, sid) always do")
 })
+
+t.test('a clockTolerance not shorter than accessTtl is a warning; the defaults warn of nothing', async (t) => {
+  const long = await load(withTokens('  accessTtl: 5s', '  refreshAhead: 1s', '  clockTolerance: 5s'))
+  t.same(long.warnings.map((w) => w.path), ['tokens.clockTolerance'])
+  t.match(long.warnings[0]?.message, /is not shorter than tokens\.accessTtl: an access token is still accepted 5s after its expiry/)
+  t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
+})

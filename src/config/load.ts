@@ -7,7 +7,7 @@ import { ConfigError, type ConfigProblem } from '../errors.js'
 import { loadUsers, type UserRecord } from '../auth/users-file.js'
 import { ephemeralKeyRing, loadKeyRing, type KeyRing, type SigningAlgorithm } from '../tokens/keys.js'
 import { hideReferences, interpolateDocument } from './interpolate.js'
-import { unknownClaimWarnings } from './claim-references.js'
+import { configWarnings } from './warnings.js'
 import { describeIssue } from './describe-issue.js'
 import { formatPath } from './path.js'
 import { configSchema, SIGNING_ALGORITHMS, type GatewayConfig } from './schema.js'
@@ -18,7 +18,7 @@ export interface LoadedConfig {
   config: GatewayConfig
   keys: KeyRing
   users: Map<string, UserRecord> | undefined
-  /** What is valid but almost certainly a mistake (a claim no login sets): `check` prints them, the gateway logs them. */
+  /** What is valid but almost certainly a mistake (config/warnings.ts): `check` prints them, the gateway logs them. */
   warnings: ConfigProblem[]
 }
 
@@ -208,5 +208,5 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   if (!parsed.success || problems.length > 0) throw new ConfigError(problems)
   const keys = named.keys === undefined ? await ephemeralKeyRing(named.algorithm) : fileKeys
   if (keys === undefined) throw new ConfigError(problems)
-  return { file, config: parsed.data, keys, users, warnings: unknownClaimWarnings(parsed.data, users) }
+  return { file, config: parsed.data, keys, users, warnings: configWarnings(parsed.data, users) }
 }

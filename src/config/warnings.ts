@@ -5,12 +5,20 @@ import { REGISTERED_CLAIMS } from '../tokens/registered-claims.js'
 import type { GatewayConfig } from './schema.js'
 
 /**
+ * What a configuration may say but almost certainly does not mean: valid, so not problems (`check` still says ok),
+ * but printed by `check` on stderr and logged by the gateway at start and at every reload.
+ */
+export function configWarnings(config: GatewayConfig, users: Map<string, UserRecord> | undefined): ConfigProblem[] {
+  return [...unknownClaimWarnings(config, users), ...lifetimeWarnings(config.tokens)]
+}
+
+/**
  * Claims a route reads (`headers` templates, `require`) that no login can put in a token: the gateway's own
  * claims, the users file's claims (any user's) or `login.upstream.claims`. Such a header is never sent and such a
  * requirement refuses every request with 403: almost certainly a misspelt claim. Warnings, not errors: a users file
  * may gain the claim later, and the configuration stays valid.
  */
-export function unknownClaimWarnings(config: GatewayConfig, users: Map<string, UserRecord> | undefined): ConfigProblem[] {
+function unknownClaimWarnings(config: GatewayConfig, users: Map<string, UserRecord> | undefined): ConfigProblem[] {
   const known = new Set<string>(REGISTERED_CLAIMS)
   if (config.login.provider === 'users') for (const user of users?.values() ?? []) for (const name of Object.keys(user.claims)) known.add(name)
   else for (const name of Object.keys(config.login.upstream?.claims ?? {})) known.add(name)
@@ -34,4 +42,13 @@ export function unknownClaimWarnings(config: GatewayConfig, users: Map<string, U
     }
   })
   return warnings
+}
+
+/** A clock tolerance as long as the access token's life accepts an expired token for longer than it was valid. */
+function lifetimeWarnings(tokens: GatewayConfig['tokens']): ConfigProblem[] {
+  if (tokens.clockTolerance < tokens.accessTtl) return []
+  return [{
+    path: 'tokens.clockTolerance',
+    message: `is not shorter than tokens.accessTtl: an access token is still accepted ${tokens.clockTolerance / 1000}s after its expiry, at least as long again as it was valid (the tolerance is meant for clock skew, a few seconds)`,
+  }]
 }
