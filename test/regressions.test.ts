@@ -363,6 +363,10 @@ t.test('an absolute-form request target is routed by its path (RFC 9112 3.2.2), 
   const proxied = await rawRequest(gw.port, { path: `http://127.0.0.1:${gw.port}/open/x?a=1` })
   t.equal(proxied.status, 200)
   t.equal(up.last()?.url, '/open/x?a=1', 'the upstream gets the origin-form path and query')
+  const elsewhere = await rawRequest(gw.port, { path: 'http://api.example:8443/open/y', headers: [['Host', 'other.example']] })
+  t.equal(elsewhere.status, 200)
+  t.equal(up.last()?.headers['x-forwarded-host'], 'api.example:8443', "the target's authority is the host, not the Host header (RFC 9112 3.2.2)")
+  t.equal(up.last()?.headers.host, '127.0.0.1:' + new URL(up.url).port, 'the upstream still gets its own Host')
   const probe = await rawRequest(gw.port, { path: `http://127.0.0.1:${gw.port}/healthz` })
   t.equal(probe.status, 200, 'a gateway endpoint')
   const bare = await rawRequest(gw.port, { path: 'http://127.0.0.1' })
@@ -371,5 +375,5 @@ t.test('an absolute-form request target is routed by its path (RFC 9112 3.2.2), 
     const res = await rawRequest(gw.port, { path: target })
     t.equal(res.status, 400, `${target} is still refused`)
   }
-  t.equal(up.requests.length, 1, 'only the one request was forwarded')
+  t.equal(up.requests.length, 2, 'only those two requests were forwarded')
 })

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { IncomingHttpHeaders } from 'node:http'
 import { cookieHeaderWithout, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
+import { absoluteFormAuthority } from '../routing/normalise-path.js'
 
 /** Hop-by-hop headers (RFC 9110 §7.6.1) and proxy credentials: never forwarded. */
 const HOP_BY_HOP_NAMES = ['connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'proxy-authorization', 'proxy-authenticate']
@@ -62,8 +63,9 @@ export function upstreamHeaders(
   const priorFor = prior('x-forwarded-for')
   out['x-forwarded-for'] = priorFor === undefined ? peer : `${priorFor}, ${peer}`
   out['x-forwarded-proto'] = prior('x-forwarded-proto') ?? ((request.socket as { encrypted?: boolean }).encrypted ? 'https' : 'http')
-  // An HTTP/1.0 request may come without Host: then there is no host to tell (an empty header would be a lie).
-  const forwardedHost = prior('x-forwarded-host') ?? request.headers.host
+  // An HTTP/1.0 request may come without Host: then there is no host to tell (an empty header would be a lie). An
+  // absolute-form target's authority stands for the host instead of the Host header (RFC 9112 §3.2.2).
+  const forwardedHost = prior('x-forwarded-host') ?? absoluteFormAuthority(request.originalUrl) ?? request.headers.host
   if (forwardedHost) out['x-forwarded-host'] = forwardedHost
   return out
 }

@@ -49,6 +49,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
         cookies: null, // parsed by requestCookies when authorise reads them
         method: 'GET',
         url: raw.url,
+        originalUrl: raw.url,
         socket: raw.socket,
       } as unknown as FastifyRequest
       const { identity, auth } = await authorise(request, rt, match)

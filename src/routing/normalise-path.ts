@@ -89,6 +89,16 @@ export function originForm(target: string): string {
   return rest.startsWith('/') ? rest : `/${rest}`
 }
 
+/**
+ * The authority of an absolute-form target (`http://api.example:8080/a` -> `api.example:8080`), which RFC 9112
+ * §3.2.2 says stands for the request's host in place of its Host header; undefined for any other form (or none).
+ */
+export function absoluteFormAuthority(target: string | undefined): string | undefined {
+  if (target === undefined || target.charCodeAt(0) === 47) return undefined
+  const authority = ABSOLUTE_FORM.exec(target)?.[0].replace(/^https?:\/\//i, '')
+  return authority === undefined || authority === '' ? undefined : authority
+}
+
 /** Splits `/a/b?x=1` into the path and the query string (with its `?`, or empty). */
 export function splitUrl(url: string): { path: string; query: string } {
   const q = url.indexOf('?')
