@@ -37,6 +37,20 @@ t.test('key set problems are `tokens.keys: <file> keys[i]: ...`', async (t) => {
   t.same(lines(pubProblems), [`tokens.keys: ${pub} keys[0]: is a public key; a private key is needed to sign`])
 })
 
+t.test('a key marked "use": "enc" is not a signing key; "sig" or no "use" is', async (t) => {
+  const good = await generatePrivateJwk('EdDSA')
+  const enc = fileWith(JSON.stringify({ keys: [{ ...good, use: 'enc' }] }))
+  const problems: ConfigProblem[] = []
+  t.equal(await loadKeyRing(enc, 'EdDSA', 'tokens.keys', problems), undefined)
+  t.same(lines(problems), [`tokens.keys: ${enc} keys[0]: has "use": "enc"; a signing key has "use": "sig" or no "use"`])
+  const { use: _use, ...unmarked } = good
+  for (const key of [good, unmarked]) {
+    const fine: ConfigProblem[] = []
+    t.ok(await loadKeyRing(fileWith(JSON.stringify({ keys: [key] })), 'EdDSA', 'tokens.keys', fine), `use: ${String(key.use)}`)
+    t.same(fine, [])
+  }
+})
+
 t.test('an RSA key under 2048 bits is refused when loaded, not at the first login', async (t) => {
   for (const [bits, refused] of [[1024, true], [2048, false]] as const) {
     const { privateKey } = generateKeyPairSync('rsa', { modulusLength: bits })

@@ -104,6 +104,11 @@ export async function loadKeyRing(
       problem(`is not a ${alg} key (tokens.algorithm is ${alg})`)
       continue
     }
+    // RFC 7517 §4.2: a key marked for encryption is not a signing key, whatever its type.
+    if (jwk.use !== undefined && jwk.use !== 'sig') {
+      problem(`has "use": ${JSON.stringify(jwk.use)}; a signing key has "use": "sig" or no "use"`)
+      continue
+    }
     if (typeof jwk.d !== 'string') {
       problem('is a public key; a private key is needed to sign')
       continue
