@@ -173,9 +173,13 @@ t.test('a route reading a claim no login sets is a warning (valid config), namin
   ], "any user's claims count; the gateway's own (sub, sid) always do")
 })
 
-t.test('a clockTolerance not shorter than accessTtl is a warning; the defaults warn of nothing', async (t) => {
+t.test('a clockTolerance not shorter than accessTtl, or a reuseGrace over a minute, is a warning; the defaults warn of nothing', async (t) => {
   const long = await load(withTokens('  accessTtl: 5s', '  refreshAhead: 1s', '  clockTolerance: 5s'))
   t.same(long.warnings.map((w) => w.path), ['tokens.clockTolerance'])
   t.match(long.warnings[0]?.message, /is not shorter than tokens\.accessTtl: an access token is still accepted 5s after its expiry/)
+  const grace = await load(withTokens('  reuseGrace: 2m'))
+  t.same(grace.warnings.map((w) => w.path), ['tokens.reuseGrace'])
+  t.match(grace.warnings[0]?.message, /^is over 60s: for 120s after a rotation, a replayed refresh token gets the live pair instead of revoking the session/)
+  t.same((await load(withTokens('  reuseGrace: 60s'))).warnings, [], 'a minute is not a warning')
   t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
 })

@@ -44,11 +44,26 @@ function unknownClaimWarnings(config: GatewayConfig, users: Map<string, UserReco
   return warnings
 }
 
-/** A clock tolerance as long as the access token's life accepts an expired token for longer than it was valid. */
+/** The longest reuse grace that is not a warning: parallel requests and retries land within seconds. */
+const LONGEST_USUAL_GRACE_MS = 60_000
+
+/**
+ * A clock tolerance as long as the access token's life accepts an expired token for longer than it was valid; a
+ * reuse grace of minutes hands a replayed refresh token the live pair, instead of revoking the family, for that long.
+ */
 function lifetimeWarnings(tokens: GatewayConfig['tokens']): ConfigProblem[] {
-  if (tokens.clockTolerance < tokens.accessTtl) return []
-  return [{
-    path: 'tokens.clockTolerance',
-    message: `is not shorter than tokens.accessTtl: an access token is still accepted ${tokens.clockTolerance / 1000}s after its expiry, at least as long again as it was valid (the tolerance is meant for clock skew, a few seconds)`,
-  }]
+  const warnings: ConfigProblem[] = []
+  if (tokens.clockTolerance >= tokens.accessTtl) {
+    warnings.push({
+      path: 'tokens.clockTolerance',
+      message: `is not shorter than tokens.accessTtl: an access token is still accepted ${tokens.clockTolerance / 1000}s after its expiry, at least as long again as it was valid (the tolerance is meant for clock skew, a few seconds)`,
+    })
+  }
+  if (tokens.reuseGrace > LONGEST_USUAL_GRACE_MS) {
+    warnings.push({
+      path: 'tokens.reuseGrace',
+      message: `is over ${LONGEST_USUAL_GRACE_MS / 1000}s: for ${tokens.reuseGrace / 1000}s after a rotation, a replayed refresh token gets the live pair instead of revoking the session (parallel requests need seconds; a slow response holds the grace open by itself)`,
+    })
+  }
+  return warnings
 }
