@@ -46,7 +46,7 @@ t.test('a key marked "use": "enc" is not a signing key; "sig" or no "use" is', a
   const { use: _use, ...unmarked } = good
   for (const key of [good, unmarked]) {
     const fine: ConfigProblem[] = []
-    t.ok(await loadKeyRing(fileWith(JSON.stringify({ keys: [key] })), 'EdDSA', 'tokens.keys', fine), `use: ${String(key.use)}`)
+    t.ok(await loadKeyRing(fileWith(JSON.stringify({ keys: [key] })), 'EdDSA', 'tokens.keys', fine), `use: ${String((key as { use?: string }).use)}`)
     t.same(fine, [])
   }
 })
