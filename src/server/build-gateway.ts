@@ -154,6 +154,14 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     revocationCache = new RevocationCache(store)
     await revocationCache.start()
     app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
+  } else if (store.revocationBarrier !== undefined && config.redis.cluster === undefined) {
+    // Strict mode on one Redis (or sentinel): one shared barrier per moment instead of one check per session.
+    revocationCache = new RevocationCache(store, {
+      strict: true,
+      onAnnouncementsRefused: () =>
+        app.log.warn('strict revocation check: this Redis user may not PUBLISH on the revocation channel, so every request asks the store for its own session (grant the channel: see the README)'),
+    })
+    await revocationCache.start()
   }
   if (store.kind !== 'redis' && (config.redis.revocationCache || config.redis.onOutage !== 'fail-closed')) {
     // Not refused at load: one file may serve both (`url: ${REDIS_URL:-memory://}`).

@@ -33,6 +33,9 @@ export class RedisSessionStore implements SessionStore {
   private readonly redis: ScriptedClient
   private readonly keys: StoreKeys
   private subscriber: Redis | undefined
+  /** Whether the revocation subscription is up, and how many times it has dropped (revocationBarrier). */
+  private subscribed = false
+  private subscriptionDrops = 0
   private heartbeat: NodeJS.Timeout | undefined
   private lastFailureLog = 0
 
@@ -220,15 +223,17 @@ export class RedisSessionStore implements SessionStore {
     this.subscriber = subscriber
     subscriber.on('error', () => {})
     subscriber.on('message', (_channel: string, message: string) => {
+      let event: RevocationEvent
       try {
-        listener(JSON.parse(message) as RevocationEvent)
+        event = JSON.parse(message) as RevocationEvent
       } catch {
-        /* not ours */
+        return // not ours
       }
+      if (event?.type === 'session' || event?.type === 'jti') listener(event)
     })
-    let subscribed = false
     const report = (up: boolean) => {
-      subscribed = up
+      if (this.subscribed && !up) this.subscriptionDrops++
+      this.subscribed = up
       onStatus?.(up)
     }
     // While the subscription is down, revocations may be missed: say so, and say when it is back.
@@ -242,10 +247,10 @@ export class RedisSessionStore implements SessionStore {
       subscriber.ping().then(
         () => {
           missed = 0
-          if (!subscribed) subscriber.subscribe(channel).then(() => report(true), () => {})
+          if (!this.subscribed) subscriber.subscribe(channel).then(() => report(true), () => {})
         },
         () => {
-          if (subscribed) report(false)
+          if (this.subscribed) report(false)
           // A connection that stays open without answers (half-open after a partition, a demoted sentinel master)
           // is never replaced by ioredis on its own: reconnect (and ask the sentinels again).
           if (++missed >= HEARTBEAT_MISSES_BEFORE_RECONNECT) {
@@ -256,6 +261,33 @@ export class RedisSessionStore implements SessionStore {
       )
     }, HEARTBEAT_MS)
     this.heartbeat.unref()
+  }
+
+  /**
+   * Redis writes a published message into every subscriber's connection when the PUBLISH runs, so its answer to a
+   * PING sent on that connection comes after every message published before the PING ran, and ioredis hands them
+   * to the listener, in order, before it resolves the PING. False (never an error) when the subscription is not
+   * up, dropped during the PING (messages may have been lost) or the PING fails: the caller asks checkAccess.
+   */
+  async revocationBarrier(): Promise<boolean> {
+    const subscriber = this.subscriber
+    if (subscriber === undefined || !this.subscribed || subscriber.status !== 'ready') return false
+    const drops = this.subscriptionDrops
+    try {
+      await subscriber.ping()
+    } catch {
+      return false
+    }
+    return this.subscribed && drops === this.subscriptionDrops
+  }
+
+  async canAnnounceRevocations(): Promise<boolean> {
+    try {
+      await this.redis.publish(this.keys.revocationChannel(), '{"type":"probe"}')
+      return true
+    } catch {
+      return false
+    }
   }
 
   async close(): Promise<void> {

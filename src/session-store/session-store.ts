@@ -100,6 +100,13 @@ export interface SessionStore {
    * Used by the optional local revocation cache.
    */
   onRevocation?(listener: (event: RevocationEvent) => void, onStatus?: (subscribed: boolean) => void): Promise<void>
+  /**
+   * Resolves true once every revocation published before the call has reached the onRevocation listener; false
+   * when that cannot be told (no subscription, or it dropped meanwhile: ask checkAccess then). Never throws.
+   */
+  revocationBarrier?(): Promise<boolean>
+  /** Whether this client may announce revocations (a PUBLISH the server accepts: ACL channel rights). */
+  canAnnounceRevocations?(): Promise<boolean>
   close(): Promise<void>
 }
 

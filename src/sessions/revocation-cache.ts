@@ -2,7 +2,13 @@ import { boundedCache } from '../bounded-cache.js'
 import type { AccessState, SessionStore } from '../session-store/session-store.js'
 
 /**
- * The optional local revocation cache (`redis.revocationCache: true`).
+ * What an instance knows of revocations, fed by Redis pub/sub. Two modes:
+ *
+ * - strict (the default with one Redis or sentinel): before a request is answered from memory, a revocation
+ *   barrier (one PING on the subscription's connection, shared by every request waiting at that moment) makes
+ *   sure that every revocation published before it has arrived; a session seen for the first time is asked of the
+ *   store. Exactly as strict as a store check per request, for one shared round trip instead of one per session.
+ * - the optional local revocation cache (`redis.revocationCache: true`), described below: no round trip at all.
  *
  * The first time an instance sees a session it asks the store, as the strict mode does on every request;
  * after that it answers from memory, and every revocation (logout, logout-all, reuse detection, jti denial)
@@ -14,6 +20,9 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  * test/revocation-cache.test.ts) instead of at once; a session that merely expires in the store (idle or
  * absolute expiry) keeps being accepted here until its access token expires (at most accessTtl).
  */
+/** How the store is asked about a session not known here (Sessions shares the checks in flight). */
+type StoreCheck = (sid: string, jti: string) => Promise<AccessState>
+
 export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
   private readonly deniedJtis = boundedCache<string, true>(200_000)
@@ -21,14 +30,31 @@ export class RevocationCache {
   /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
   private epoch = 0
   private onFirstSubscription: (() => void) | undefined
+  /** The barrier in flight, shared by the requests that wait for one (strict mode). */
+  private barrier: Promise<boolean> | undefined
+  /** Strict mode, with a store that can tell its barrier and announce revocations (checked at start). */
+  private barrierUsable = false
 
-  constructor(private readonly store: SessionStore) {}
+  readonly strict: boolean
+  private readonly onAnnouncementsRefused: (() => void) | undefined
+
+  /**
+   * `strict`: answer from memory only past a revocation barrier (see above); otherwise the revocation cache.
+   * `onAnnouncementsRefused`: strict mode found that this client may not PUBLISH (it then asks the store).
+   */
+  constructor(
+    private readonly store: SessionStore,
+    options: { strict?: boolean; onAnnouncementsRefused?: () => void } = {},
+  ) {
+    this.strict = options.strict ?? false
+    this.onAnnouncementsRefused = options.onAnnouncementsRefused
+  }
 
   /**
    * Subscribes, waiting up to `waitMs` for the subscription: until it is up (Redis away at start, say) every request
    * asks the store, as in strict mode; it never fails the start.
    */
-  async start(waitMs = 3000): Promise<void> {
+  async start(waitMs = this.strict ? 0 : 3000): Promise<void> {
     if (!this.store.onRevocation) throw new Error('this session store cannot publish revocations')
     const up = new Promise<void>((resolve) => (this.onFirstSubscription = resolve))
     await this.store.onRevocation(
@@ -53,7 +79,30 @@ export class RevocationCache {
     }
     this.subscribed = up
     if (up) this.onFirstSubscription?.()
+    if (up && this.strict && !this.barrierUsable) void this.probeAnnouncements()
   }
+
+  /**
+   * Strict mode answers from memory only when this instance's own revocations reach the others: a client whose
+   * PUBLISH the server refuses (ACL channel rights) keeps to a store check per request. Asked when the
+   * subscription comes up (Redis may be away at start), until the answer is yes.
+   */
+  private async probeAnnouncements(): Promise<void> {
+    if (this.probing) return
+    this.probing = true
+    try {
+      this.barrierUsable = this.store.revocationBarrier !== undefined && (await this.store.canAnnounceRevocations?.()) === true
+    } finally {
+      this.probing = false
+    }
+    if (!this.barrierUsable && !this.refusalReported) {
+      this.refusalReported = true
+      this.onAnnouncementsRefused?.()
+    }
+  }
+
+  private probing = false
+  private refusalReported = false
 
   get isSubscribed(): boolean {
     return this.subscribed
@@ -68,17 +117,42 @@ export class RevocationCache {
     if (ttl > 0) this.deniedJtis.set(`${sid}:${jti}`, true, { ttl })
   }
 
+  get usesBarrier(): boolean {
+    return this.barrierUsable
+  }
+
+  /**
+   * An answer that needs no wait: a denial or revocation known here (final whatever happens next), and in the
+   * revocation-cache mode also a session known to be fine. Undefined: call check().
+   */
+  immediate(sid: string, jti: string): AccessState | undefined {
+    const known = this.known(sid, jti)
+    return this.strict && known === 'ok' ? undefined : known
+  }
+
+  /**
+   * The state of a verified token's session and jti. Strict mode: past a barrier, from memory or (a session seen
+   * for the first time) the store; undefined when the barrier cannot be had (the caller checks the store itself).
+   */
+  async check(sid: string, jti: string, expiresAt: number, ask: StoreCheck = (s, j) => this.store.checkAccess(s, j)): Promise<AccessState | undefined> {
+    if (!this.strict) return this.state(sid, jti, expiresAt, ask)
+    if (!this.barrierUsable || !this.subscribed) return undefined
+    this.barrier ??= (this.store.revocationBarrier as () => Promise<boolean>)().finally(() => (this.barrier = undefined))
+    if (!(await this.barrier)) return undefined
+    return this.state(sid, jti, expiresAt, ask)
+  }
+
   /** What is known without asking the store; undefined when the store must be asked (state()). */
-  known(sid: string, jti: string): AccessState | undefined {
+  private known(sid: string, jti: string): AccessState | undefined {
     if (this.deniedJtis.size > 0 && this.deniedJtis.has(`${sid}:${jti}`)) return 'denied'
     return this.subscribed ? this.knownSessions.get(sid) : undefined
   }
 
-  async state(sid: string, jti: string, expiresAt: number): Promise<AccessState> {
+  private async state(sid: string, jti: string, expiresAt: number, ask: StoreCheck): Promise<AccessState> {
     const known = this.known(sid, jti)
     if (known !== undefined) return known
     const epoch = this.epoch
-    const fresh = await this.store.checkAccess(sid, jti)
+    const fresh = await ask(sid, jti)
     // Cache only what is still true: not across a subscription drop, and never over a revocation that
     // arrived while the store was being asked.
     if (this.subscribed && epoch === this.epoch) {

@@ -199,13 +199,16 @@ export class Sessions {
     // which would be refused on the spot and log it out.
     const t = this.config.tokens
     const spent = repeat && session.rotatedAt + t.accessTtl - Date.now() <= t.refreshAhead
+    // Never past the session's end: an access token does not outlive its session (the store forgets a session at
+    // its idle or absolute expiry, and a strict check answered from memory relies on the token's exp for that).
+    const end = Math.min(session.idleExpiresAt, session.absoluteExpiresAt)
     const access = spent
-      ? await this.issuer.issue(subject)
-      : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken))
+      ? await this.issuer.issue(subject, undefined, undefined, end)
+      : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken), end)
     this.verifier.remember({ token: access.token, sub: session.sub, sid: session.sid, jti: access.jti, expiresAt: access.expiresAt, payload: access.payload })
     return {
       sid: session.sid, sub: session.sub, claims: session.claims,
-      accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),
+      accessToken: access.token, accessExpiresAt: access.expiresAt,
       refreshToken, gen: session.gen, sessionExpiresAt: Math.min(session.idleExpiresAt, session.absoluteExpiresAt),
     }
   }
@@ -217,7 +220,7 @@ export class Sessions {
   async authenticate(token: string): Promise<VerifiedAccessToken> {
     // Answers known in memory (a token verified before, a session the revocation cache knows) skip the awaits.
     const verified = this.verifier.cached(token) ?? (await this.verifier.verify(token))
-    const state = this.revocationCache?.known(verified.sid, verified.jti) ?? (await this.accessState(verified))
+    const state = this.revocationCache?.immediate(verified.sid, verified.jti) ?? (await this.accessState(verified))
     if (state !== 'ok') {
       this.events.onDenied?.(state)
       throw new TokenRefusedError(state)
@@ -227,7 +230,10 @@ export class Sessions {
 
   private async accessState(token: VerifiedAccessToken): Promise<string> {
     try {
-      if (this.revocationCache) return await this.revocationCache.state(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
+      if (this.revocationCache) {
+        const known = await this.revocationCache.check(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance, this.ask)
+        if (known !== undefined) return known
+      }
       return await this.sharedCheck(token.sid, token.jti)
     } catch (err) {
       if (err instanceof StoreUnavailableError && this.config.redis.onOutage === 'verify-only') return 'ok'
@@ -240,6 +246,8 @@ export class Sessions {
    * parallel requests carrying one token costs one round trip. A request may share the answer of a check that
    * was sent at most one round trip before it arrived; a revocation applied before that is always seen.
    */
+  private readonly ask = (sid: string, jti: string): Promise<AccessState> => this.sharedCheck(sid, jti)
+
   private sharedCheck(sid: string, jti: string): Promise<AccessState> {
     const key = `${sid} ${jti}`
     const running = this.checksInFlight.get(key)

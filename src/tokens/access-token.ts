@@ -31,7 +31,13 @@ export class AccessTokenIssuer {
    * `issuedAt` and `jti` may be fixed by the caller so that the same rotation always yields the same token
    * (the reuse-grace answer repeats the successor pair).
    */
-  async issue(subject: AccessTokenSubject, issuedAt = Date.now(), jti = randomBytes(16).toString('base64url')): Promise<IssuedAccessToken> {
+  async issue(
+    subject: AccessTokenSubject,
+    issuedAt = Date.now(),
+    jti = randomBytes(16).toString('base64url'),
+    /** The session's end (epoch ms): the token never outlives it. */
+    notAfter = Infinity,
+  ): Promise<IssuedAccessToken> {
     const iat = Math.floor(issuedAt / 1000)
     const ttl = this.tokens.accessTtl
     // exp - iat is the configured lifetime, as any verifier reads it; iat is floored, so the token lives up to a second
@@ -39,6 +45,8 @@ export class AccessTokenIssuer {
     // rounded up from the real issue time instead.
     let exp = iat + Math.ceil(ttl / 1000)
     if (exp * 1000 - issuedAt < ttl / 2) exp = Math.ceil((issuedAt + ttl) / 1000)
+    // A token of a session that ends sooner ends with it (a session is not kept alive by its access tokens).
+    exp = Math.min(exp, Math.floor(notAfter / 1000))
     const key = this.keys.signing
     const payload: JWTPayload = {
       ...subject.claims, sid: subject.sid,

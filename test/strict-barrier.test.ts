@@ -1,0 +1,127 @@
+// The default, strict revocation check on one Redis: sessions an instance has seen are answered from memory past a
+// revocation barrier (one PING on the pub/sub connection, shared), never past a revocation made anywhere before it.
+import t, { type Test } from 'tap'
+import { send } from './helpers/client.js'
+import { startGateway, type StartedGateway } from './helpers/gateway.js'
+import { startRedis, type TestRedis } from './helpers/redis-server.js'
+import { startUpstream } from './helpers/upstream.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+interface Pair {
+  accessToken: string
+  refreshToken: string
+}
+
+async function twoInstances(t: Test, redis: TestRedis, extra: { redisUrl?: string } = {}) {
+  const upstream = await startUpstream()
+  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], tokens: { reuseGrace: '200ms' } }
+  const a = await startGateway({ redisUrl: redis.url, config })
+  const b = await startGateway({ redisUrl: extra.redisUrl ?? redis.url, config, keysFile: a.keysFile })
+  t.teardown(async () => {
+    await a.close()
+    await b.close()
+    await upstream.close()
+  })
+  return { a, b, upstream }
+}
+
+const login = async (gw: StartedGateway): Promise<Pair> => {
+  const res = await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
+  if (res.status !== 200) throw new Error(`login: ${res.status}`)
+  return res.json as Pair
+}
+const call = (gw: StartedGateway, token: string) => send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })
+
+/** Redis calls so far by command (INFO commandstats); `scripts`: EVALSHA and EVAL (a script's first call on a connection). */
+async function commandCalls(redis: TestRedis): Promise<Record<string, number>> {
+  const stats = String(await redis.client.info('commandstats'))
+  const calls: Record<string, number> = Object.fromEntries([...stats.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)].map((m) => [m[1], Number(m[2])]))
+  return { ...calls, scripts: (calls.evalsha ?? 0) + (calls.eval ?? 0) }
+}
+
+t.test('strict mode: a revocation made on one instance is refused by the next request on another, whose memory knew the session', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { a, b } = await twoInstances(t, redis)
+  for (let round = 0; round < 10; round++) {
+    const pair = await login(a)
+    t.equal((await call(b, pair.accessToken)).status, 200, 'B knows the session now')
+    t.equal((await call(b, pair.accessToken)).status, 200, 'and answers it from memory')
+    const logout = await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })
+    t.equal(logout.status, 204)
+    const next = await call(b, pair.accessToken)
+    t.equal(next.status, 401, `round ${round}: the very next request on B, no waiting`)
+  }
+
+  const victim = await login(a)
+  t.equal((await call(b, victim.accessToken)).status, 200)
+  t.equal((await send(`${a.url}/auth/refresh`, { body: { refreshToken: victim.refreshToken } })).status, 200)
+  await sleep(400) // past the 200 ms grace
+  const replay = await send(`${a.url}/auth/refresh`, { body: { refreshToken: victim.refreshToken } })
+  t.equal(replay.json.error, 'refresh_token_reused')
+  t.equal((await call(b, victim.accessToken)).status, 401, 'a reuse detected on A: the family is refused on B at once')
+
+  const one = await login(a)
+  const two = await login(a)
+  for (const p of [one, two]) t.equal((await call(b, p.accessToken)).status, 200)
+  t.equal((await send(`${a.url}/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${one.accessToken}` } })).status, 204)
+  for (const p of [one, two]) t.equal((await call(b, p.accessToken)).status, 401, 'logout-all on A: every family refused on B at once')
+})
+
+t.test('strict mode: sessions seen before cost no check of their own, only the shared barrier; a new session is asked once', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { b, a } = await twoInstances(t, redis)
+  const pairs = await Promise.all(Array.from({ length: 8 }, () => login(a)))
+  const before = await commandCalls(redis)
+  for (const p of pairs) t.equal((await call(b, p.accessToken)).status, 200)
+  const seen = await commandCalls(redis)
+  t.equal(seen.scripts - before.scripts, 8, 'each session B had not seen: one check')
+  await Promise.all(pairs.flatMap((p) => [call(b, p.accessToken), call(b, p.accessToken), call(b, p.accessToken)]))
+  for (const p of pairs) t.equal((await call(b, p.accessToken)).status, 200)
+  const after = await commandCalls(redis)
+  t.equal(after.scripts - seen.scripts, 0, '32 more requests of those sessions: no check script')
+  const pings = (after.ping ?? 0) - (seen.ping ?? 0)
+  t.ok(pings >= 1 && pings <= 32 + 4, `barriers instead (${pings} PINGs, shared by requests waiting together, plus heartbeats)`)
+})
+
+t.test('strict mode without the barrier: a Redis user that may not PUBLISH gets a store check per request, still strict', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  await redis.client.call('ACL', 'SETUSER', 'nochannels', 'on', '>pw', '~*', '+@all', 'resetchannels')
+  const limited = new URL(redis.url)
+  limited.username = 'nochannels'
+  limited.password = 'pw'
+  const { a, b } = await twoInstances(t, redis, { redisUrl: limited.toString() })
+  const pair = await login(a)
+  t.equal((await call(b, pair.accessToken)).status, 200)
+  const before = await commandCalls(redis)
+  t.equal((await call(b, pair.accessToken)).status, 200)
+  t.equal((await commandCalls(redis)).scripts - before.scripts, 1, 'the check script ran for a session B had seen')
+  t.equal((await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })).status, 204)
+  t.equal((await call(b, pair.accessToken)).status, 401, 'and a revocation is refused at once')
+})
+
+t.test('strict mode: the pub/sub connection killed, revocations made meanwhile are still refused; the barrier comes back', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const { a, b } = await twoInstances(t, redis)
+  const pair = await login(a)
+  t.equal((await call(b, pair.accessToken)).status, 200)
+  await redis.client.client('KILL', 'TYPE', 'pubsub')
+  t.equal((await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })).status, 204)
+  t.equal((await call(b, pair.accessToken)).status, 401, 'refused while (or right after) the subscription was down')
+  const fresh = await login(a)
+  t.equal((await call(b, fresh.accessToken)).status, 200)
+  let barrierBack = false
+  for (let i = 0; i < 100 && !barrierBack; i++) {
+    const before = await commandCalls(redis)
+    t.equal((await call(b, fresh.accessToken)).status, 200)
+    barrierBack = (await commandCalls(redis)).scripts === before.scripts
+    if (!barrierBack) await sleep(50)
+  }
+  t.ok(barrierBack, 'once resubscribed, seen sessions are answered past the barrier again')
+  t.equal((await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${fresh.accessToken}` } })).status, 204)
+  t.equal((await call(b, fresh.accessToken)).status, 401, 'and still refused at once after a logout')
+})
