@@ -20,6 +20,8 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  * test/revocation-cache.test.ts) instead of at once; a session that merely expires in the store (idle or
  * absolute expiry) keeps being accepted here until its access token expires (at most accessTtl).
  */
+const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
+
 /** How the store is asked about a session not known here (Sessions shares the checks in flight). */
 type StoreCheck = (sid: string, jti: string) => Promise<AccessState>
 
@@ -134,12 +136,12 @@ export class RevocationCache {
    * The state of a verified token's session and jti. Strict mode: past a barrier, from memory or (a session seen
    * for the first time) the store; undefined when the barrier cannot be had (the caller checks the store itself).
    */
-  async check(sid: string, jti: string, expiresAt: number, ask: StoreCheck = (s, j) => this.store.checkAccess(s, j)): Promise<AccessState | undefined> {
+  check(sid: string, jti: string, expiresAt: number, ask: StoreCheck = (s, j) => this.store.checkAccess(s, j)): Promise<AccessState | undefined> {
     if (!this.strict) return this.state(sid, jti, expiresAt, ask)
-    if (!this.barrierUsable || !this.subscribed) return undefined
+    if (!this.barrierUsable || !this.subscribed) return NOT_KNOWN
     this.barrier ??= (this.store.revocationBarrier as () => Promise<boolean>)().finally(() => (this.barrier = undefined))
-    if (!(await this.barrier)) return undefined
-    return this.state(sid, jti, expiresAt, ask)
+    // One reaction per request on the shared barrier; a session known here needs no further await.
+    return this.barrier.then((passed) => (passed ? (this.known(sid, jti) ?? this.state(sid, jti, expiresAt, ask)) : undefined))
   }
 
   /** What is known without asking the store; undefined when the store must be asked (state()). */
