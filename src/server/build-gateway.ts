@@ -154,8 +154,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     revocationCache = new RevocationCache(store)
     await revocationCache.start()
     app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
-  } else if (store.revocationBarrier !== undefined && config.redis.cluster === undefined) {
-    // Strict mode on one Redis (or sentinel): one shared barrier per moment instead of one check per session.
+  } else if (store.revocationBarrier !== undefined && config.redis.cluster === undefined && config.redis.sentinel === undefined) {
+    // Strict mode on one Redis: one shared barrier per moment instead of one check per session. Not with a
+    // sentinel set: after a failover nothing ties the subscription to the master the scripts run on.
     revocationCache = new RevocationCache(store, {
       strict: true,
       onAnnouncementsRefused: () =>

@@ -219,7 +219,8 @@ export class RedisSessionStore implements SessionStore {
   async onRevocation(listener: (event: RevocationEvent) => void, onStatus?: (subscribed: boolean) => void): Promise<void> {
     if (!(this.redis instanceof Redis)) throw new Error('the local revocation cache needs a single Redis or sentinel connection')
     const channel = this.keys.revocationChannel()
-    const subscriber = this.redis.duplicate({ enableOfflineQueue: true, autoResubscribe: false })
+    // No auto-pipelining (the main client's option): a barrier's PING is sent at once, its timeout running.
+    const subscriber = this.redis.duplicate({ enableOfflineQueue: true, autoResubscribe: false, enableAutoPipelining: false })
     this.subscriber = subscriber
     subscriber.on('error', () => {})
     subscriber.on('message', (_channel: string, message: string) => {
@@ -281,12 +282,13 @@ export class RedisSessionStore implements SessionStore {
     return this.subscribed && drops === this.subscriptionDrops
   }
 
-  async canAnnounceRevocations(): Promise<boolean> {
+  async canAnnounceRevocations(): Promise<boolean | undefined> {
     try {
       await this.redis.publish(this.keys.revocationChannel(), '{"type":"probe"}')
       return true
-    } catch {
-      return false
+    } catch (err) {
+      // Refused (NOPERM: the user has no right on the channel), or no answer at all: ask again later.
+      return /NOPERM/i.test((err as Error).message) ? false : undefined
     }
   }
 

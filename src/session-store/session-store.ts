@@ -105,8 +105,11 @@ export interface SessionStore {
    * when that cannot be told (no subscription, or it dropped meanwhile: ask checkAccess then). Never throws.
    */
   revocationBarrier?(): Promise<boolean>
-  /** Whether this client may announce revocations (a PUBLISH the server accepts: ACL channel rights). */
-  canAnnounceRevocations?(): Promise<boolean>
+  /**
+   * Whether this client may announce revocations: true (a PUBLISH the server accepts), false (refused: ACL channel
+   * rights), undefined (no answer: ask again later).
+   */
+  canAnnounceRevocations?(): Promise<boolean | undefined>
   close(): Promise<void>
 }
 

@@ -4,10 +4,13 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
 /**
  * What an instance knows of revocations, fed by Redis pub/sub. Two modes:
  *
- * - strict (the default with one Redis or sentinel): before a request is answered from memory, a revocation
- *   barrier (one PING on the subscription's connection, shared by every request waiting at that moment) makes
- *   sure that every revocation published before it has arrived; a session seen for the first time is asked of the
- *   store. Exactly as strict as a store check per request, for one shared round trip instead of one per session.
+ * - strict (the default with one Redis, not Cluster or sentinel): before a request is answered from memory, a
+ *   revocation barrier (one PING on the subscription's connection, sent after every request of the event-loop turn
+ *   has arrived and shared by them) makes sure that every revocation published before it has arrived; a session
+ *   seen for the first time is asked of the store. As strict as a store check per request (an ended family's
+ *   denied jti included: logout ends the family before it denies the jti), for one round trip per turn instead
+ *   of one per session. An access token never outlives its session (its exp is capped), so a session that merely
+ *   expires in the store needs no announcement.
  * - the optional local revocation cache (`redis.revocationCache: true`), described below: no round trip at all.
  *
  * The first time an instance sees a session it asks the store, as the strict mode does on every request;
@@ -22,9 +25,6 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  */
 const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
 
-/** How the store is asked about a session not known here (Sessions shares the checks in flight). */
-type StoreCheck = (sid: string, jti: string) => Promise<AccessState>
-
 export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
   private readonly deniedJtis = boundedCache<string, true>(200_000)
@@ -32,8 +32,8 @@ export class RevocationCache {
   /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
   private epoch = 0
   private onFirstSubscription: (() => void) | undefined
-  /** The barrier in flight, shared by the requests that wait for one (strict mode). */
-  private barrier: Promise<boolean> | undefined
+  /** The barrier the requests of the current event-loop turn wait for, not sent yet (strict mode). */
+  private gathering: Promise<boolean> | undefined
   /** Strict mode, with a store that can tell its barrier and announce revocations (checked at start). */
   private barrierUsable = false
 
@@ -72,10 +72,13 @@ export class RevocationCache {
     this.onFirstSubscription = undefined
   }
 
-  /** Down: forget everything and ask the store until the subscription is back. */
+  /**
+   * Down: forget everything and ask the store until the subscription is back. Every change of state starts a new
+   * epoch: a store answer is cached only if it was asked in the epoch it comes back in.
+   */
   setSubscribed(up: boolean): void {
+    this.epoch++
     if (!up) {
-      this.epoch++
       this.knownSessions.clear()
       this.deniedJtis.clear()
     }
@@ -92,12 +95,14 @@ export class RevocationCache {
   private async probeAnnouncements(): Promise<void> {
     if (this.probing) return
     this.probing = true
+    let answer: boolean | undefined
     try {
-      this.barrierUsable = this.store.revocationBarrier !== undefined && (await this.store.canAnnounceRevocations?.()) === true
+      answer = this.store.revocationBarrier === undefined ? false : await this.store.canAnnounceRevocations?.()
     } finally {
       this.probing = false
     }
-    if (!this.barrierUsable && !this.refusalReported) {
+    this.barrierUsable = answer === true
+    if (answer === false && !this.refusalReported) {
       this.refusalReported = true
       this.onAnnouncementsRefused?.()
     }
@@ -136,12 +141,28 @@ export class RevocationCache {
    * The state of a verified token's session and jti. Strict mode: past a barrier, from memory or (a session seen
    * for the first time) the store; undefined when the barrier cannot be had (the caller checks the store itself).
    */
-  check(sid: string, jti: string, expiresAt: number, ask: StoreCheck = (s, j) => this.store.checkAccess(s, j)): Promise<AccessState | undefined> {
-    if (!this.strict) return this.state(sid, jti, expiresAt, ask)
+  check(sid: string, jti: string, expiresAt: number): Promise<AccessState | undefined> {
+    if (!this.strict) return this.state(sid, jti, expiresAt)
     if (!this.barrierUsable || !this.subscribed) return NOT_KNOWN
-    this.barrier ??= (this.store.revocationBarrier as () => Promise<boolean>)().finally(() => (this.barrier = undefined))
     // One reaction per request on the shared barrier; a session known here needs no further await.
-    return this.barrier.then((passed) => (passed ? (this.known(sid, jti) ?? this.state(sid, jti, expiresAt, ask)) : undefined))
+    return this.nextBarrier().then((passed) => (passed ? (this.known(sid, jti) ?? this.state(sid, jti, expiresAt)) : undefined))
+  }
+
+  /**
+   * The barrier the requests of this event-loop turn share: sent once they have all arrived (setImmediate), so that
+   * no request ever waits on a PING that Redis ran before the request arrived (a revocation made in between would
+   * not be before it). Several may be in flight at once; they are pipelined on the connection.
+   */
+  private nextBarrier(): Promise<boolean> {
+    if (this.gathering) return this.gathering
+    const barrier = new Promise<boolean>((resolve) => {
+      setImmediate(() => {
+        this.gathering = undefined
+        resolve((this.store.revocationBarrier as () => Promise<boolean>)())
+      })
+    })
+    this.gathering = barrier
+    return barrier
   }
 
   /** What is known without asking the store; undefined when the store must be asked (state()). */
@@ -150,12 +171,14 @@ export class RevocationCache {
     return this.subscribed ? this.knownSessions.get(sid) : undefined
   }
 
-  private async state(sid: string, jti: string, expiresAt: number, ask: StoreCheck): Promise<AccessState> {
+  private async state(sid: string, jti: string, expiresAt: number): Promise<AccessState> {
     const known = this.known(sid, jti)
     if (known !== undefined) return known
     const epoch = this.epoch
-    const fresh = await ask(sid, jti)
-    // Cache only what is still true: not across a subscription drop, and never over a revocation that
+    // Asked here, never shared with a check already in flight: that one may have been sent in an earlier epoch,
+    // before a revocation this instance did not hear of.
+    const fresh = await this.store.checkAccess(sid, jti)
+    // Cache only what is still true: not across a change of the subscription, and never over a revocation that
     // arrived while the store was being asked.
     if (this.subscribed && epoch === this.epoch) {
       if (fresh === 'denied') this.denyJti(sid, jti, expiresAt)

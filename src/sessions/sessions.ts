@@ -201,7 +201,8 @@ export class Sessions {
     const spent = repeat && session.rotatedAt + t.accessTtl - Date.now() <= t.refreshAhead
     // Never past the session's end: an access token does not outlive its session (the store forgets a session at
     // its idle or absolute expiry, and a strict check answered from memory relies on the token's exp for that).
-    const end = Math.min(session.idleExpiresAt, session.absoluteExpiresAt)
+    // Less the clock tolerance, which verifiers add to exp: accepted no later than the session's end.
+    const end = Math.min(session.idleExpiresAt, session.absoluteExpiresAt) - t.clockTolerance
     const access = spent
       ? await this.issuer.issue(subject, undefined, undefined, end)
       : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken), end)
@@ -231,7 +232,7 @@ export class Sessions {
   private async accessState(token: VerifiedAccessToken): Promise<string> {
     try {
       if (this.revocationCache) {
-        const known = await this.revocationCache.check(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance, this.ask)
+        const known = await this.revocationCache.check(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
         if (known !== undefined) return known
       }
       return await this.sharedCheck(token.sid, token.jti)
@@ -246,8 +247,6 @@ export class Sessions {
    * parallel requests carrying one token costs one round trip. A request may share the answer of a check that
    * was sent at most one round trip before it arrived; a revocation applied before that is always seen.
    */
-  private readonly ask = (sid: string, jti: string): Promise<AccessState> => this.sharedCheck(sid, jti)
-
   private sharedCheck(sid: string, jti: string): Promise<AccessState> {
     const key = `${sid} ${jti}`
     const running = this.checksInFlight.get(key)
@@ -286,16 +285,18 @@ export class Sessions {
   /** Logout: the family ends and the presented access token's jti is denied until its exp. */
   async logout(access: VerifiedAccessToken | undefined, refreshToken: string | undefined): Promise<void> {
     const sids = new Set<string>()
-    if (access) {
-      sids.add(access.sid)
-      await this.store.denyAccessToken(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
-      this.revocationCache?.denyJti(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
-    }
+    if (access) sids.add(access.sid)
     const refreshSid = refreshToken === undefined ? undefined : this.sidOfRefreshToken(refreshToken)
     if (refreshSid) sids.add(refreshSid)
+    // The families end first, then the jti is denied: a denied jti then always belongs to an ended family, which
+    // a strict check answered from memory (per session) relies on. A failure in between leaves the token refused.
     for (const sid of sids) {
       await this.store.deleteSession(sid)
       this.revocationCache?.revokeSession(sid)
+    }
+    if (access) {
+      await this.store.denyAccessToken(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
+      this.revocationCache?.denyJti(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
     }
   }
 

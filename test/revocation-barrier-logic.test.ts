@@ -1,0 +1,130 @@
+// The strict revocation barrier's logic against a scripted store (pure logic: the Redis behaviour itself is covered
+// in test/strict-barrier.test.ts with a real redis-server).
+import t from 'tap'
+import type { AccessState, RevocationEvent, SessionStore } from '../src/session-store/session-store.js'
+import { RevocationCache } from '../src/sessions/revocation-cache.js'
+
+const turn = () => new Promise((resolve) => setImmediate(resolve))
+
+/** A store whose checks and barriers answer when the test says. */
+function scriptedStore() {
+  const checks: { sid: string; resolve: (s: AccessState) => void }[] = []
+  const barriers: ((passed: boolean) => void)[] = []
+  let status: ((up: boolean) => void) | undefined
+  let listener: ((e: RevocationEvent) => void) | undefined
+  const store = {
+    kind: 'redis',
+    checkAccess: (sid: string) => new Promise<AccessState>((resolve) => checks.push({ sid, resolve })),
+    revocationBarrier: () => new Promise<boolean>((resolve) => barriers.push(resolve)),
+    canAnnounceRevocations: async () => true,
+    onRevocation: async (l: (e: RevocationEvent) => void, s: (up: boolean) => void) => {
+      listener = l
+      status = s
+    },
+  } as unknown as SessionStore
+  return { store, checks, barriers, up: (v: boolean) => status?.(v), publish: (e: RevocationEvent) => listener?.(e) }
+}
+
+async function strictCache() {
+  const s = scriptedStore()
+  const cache = new RevocationCache(s.store, { strict: true })
+  await cache.start()
+  s.up(true)
+  await turn() // the announcement probe
+  return { cache, ...s }
+}
+
+t.test('one barrier per event-loop turn; a request arriving after it was sent waits for the next one', async (t) => {
+  const { cache, barriers } = await strictCache()
+  t.ok(cache.usesBarrier)
+  const first = [cache.check('s1', 'j1', Date.now() + 60_000), cache.check('s2', 'j2', Date.now() + 60_000)]
+  t.equal(barriers.length, 0, 'not sent while the turn may still bring requests')
+  await turn()
+  t.equal(barriers.length, 1, 'then one PING for both')
+  const late = cache.check('s3', 'j3', Date.now() + 60_000)
+  await turn()
+  t.equal(barriers.length, 2, 'a request after the send does not join it: its own barrier')
+  barriers[0]?.(false)
+  barriers[1]?.(false)
+  t.same(await Promise.all([...first, late]), [undefined, undefined, undefined], 'a failed barrier: the caller asks the store')
+})
+
+t.test('a store answer is cached only in the subscription epoch it was asked in (a drop and a return in between)', async (t) => {
+  const { cache, checks, barriers, up } = await strictCache()
+  const pending = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  barriers[0]?.(true)
+  await turn()
+  t.equal(checks.length, 1, 'a session seen for the first time is asked of the store')
+  up(false)
+  up(true) // back before the store answered: messages of the gap may be lost
+  checks[0]?.resolve('ok')
+  t.equal(await pending, 'ok', 'the answer serves its own request')
+  await turn()
+  const again = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  barriers[barriers.length - 1]?.(true)
+  await turn()
+  t.equal(checks.length, 2, 'but was not cached: the next request asks the store again')
+  checks[1]?.resolve('revoked')
+  t.equal(await again, 'revoked')
+})
+
+t.test('a revocation message always wins over a store answer in flight, and a known session needs no store call', async (t) => {
+  const { cache, checks, barriers, publish } = await strictCache()
+  const pending = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  barriers[0]?.(true)
+  await turn()
+  publish({ type: 'session', sid: 's1' })
+  checks[0]?.resolve('ok')
+  await pending
+  const next = cache.check('s1', 'j2', Date.now() + 60_000)
+  await turn()
+  barriers[1]?.(true)
+  t.equal(await next, 'revoked', 'the revocation that arrived during the check stands')
+  t.equal(checks.length, 1, 'answered from memory')
+  t.equal(cache.immediate('s1', 'j3'), 'revoked', 'a known revocation needs no barrier either')
+  t.equal(cache.immediate('s2', 'j1'), undefined, 'an unknown session does')
+})
+
+t.test('a store that refuses the announcement probe: no barrier, every request goes to the store', async (t) => {
+  const s = scriptedStore()
+  ;(s.store as { canAnnounceRevocations: () => Promise<boolean> }).canAnnounceRevocations = async () => false
+  let refused = 0
+  const cache = new RevocationCache(s.store, { strict: true, onAnnouncementsRefused: () => refused++ })
+  await cache.start()
+  s.up(true)
+  await turn()
+  t.equal(cache.usesBarrier, false)
+  t.equal(refused, 1, 'reported once')
+  t.equal(await cache.check('s1', 'j1', Date.now() + 60_000), undefined)
+  t.equal(s.barriers.length, 0)
+})
+
+t.test('logout ends the family before it denies the jti: a denied jti never belongs to a live family', async (t) => {
+  const { MemorySessionStore } = await import('../src/session-store/memory-store.js')
+  const { Sessions } = await import('../src/sessions/sessions.js')
+  const { startGateway } = await import('./helpers/gateway.js')
+  const gw = await startGateway()
+  t.teardown(() => gw.close())
+  const { config, loaded } = gw.gateway.current()
+  const calls: string[] = []
+  class RecordingStore extends MemorySessionStore {
+    override async deleteSession(sid: string): Promise<boolean> {
+      calls.push('end family')
+      return super.deleteSession(sid)
+    }
+    override async denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void> {
+      calls.push('deny jti')
+      return super.denyAccessToken(sid, jti, expiresAt)
+    }
+  }
+  const store = new RecordingStore()
+  t.teardown(() => store.close())
+  const sessions = new Sessions(store, loaded.keys, config)
+  const started = await sessions.start('u', {})
+  await sessions.logout(await sessions.authenticate(started.accessToken), started.refreshToken)
+  t.same(calls, ['end family', 'deny jti'])
+  t.equal(await store.checkAccess(started.sid, (await sessions.verifier.verify(started.accessToken)).jti), 'denied')
+})
