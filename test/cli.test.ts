@@ -120,29 +120,26 @@ t.test('hash-password reads stdin and prints a scrypt hash', async (t) => {
   t.not(nonEmptyLines(again.stdout)[0], lines[0], 'a fresh salt each time')
 })
 
+/** A config file in `dir` using the ES256 keys and the users file the next test writes there, with these routes. */
+function configWithKeys(name: string, routeLines: string[]): string {
+  const file = join(dir, name)
+  const lines = ['server: { host: 127.0.0.1, port: 0 }', 'tokens:', '  algorithm: ES256', `  keys: ${join(dir, 'signing.jwks.json')}`]
+  writeFileSync(file, [...lines, 'login:', `  users: ${join(dir, 'users.yaml')}`, 'routes:', ...routeLines].join('\n'))
+  return file
+}
+
 t.test('check: ok for keys from keygen and a hash from hash-password', async (t) => {
   const keys = await cli(['keygen', '--alg', 'ES256'])
   writeFileSync(join(dir, 'signing.jwks.json'), keys.stdout)
   const hash = nonEmptyLines((await cli(['hash-password'], { input: 's3cret' })).stdout)[0]!
   writeFileSync(join(dir, 'users.yaml'), `users:\n  - username: alice\n    password: "${hash}"\n    claims: { roles: [admin] }\n`)
-  const config = join(dir, 'good.yaml')
-  writeFileSync(
-    config,
-    [
-      'server: { host: 127.0.0.1, port: 0 }',
-      'tokens:',
-      '  algorithm: ES256',
-      `  keys: ${join(dir, 'signing.jwks.json')}`,
-      'login:',
-      `  users: ${join(dir, 'users.yaml')}`,
-      'routes:',
-      '  - name: orders',
-      '    prefix: /api/orders',
-      '    upstream: http://127.0.0.1:4001',
-      '    rewritePrefix: /orders',
-      '    timeout: 30s',
-    ].join('\n'),
-  )
+  const config = configWithKeys('good.yaml', [
+    '  - name: orders',
+    '    prefix: /api/orders',
+    '    upstream: http://127.0.0.1:4001',
+    '    rewritePrefix: /orders',
+    '    timeout: 30s',
+  ])
   const res = await cli(['check', '--config', config])
   t.equal(res.code, 0, res.stdout + res.stderr)
   t.equal(res.stdout, 'ok\n')
@@ -156,20 +153,7 @@ t.test('check: ok for keys from keygen and a hash from hash-password', async (t)
 })
 
 t.test('check: a route reading a claim no login sets is a warning on stderr; still ok and exit 0', async (t) => {
-  const config = join(dir, 'warn.yaml')
-  writeFileSync(
-    config,
-    [
-      'server: { host: 127.0.0.1, port: 0 }',
-      'tokens:',
-      '  algorithm: ES256',
-      `  keys: ${join(dir, 'signing.jwks.json')}`,
-      'login:',
-      `  users: ${join(dir, 'users.yaml')}`,
-      'routes:',
-      '  - { name: orders, prefix: /api/orders, upstream: "http://127.0.0.1:4001", headers: { X-Roles: "{role}" } }',
-    ].join('\n'),
-  )
+  const config = configWithKeys('warn.yaml', ['  - { name: orders, prefix: /api/orders, upstream: "http://127.0.0.1:4001", headers: { X-Roles: "{role}" } }'])
   const res = await cli(['check', '--config', config])
   t.equal(res.code, 0)
   t.equal(res.stdout, 'ok\n', 'the configuration is valid')

@@ -31,7 +31,15 @@ async function strictCache() {
   await cache.start()
   s.up(true)
   await turn() // the announcement probe
-  return { cache, ...s }
+  /** A request whose barrier is sent and passes; it then waits for its answer (from memory or the store). */
+  const pastBarrier = async (sid: string, jti: string) => {
+    const answer = cache.check(sid, jti, Date.now() + 60_000)
+    await turn()
+    s.barriers[s.barriers.length - 1]?.(true)
+    await turn()
+    return answer
+  }
+  return { cache, pastBarrier, ...s }
 }
 
 t.test('one barrier per event-loop turn; a request arriving after it was sent waits for the next one', async (t) => {
@@ -50,20 +58,16 @@ t.test('one barrier per event-loop turn; a request arriving after it was sent wa
 })
 
 t.test('a store answer is cached only in the subscription epoch it was asked in (a drop and a return in between)', async (t) => {
-  const { cache, checks, barriers, up } = await strictCache()
-  const pending = cache.check('s1', 'j1', Date.now() + 60_000)
-  await turn()
-  barriers[0]?.(true)
+  const { checks, up, pastBarrier } = await strictCache()
+  const pending = pastBarrier('s1', 'j1')
   await turn()
   t.equal(checks.length, 1, 'a session seen for the first time is asked of the store')
   up(false)
   up(true) // back before the store answered: messages of the gap may be lost
   checks[0]?.resolve('ok')
   t.equal(await pending, 'ok', 'the answer serves its own request')
+  const again = pastBarrier('s1', 'j1')
   await turn()
-  const again = cache.check('s1', 'j1', Date.now() + 60_000)
-  await turn()
-  barriers[barriers.length - 1]?.(true)
   await turn()
   t.equal(checks.length, 2, 'but was not cached: the next request asks the store again')
   checks[1]?.resolve('revoked')
@@ -71,10 +75,9 @@ t.test('a store answer is cached only in the subscription epoch it was asked in 
 })
 
 t.test('a revocation message always wins over a store answer in flight, and a known session needs no store call', async (t) => {
-  const { cache, checks, barriers, publish } = await strictCache()
-  const pending = cache.check('s1', 'j1', Date.now() + 60_000)
+  const { cache, checks, barriers, publish, pastBarrier } = await strictCache()
+  const pending = pastBarrier('s1', 'j1')
   await turn()
-  barriers[0]?.(true)
   await turn()
   publish({ type: 'session', sid: 's1' })
   checks[0]?.resolve('ok')
