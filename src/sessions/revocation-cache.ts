@@ -33,14 +33,14 @@ export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
   private readonly deniedJtis = boundedCache<string, true>(200_000)
   private subscribed = false
-  /** Bumped whenever the subscription drops, so that answers fetched before a drop are not cached after it. */
+  /** Bumped whenever the subscription goes down or up, so that answers fetched before are not cached after it. */
   private epoch = 0
   private onFirstSubscription: (() => void) | undefined
   /** The barrier the requests of the current event-loop turn wait for, not sent yet (strict mode). */
   private gathering: Promise<boolean> | undefined
-  /** Strict mode, with a store that can tell its barrier and announce revocations (checked at start). */
+  /** Strict mode, with a store that can tell its barrier and announce revocations (probed when subscribed). */
   private barrierUsable = false
-
+  /** A PUBLISH probe in flight; a refusal already reported. */
   readonly strict: boolean
   private readonly onAnnouncementsRefused: (() => void) | undefined
 
