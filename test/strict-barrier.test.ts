@@ -125,3 +125,58 @@ t.test('strict mode: the pub/sub connection killed, revocations made meanwhile a
   t.equal((await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${fresh.accessToken}` } })).status, 204)
   t.equal((await call(b, fresh.accessToken)).status, 401, 'and still refused at once after a logout')
 })
+
+t.test('strict mode, a frozen Redis (connections open, no answers): no request is answered from memory, 503 until it thaws', async (t) => {
+  const redis = await startRedis()
+  const upstream = await startUpstream()
+  const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
+  t.teardown(async () => {
+    redis.thaw()
+    await gw.close()
+    await upstream.close()
+    await redis.stop()
+  })
+  const pair = await login(gw)
+  t.equal((await call(gw, pair.accessToken)).status, 200, 'a session the instance has seen')
+  redis.freeze()
+  const during = await Promise.all([call(gw, pair.accessToken), call(gw, pair.accessToken), call(gw, pair.accessToken)])
+  t.same(during.map((r) => r.status), [503, 503, 503], 'the barrier gets no answer: the store is asked, and cannot say')
+  t.equal(during[0]?.json.error, 'session_store_unavailable')
+  t.equal((await call(gw, pair.accessToken)).status, 503, 'and the next one too')
+  redis.thaw()
+  let back = false
+  for (let i = 0; i < 200 && !back; i++) {
+    back = (await call(gw, pair.accessToken)).status === 200
+    if (!back) await sleep(50)
+  }
+  t.ok(back, 'back once Redis answers again')
+})
+
+t.test('a strict gateway started while Redis is down stays up, fails closed, and uses the barrier once Redis is there', async (t) => {
+  const redis = await startRedis()
+  await redis.pause()
+  const upstream = await startUpstream()
+  const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
+  t.teardown(async () => {
+    await gw.close()
+    await upstream.close()
+    await redis.stop()
+  })
+  t.equal((await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' } })).status, 503, 'login fails closed')
+  await redis.resume()
+  let pair: Pair | undefined
+  for (let i = 0; i < 200 && !pair; i++) {
+    pair = await login(gw).catch(() => undefined)
+    if (!pair) await sleep(50)
+  }
+  t.ok(pair, 'logins work once Redis is there')
+  let barrier = false
+  for (let i = 0; i < 200 && !barrier && pair; i++) {
+    t.equal((await call(gw, pair.accessToken)).status, 200)
+    const before = await commandCalls(redis)
+    t.equal((await call(gw, pair.accessToken)).status, 200)
+    barrier = (await commandCalls(redis)).scripts === before.scripts
+    if (!barrier) await sleep(50)
+  }
+  t.ok(barrier, 'and, subscribed and probed, the strict check answers a seen session past the barrier')
+})
