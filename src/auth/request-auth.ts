@@ -82,7 +82,7 @@ export async function authenticate(
     }
   }
   const revoked = refusal instanceof TokenRefusedError && ['denied', 'revoked', 'missing'].includes(refusal.reason)
-  const fresh = current !== undefined && current.expiresAt - now > tokens.refreshAhead
+  const fresh = current !== undefined && (current.expiresAt - now > tokens.refreshAhead || endsWithSession(current, tokens))
   if (fresh || revoked || credentials.refresh === undefined) {
     if (current) return { mode: 'cookie', token: current, rotated: undefined }
     throw unauthenticated('cookie')
@@ -105,6 +105,16 @@ export async function authenticate(
     }
     throw asAuthFailure(err, 'cookie')
   }
+}
+
+/**
+ * A token minted shorter than accessTtl was capped at its session's end (sessions.ts): no refresh can give a token
+ * that lives longer, so refreshing it early would only rotate the family on every request until the session ends.
+ * It is refreshed once it has expired, like any other, which then ends the session.
+ */
+function endsWithSession(token: VerifiedAccessToken, tokens: GatewayConfig['tokens']): boolean {
+  const { iat, exp } = token.payload
+  return typeof iat === 'number' && typeof exp === 'number' && exp - iat < Math.ceil(tokens.accessTtl / 1000)
 }
 
 function asAuthFailure(err: unknown, mode: 'cookie' | 'bearer'): unknown {
