@@ -4,6 +4,7 @@ import t, { type Test } from 'tap'
 import { send } from './helpers/client.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { startRedis, type TestRedis } from './helpers/redis-server.js'
+import { startStack } from './helpers/stack.js'
 import { startUpstream } from './helpers/upstream.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -127,15 +128,8 @@ t.test('strict mode: the pub/sub connection killed, revocations made meanwhile a
 })
 
 t.test('strict mode, a frozen Redis (connections open, no answers): no request is answered from memory, 503 until it thaws', async (t) => {
-  const redis = await startRedis()
-  const upstream = await startUpstream()
-  const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
-  t.teardown(async () => {
-    redis.thaw()
-    await gw.close()
-    await upstream.close()
-    await redis.stop()
-  })
+  const { redis, gw } = await startStack(t)
+  t.teardown(() => redis.thaw()) // were an assertion to fail while it is frozen
   const pair = await login(gw)
   t.equal((await call(gw, pair.accessToken)).status, 200, 'a session the instance has seen')
   redis.freeze()
@@ -153,15 +147,7 @@ t.test('strict mode, a frozen Redis (connections open, no answers): no request i
 })
 
 t.test('a strict gateway started while Redis is down stays up, fails closed, and uses the barrier once Redis is there', async (t) => {
-  const redis = await startRedis()
-  await redis.pause()
-  const upstream = await startUpstream()
-  const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await upstream.close()
-    await redis.stop()
-  })
+  const { redis, gw } = await startStack(t, { redisDown: true })
   t.equal((await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' } })).status, 503, 'login fails closed')
   await redis.resume()
   let pair: Pair | undefined

@@ -13,8 +13,10 @@ export interface Stack {
  * The whole thing in miniature: a throwaway redis-server, a recording echo upstream and a gateway with one
  * protected route (`/api`) to it, all stopped when the test ends.
  */
-export async function startStack(t: Test): Promise<Stack> {
+export async function startStack(t: Test, options: { redisDown?: boolean } = {}): Promise<Stack> {
   const redis = await startRedis()
+  // `redisDown`: the gateway starts while Redis is stopped (redis.resume() brings it back).
+  if (options.redisDown) await redis.pause()
   const upstream = await startUpstream()
   const gw = await startGateway({ redisUrl: redis.url, config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
   t.teardown(async () => {
