@@ -265,7 +265,10 @@ t.test('X-Session-Mode: token or cookie (any case); another value is a 400 that 
   t.equal(cookie.status, 200)
   t.notOk('accessToken' in cookie.json, 'cookie mode: no tokens in the body')
   t.ok(cookie.headers['set-cookie'], 'but cookies')
-  for (const mode of ['tokens', 'bearer', '', 'token, token']) {
+  const empty = await login('')
+  t.equal(empty.status, 200, 'an empty header is no header: cookie mode')
+  t.ok(empty.headers['set-cookie'])
+  for (const mode of ['tokens', 'bearer', 'token, token']) {
     const res = await login(mode)
     t.equal(res.status, 400, JSON.stringify(mode))
     t.equal(res.json.error, 'invalid_request')
@@ -367,6 +370,12 @@ t.test('an absolute-form request target is routed by its path (RFC 9112 3.2.2), 
   t.equal(elsewhere.status, 200)
   t.equal(up.last()?.headers['x-forwarded-host'], 'api.example:8443', "the target's authority is the host, not the Host header (RFC 9112 3.2.2)")
   t.equal(up.last()?.headers.host, '127.0.0.1:' + new URL(up.url).port, 'the upstream still gets its own Host')
+  const withUser = await rawRequest(gw.port, { path: 'http://user:secret@api.example/open/z', headers: [['Host', 'other.example']] })
+  t.equal(withUser.status, 200)
+  t.equal(up.last()?.headers['x-forwarded-host'], 'api.example', 'userinfo is never passed on')
+  const ipv6 = await rawRequest(gw.port, { path: 'HTTP://[::1]:8080/open/v6', headers: [['Host', 'other.example']] })
+  t.equal(ipv6.status, 200)
+  t.equal(up.last()?.headers['x-forwarded-host'], '[::1]:8080', 'a bracketed IPv6 authority, any case of scheme')
   const probe = await rawRequest(gw.port, { path: `http://127.0.0.1:${gw.port}/healthz` })
   t.equal(probe.status, 200, 'a gateway endpoint')
   const bare = await rawRequest(gw.port, { path: 'http://127.0.0.1' })
@@ -375,5 +384,5 @@ t.test('an absolute-form request target is routed by its path (RFC 9112 3.2.2), 
     const res = await rawRequest(gw.port, { path: target })
     t.equal(res.status, 400, `${target} is still refused`)
   }
-  t.equal(up.requests.length, 2, 'only those two requests were forwarded')
+  t.equal(up.requests.length, 4, 'only those four requests were forwarded')
 })

@@ -82,7 +82,9 @@ export async function authenticate(
     }
   }
   const revoked = refusal instanceof TokenRefusedError && ['denied', 'revoked', 'missing'].includes(refusal.reason)
-  const fresh = current !== undefined && (current.expiresAt - now > tokens.refreshAhead || endsWithSession(current, tokens))
+  // A token cut short at its session's absolute end is not refreshed early: no refresh could outlive it, and near
+  // that end every request would rotate the family. Once expired it is refreshed like any other.
+  const fresh = current !== undefined && (current.expiresAt - now > tokens.refreshAhead || (current.endsWithSession === true && current.expiresAt > now))
   if (fresh || revoked || credentials.refresh === undefined) {
     if (current) return { mode: 'cookie', token: current, rotated: undefined }
     throw unauthenticated('cookie')
@@ -105,16 +107,6 @@ export async function authenticate(
     }
     throw asAuthFailure(err, 'cookie')
   }
-}
-
-/**
- * A token minted shorter than accessTtl was capped at its session's end (sessions.ts): no refresh can give a token
- * that lives longer, so refreshing it early would only rotate the family on every request until the session ends.
- * It is refreshed once it has expired, like any other, which then ends the session.
- */
-function endsWithSession(token: VerifiedAccessToken, tokens: GatewayConfig['tokens']): boolean {
-  const { iat, exp } = token.payload
-  return typeof iat === 'number' && typeof exp === 'number' && exp - iat < Math.ceil(tokens.accessTtl / 1000)
 }
 
 function asAuthFailure(err: unknown, mode: 'cookie' | 'bearer'): unknown {

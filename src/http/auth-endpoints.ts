@@ -198,8 +198,8 @@ type SessionMode = 'token' | 'cookie'
  */
 function sessionMode(request: FastifyRequest): SessionMode {
   const header = request.headers['x-session-mode']
-  if (header === undefined) return 'cookie'
-  const value = typeof header === 'string' ? header.trim().toLowerCase() : ''
+  const value = typeof header === 'string' ? header.trim().toLowerCase() : undefined
+  if (value === undefined || value === '') return 'cookie' // absent, or sent empty
   if (value === 'token' || value === 'cookie') return value
   throw new GatewayError('invalid_request', 'X-Session-Mode must be token (the tokens in the response body) or cookie (the default).')
 }

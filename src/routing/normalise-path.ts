@@ -96,8 +96,14 @@ export function originForm(target: string): string {
 export function absoluteFormAuthority(target: string | undefined): string | undefined {
   if (target === undefined || target.charCodeAt(0) === 47) return undefined
   const authority = ABSOLUTE_FORM.exec(target)?.[0].replace(/^https?:\/\//i, '')
-  return authority === undefined || authority === '' ? undefined : authority
+  if (authority === undefined) return undefined
+  // The host without userinfo (`user:pw@host`: never passed on), and only a plain host[:port]; else none.
+  const host = authority.slice(authority.lastIndexOf('@') + 1)
+  return HOST_AND_PORT.test(host) ? host : undefined
 }
+
+/** A registered name or IPv4 address, or a bracketed IPv6 address, with an optional port. */
+const HOST_AND_PORT = /^(?:[A-Za-z0-9._~-]+|\[[0-9A-Fa-f:.]+\])(?::\d{1,5})?$/
 
 /** Splits `/a/b?x=1` into the path and the query string (with its `?`, or empty). */
 export function splitUrl(url: string): { path: string; query: string } {

@@ -32,8 +32,6 @@ export async function buildRuntime(
   log?: FastifyBaseLogger,
 ): Promise<Runtime> {
   const { config } = loaded
-  // At start and at every reload: what the configuration probably got wrong.
-  for (const w of loaded.warnings) log?.warn({ path: w.path }, `configuration: ${w.path} ${w.message}`)
   const sessions = new Sessions(
     store,
     loaded.keys,
@@ -49,7 +47,7 @@ export async function buildRuntime(
     },
     revocationCache,
   )
-  return {
+  const runtime: Runtime = {
     config,
     loaded,
     routes: new RouteTable(config.routes),
@@ -58,6 +56,9 @@ export async function buildRuntime(
     login: await createLoginProvider(config, loaded.users),
     rateLimit: new LoginRateLimit(store, config.login.rateLimit),
   }
+  // At start and at every reload, once the configuration is built: what it probably got wrong.
+  for (const w of loaded.warnings) log?.warn({ path: w.path }, `configuration: ${w.path} ${w.message}`)
+  return runtime
 }
 
 /** Settings that a reload cannot change in a running process (they need a restart). */

@@ -205,7 +205,9 @@ export class Sessions {
     const access = spent
       ? await this.issuer.issue(subject, undefined, undefined, end)
       : await this.issuer.issue(subject, session.rotatedAt, jtiForRefreshToken(refreshToken), end)
-    this.verifier.remember({ token: access.token, sub: session.sub, sid: session.sid, jti: access.jti, expiresAt: access.expiresAt, payload: access.payload })
+    // Cut short by the absolute end (not the idle end, which the next rotation moves on): it ends with the session.
+    const endsWithSession = access.capped && session.absoluteExpiresAt <= session.idleExpiresAt ? { endsWithSession: true as const } : {}
+    this.verifier.remember({ token: access.token, sub: session.sub, sid: session.sid, jti: access.jti, expiresAt: access.expiresAt, payload: access.payload, ...endsWithSession })
     return {
       sid: session.sid, sub: session.sub, claims: session.claims,
       accessToken: access.token, accessExpiresAt: Math.min(access.expiresAt, session.absoluteExpiresAt),

@@ -12,6 +12,11 @@ export interface VerifiedAccessToken {
   /** Epoch milliseconds. */
   expiresAt: number
   payload: JWTPayload
+  /**
+   * Set on a token this instance minted with its exp cut short at its session's absolute end: no refresh can give
+   * a longer one, so it is not refreshed early (request-auth). Unknown (unset) for tokens verified from their text.
+   */
+  endsWithSession?: true
 }
 
 /** Why a token was refused; never shown to clients in detail (they get 401), logged at debug level. */

@@ -12,6 +12,8 @@ export interface IssuedAccessToken {
   expiresAt: number
   /** The claims set that was signed. */
   payload: JWTPayload
+  /** Whether exp was cut short by `notAfter` (the session's end). */
+  capped: boolean
 }
 
 export interface AccessTokenSubject {
@@ -47,7 +49,9 @@ export class AccessTokenIssuer {
     if (exp * 1000 - issuedAt < ttl / 2) exp = Math.ceil((issuedAt + ttl) / 1000)
     // A token of a session that ends sooner ends with it, in the second the session ends (rounded up, so that a token
     // is never minted with less than what is left of its session).
-    exp = Math.min(exp, Math.ceil(notAfter / 1000))
+    const cappedAt = Math.ceil(notAfter / 1000)
+    const capped = cappedAt < exp
+    if (capped) exp = cappedAt
     const key = this.keys.signing
     const payload: JWTPayload = {
       ...subject.claims, sid: subject.sid,
@@ -55,7 +59,7 @@ export class AccessTokenIssuer {
     }
     const token = await new SignJWT(payload).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: ACCESS_TOKEN_TYPE }).sign(key.privateKey)
     // The payload as it decodes from the token (JSON: no Infinity/NaN, no shared objects), as verify() would give it.
-    return { token, jti, expiresAt: exp * 1000, payload: JSON.parse(JSON.stringify(payload)) as JWTPayload }
+    return { token, jti, expiresAt: exp * 1000, payload: JSON.parse(JSON.stringify(payload)) as JWTPayload, capped }
   }
 }
 
