@@ -69,26 +69,29 @@ interface CompiledHeader {
 /** Templates are split into literals and claim names once per route, not on every request. */
 const COMPILED = new WeakMap<Record<string, string>, CompiledHeader[]>()
 
+/** A template split into its literal text and the claim names between (`"{sub}/{roles}"`: sub, roles). */
+function splitTemplate(template: string): { parts: string[]; claims: string[] } {
+  const parts: string[] = []
+  const claims: string[] = []
+  let last = 0
+  for (const m of template.matchAll(PLACEHOLDER)) {
+    parts.push(template.slice(last, m.index))
+    claims.push(m[1] as string)
+    last = (m.index ?? 0) + m[0].length
+  }
+  parts.push(template.slice(last))
+  return { parts, claims }
+}
+
 /** The claim names a header template reads (`"{sub}/{roles}"` -> sub, roles). */
 export function templateClaims(template: string): string[] {
-  return [...template.matchAll(PLACEHOLDER)].map((m) => m[1] as string)
+  return splitTemplate(template).claims
 }
 
 function compiled(templates: Record<string, string>): CompiledHeader[] {
   let headers = COMPILED.get(templates)
   if (headers) return headers
-  headers = Object.entries(templates).map(([name, template]) => {
-    const parts: string[] = []
-    const claims: string[] = []
-    let last = 0
-    for (const m of template.matchAll(PLACEHOLDER)) {
-      parts.push(template.slice(last, m.index))
-      claims.push(m[1] as string)
-      last = (m.index ?? 0) + m[0].length
-    }
-    parts.push(template.slice(last))
-    return { name: name.toLowerCase(), parts, claims }
-  })
+  headers = Object.entries(templates).map(([name, template]) => ({ name: name.toLowerCase(), ...splitTemplate(template) }))
   COMPILED.set(templates, headers)
   return headers
 }

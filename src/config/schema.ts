@@ -84,10 +84,15 @@ function redisUrlProblem(value: string, { cluster = false } = {}): string | unde
     if (name !== 'family') return `the query string may only set family (0, 4 or 6), not ${name}`
     if (!['0', '4', '6'].includes(option)) return 'family must be 0, 4 or 6'
   }
-  const db = url.pathname.replace(/^\//, '')
+  const db = databasePath(url)
   if (db !== '' && !/^\d{1,9}$/.test(db)) return `the path must be a database number, like /0 (got /${db})`
   if (cluster && db !== '' && db !== '0') return 'a cluster node has database 0 only'
   return undefined
+}
+
+/** The database part of a redis:// URL's path (`/3` -> `3`; empty when it names none, i.e. database 0). */
+export function databasePath(url: URL): string {
+  return url.pathname.replace(/^\//, '')
 }
 
 const redisUrlOf = (cluster: boolean) =>

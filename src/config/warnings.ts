@@ -27,11 +27,12 @@ function unknownClaimWarnings(config: GatewayConfig, users: Map<string, UserReco
   config.routes.forEach((route, i) => {
     if (route.auth === 'public') return
     for (const [header, template] of Object.entries(route.headers)) {
-      const unknown = [...new Set(templateClaims(template))].filter((name) => !known.has(name))
+      const claims = new Set(templateClaims(template))
+      const unknown = [...claims].filter((name) => !known.has(name))
       if (unknown.length > 0) {
         warnings.push({
           path: `routes[${i}].headers.${header}`,
-          message: `reads ${unknown.map((name) => `{${name}}`).join(', ')}, a claim no login sets (${source}): the upstream gets ${unknown.length === new Set(templateClaims(template)).size ? 'no such header' : 'an empty value there'}`,
+          message: `reads ${unknown.map((name) => `{${name}}`).join(', ')}, a claim no login sets (${source}): the upstream gets ${unknown.length === claims.size ? 'no such header' : 'an empty value there'}`,
         })
       }
     }

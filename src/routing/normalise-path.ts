@@ -75,7 +75,8 @@ export function encodeSegment(segment: string): string {
   return encodeURIComponent(segment).replace(/%(2[146789ABC]|3[ABD]|40)/gi, (m) => decodeURIComponent(m))
 }
 
-const ABSOLUTE_FORM = /^https?:\/\/[^/?#]*/i
+/** `http://` or `https://` and the authority after it (captured). */
+const ABSOLUTE_FORM = /^https?:\/\/([^/?#]*)/i
 
 /**
  * The origin-form of a request target: `http://host/a?b` (the absolute-form, which RFC 9112 §3.2.2 says a server
@@ -95,7 +96,7 @@ export function originForm(target: string): string {
  */
 export function absoluteFormAuthority(target: string | undefined): string | undefined {
   if (target === undefined || target.charCodeAt(0) === 47) return undefined
-  const authority = ABSOLUTE_FORM.exec(target)?.[0].replace(/^https?:\/\//i, '')
+  const authority = ABSOLUTE_FORM.exec(target)?.[1]
   if (authority === undefined) return undefined
   // The host without userinfo (`user:pw@host`: never passed on), and only a plain host[:port]; else none.
   const host = authority.slice(authority.lastIndexOf('@') + 1)

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
+import { databasePath } from '../config/schema.js'
 import { ConfigError, GatewayError } from '../errors.js'
 import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
@@ -82,7 +83,7 @@ function hasOneHost(raw: string[]): boolean {
 /** A `redis.url` database the server refused (ioredis would use database 0 instead) stops the start. */
 async function checkDatabase(store: SessionStore, url: string | undefined): Promise<void> {
   if (!(store instanceof RedisSessionStore) || url === undefined) return
-  const wanted = Number(new URL(url).pathname.slice(1) || '0')
+  const wanted = Number(databasePath(new URL(url)) || '0')
   const selected = await store.selectedDatabase()
   if (selected === undefined || selected === wanted) return
   await store.close()
