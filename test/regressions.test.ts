@@ -17,9 +17,16 @@ import { startUpstream } from './helpers/upstream.js'
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
 /** An echo upstream behind a gateway with one public route, /open; both closed when the test ends. */
-async function openGateway(t: Test) {
+/**
+ * A recording upstream and a gateway in front of it, both closed when the test ends: by default one public route,
+ * `/open`; `configFor` gives the gateway's config for the upstream's URL instead.
+ */
+async function openGateway(
+  t: Test,
+  configFor: (upstream: string) => Record<string, unknown> = (url) => ({ routes: [{ name: 'open', prefix: '/open', upstream: url, auth: 'public' }] }),
+) {
   const up = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }] } })
+  const gw = await startGateway({ config: configFor(up.url) })
   t.teardown(async () => {
     await gw.close()
     await up.close()
@@ -94,12 +101,7 @@ t.test('SIGTERM with an open WebSocket: the gateway closes it (1001) and exits 0
 })
 
 t.test('a reload keeps a key made in memory: the demo sessions survive SIGHUP', async (t) => {
-  const upstream = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await upstream.close()
-  })
+  const { up: upstream, gw } = await openGateway(t, (url) => ({ routes: [{ name: 'api', prefix: '/api', upstream: url }] }))
   // Same gateway, but with `keys: ephemeral` from the start.
   const dir = mkdtempSync(join(tmpdir(), 'sg-eph-'))
   const file = join(dir, 'gateway.yaml')
@@ -154,12 +156,7 @@ t.test('a pathological route prefix is refused at once (no catastrophic backtrac
 })
 
 t.test('Expect: 100-continue is answered by the gateway, not forwarded: the upload reaches the upstream (audit)', async (t) => {
-  const up = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'open', prefix: '/open', upstream: up.url, auth: 'public' }, { name: 'api', prefix: '/api', upstream: up.url }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await up.close()
-  })
+  const { up, gw } = await openGateway(t, (url) => ({ routes: [{ name: 'open', prefix: '/open', upstream: url, auth: 'public' }, { name: 'api', prefix: '/api', upstream: url }] }))
   const { request } = await import('node:http')
   // As curl does for large bodies: headers first, the body only once the server says 100 Continue.
   const upload = (path: string, headers: Record<string, string> = {}) =>
@@ -207,12 +204,7 @@ t.test("a path segment the proxy cannot forward ('...', 'a../b') gets invalid_pa
 })
 
 t.test('WebDAV and other methods Node reads are proxied (CSRF applies), and refused with 405 on the gateway endpoints (audit)', async (t) => {
-  const up = await startUpstream()
-  const gw = await startGateway({ config: { routes: [{ name: 'dav', prefix: '/dav', upstream: up.url }] } })
-  t.teardown(async () => {
-    await gw.close()
-    await up.close()
-  })
+  const { up, gw } = await openGateway(t, (url) => ({ routes: [{ name: 'dav', prefix: '/dav', upstream: url }] }))
   const { rawRequest } = await import('./helpers/client.js')
   const login = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })
   const bearer = `Bearer ${login.json.accessToken}`
@@ -302,17 +294,10 @@ t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, 
 })
 
 t.test('another Authorization scheme is told to send a Bearer token; the login-page redirect is not stored (audit)', async (t) => {
-  const up = await startUpstream()
-  const gw = await startGateway({
-    config: {
-      login: { page: '/login.html' },
-      routes: [{ name: 'api', prefix: '/api', upstream: up.url }, { name: 'page', prefix: '/login.html', upstream: up.url, auth: 'public' }],
-    },
-  })
-  t.teardown(async () => {
-    await gw.close()
-    await up.close()
-  })
+  const { up, gw } = await openGateway(t, (url) => ({
+    login: { page: '/login.html' },
+    routes: [{ name: 'api', prefix: '/api', upstream: url }, { name: 'page', prefix: '/login.html', upstream: url, auth: 'public' }],
+  }))
   for (const header of ['Basic YWxpY2U6YWxpY2UtcHc=', 'Digest username="alice"']) {
     const res = await send(`${gw.url}/api/x`, { headers: { authorization: header } })
     t.equal(res.status, 401, header)
