@@ -183,3 +183,24 @@ t.test('a clockTolerance not shorter than accessTtl, or a reuseGrace over a minu
   t.same((await load(withTokens('  reuseGrace: 60s'))).warnings, [], 'a minute is not a warning')
   t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
 })
+
+t.test('the login block of the provider not chosen is a warning naming it; the chosen one alone is not', async (t) => {
+  const usersFile = join(dir, 'unused-users.yaml')
+  writeFileSync(usersFile, `users:\n  - { username: a, password: "${await hashPassword('pw', 10)}" }\n`)
+  const upstreamBlock = 'upstream: { url: "http://127.0.0.1:1/login", subject: /id }'
+  const both = await load(`login: { users: ${usersFile}, ${upstreamBlock} }`)
+  t.same(both.warnings.map((w) => w.path), ['login.upstream'])
+  t.match(both.warnings[0]?.message, /^is not used: login\.provider is users/)
+  const viaUpstream = await load(`login: { provider: upstream, users: ${usersFile}, ${upstreamBlock} }`)
+  t.same(viaUpstream.warnings.map((w) => w.path), ['login.users'])
+  t.match(viaUpstream.warnings[0]?.message, /^is not used: login\.provider is upstream/)
+  t.same((await load(`login: { provider: upstream, ${upstreamBlock} }`)).warnings, [], 'upstream alone: no warning')
+})
+
+t.test('a header template with a brace outside a placeholder is a warning; well-formed ones are not', async (t) => {
+  const route = (headers: string) => [`routes:\n  - { name: a, prefix: /a, upstream: "http://127.0.0.1:1", headers: { ${headers} } }`, LOGIN].join('\n')
+  const typos = await load(route('X-A: "{ sub }", X-B: "{sub", X-C: "{sub}}", X-D: "{sub!}", X-Ok: "user {sub} in {sid}"'))
+  t.same(typos.warnings.map((w) => w.path), ['routes[0].headers.X-A', 'routes[0].headers.X-B', 'routes[0].headers.X-C', 'routes[0].headers.X-D'])
+  t.match(typos.warnings[0]?.message, /^"\{ sub \}" has a brace outside a placeholder, sent to the upstream as written: a placeholder is \{claim\}/)
+  t.same((await load(route('X-Id: "{sub}", X-Pair: "{sub}:{sid}", X-Plain: static'))).warnings, [])
+})

@@ -70,7 +70,7 @@ interface CompiledHeader {
 const COMPILED = new WeakMap<Record<string, string>, CompiledHeader[]>()
 
 /** A template split into its literal text and the claim names between (`"{sub}/{roles}"`: sub, roles). */
-function splitTemplate(template: string): { parts: string[]; claims: string[] } {
+export function splitTemplate(template: string): { parts: string[]; claims: string[] } {
   const parts: string[] = []
   const claims: string[] = []
   let last = 0
@@ -81,11 +81,6 @@ function splitTemplate(template: string): { parts: string[]; claims: string[] } 
   }
   parts.push(template.slice(last))
   return { parts, claims }
-}
-
-/** The claim names a header template reads (`"{sub}/{roles}"` -> sub, roles). */
-export function templateClaims(template: string): string[] {
-  return splitTemplate(template).claims
 }
 
 function compiled(templates: Record<string, string>): CompiledHeader[] {

@@ -1,4 +1,4 @@
-import { templateClaims } from '../auth/claim-rules.js'
+import { splitTemplate } from '../auth/claim-rules.js'
 import type { UserRecord } from '../auth/users-file.js'
 import type { ConfigProblem } from '../errors.js'
 import { REGISTERED_CLAIMS } from '../tokens/registered-claims.js'
@@ -9,7 +9,37 @@ import type { GatewayConfig } from './schema.js'
  * but printed by `check` on stderr and logged by the gateway at start and at every reload.
  */
 export function configWarnings(config: GatewayConfig, users: Map<string, UserRecord> | undefined): ConfigProblem[] {
-  return [...unknownClaimWarnings(config, users), ...lifetimeWarnings(config.tokens)]
+  return [...unusedLoginWarnings(config.login), ...templateWarnings(config), ...unknownClaimWarnings(config, users), ...lifetimeWarnings(config.tokens)]
+}
+
+/** The login block of the provider not chosen: nothing reads it, so a provider that was meant is not in force. */
+function unusedLoginWarnings(login: GatewayConfig['login']): ConfigProblem[] {
+  if (login.provider === 'users' && login.upstream !== undefined) {
+    return [{ path: 'login.upstream', message: 'is not used: login.provider is users, so logins are checked against login.users (set provider: upstream to use it)' }]
+  }
+  if (login.provider === 'upstream' && login.users !== undefined) {
+    return [{ path: 'login.users', message: 'is not used: login.provider is upstream, so logins are checked by login.upstream.url (the users file is not read)' }]
+  }
+  return []
+}
+
+/**
+ * A brace outside a `{claim}` placeholder (`"{ sub }"`, `"{sub"`, `"{user-name!}"`) is sent literally, on every
+ * request: almost certainly a placeholder mistyped.
+ */
+function templateWarnings(config: GatewayConfig): ConfigProblem[] {
+  const warnings: ConfigProblem[] = []
+  config.routes.forEach((route, i) => {
+    for (const [header, template] of Object.entries(route.headers)) {
+      if (splitTemplate(template).parts.some((literal) => /[{}]/.test(literal))) {
+        warnings.push({
+          path: `routes[${i}].headers.${header}`,
+          message: `${JSON.stringify(template)} has a brace outside a placeholder, sent to the upstream as written: a placeholder is {claim}, without spaces (letters, digits and _ . : -)`,
+        })
+      }
+    }
+  })
+  return warnings
 }
 
 /**
@@ -27,7 +57,7 @@ function unknownClaimWarnings(config: GatewayConfig, users: Map<string, UserReco
   config.routes.forEach((route, i) => {
     if (route.auth === 'public') return
     for (const [header, template] of Object.entries(route.headers)) {
-      const claims = new Set(templateClaims(template))
+      const claims = new Set(splitTemplate(template).claims)
       const unknown = [...claims].filter((name) => !known.has(name))
       if (unknown.length > 0) {
         warnings.push({
