@@ -83,6 +83,7 @@ t.test('defaults', async (t) => {
   const route = config.routes[0]!
   t.equal(route.auth, 'required', 'routes are protected unless they say otherwise')
   t.equal(route.websocket, false)
+  t.equal(route.corsPreflight, false, 'a preflight needs credentials unless a route says otherwise')
   t.equal(route.timeout, 30_000)
   t.same(route.headers, {})
   t.equal(keys.ephemeral, true, 'no key file: an in-memory key')
@@ -458,6 +459,14 @@ t.test('mistakes that would be ignored or fail only at request time are refused'
     ['routes[0].require: has no effect on a public route'],
     'require on a public route',
   )
+  t.same(
+    await check(['routes:', routeYaml('a', '/a', ['auth: public', 'corsPreflight: true'])].join('\n')),
+    ['routes[0].corsPreflight: has no effect on a public route (every request passes without auth)'],
+    'corsPreflight on a public route',
+  )
+  const onOptional = await load(['routes:', routeYaml('a', '/a', ['auth: optional', 'corsPreflight: true'])].join('\n'))
+  t.equal(onOptional.config.routes[0]?.corsPreflight, true, 'on a protected route it is fine')
+  t.same(await check(['routes:', routeYaml('a', '/a', ['corsPreflight: "yes"'])].join('\n')).then((l) => l.length), 1, 'a boolean only')
 
   for (const upstream of ['http://user:pw@127.0.0.1:4001', 'http://@127.0.0.1:4001', 'https://token@api.example/base']) {
     t.same(

@@ -486,6 +486,42 @@ t.test('route rules', async (t) => {
     t.equal(upstream.last()!.url, '/admin/users')
   })
 
+  t.test('corsPreflight: a CORS preflight passes without credentials to the upstream; nothing else does', async (t) => {
+    const corsAnswer: Parameters<typeof startUpstream>[0] = (req, res) => {
+      res.statusCode = 204
+      res.setHeader('access-control-allow-origin', req.headers.origin ?? '')
+      res.setHeader('access-control-allow-methods', 'PUT')
+      res.setHeader('access-control-allow-credentials', 'true')
+      res.end()
+    }
+    const upstream = await startUpstream(corsAnswer)
+    t.teardown(() => upstream.close())
+    const { gw } = await setup(t, {
+      routes: [
+        { name: 'cors', prefix: '/cors', upstream: upstream.url, corsPreflight: true, headers: { 'X-User-Id': '{sub}' } },
+        { name: 'plain', prefix: '/plain', upstream: upstream.url },
+      ],
+    })
+    const preflight = { origin: 'https://spa.example', 'access-control-request-method': 'PUT', 'x-user-id': 'spoofed', cookie: 'sg_access=forged; theme=dark' }
+    const passed = await send(`${gw.url}/cors/orders/7`, { method: 'OPTIONS', headers: preflight })
+    t.equal(passed.status, 204, 'the upstream answers the preflight')
+    t.equal(passed.headers['access-control-allow-origin'], 'https://spa.example')
+    t.equal(upstream.requests.length, 1)
+    const seen = upstream.last()!
+    t.equal(seen.method, 'OPTIONS')
+    t.notOk(seen.headers.authorization, 'no identity goes with a preflight')
+    t.notOk(seen.headers['x-user-id'], 'a client copy of an injected header is still removed')
+    t.equal(seen.headers.cookie, 'theme=dark', "the gateway's cookie names are still removed")
+
+    const plainOptions = await send(`${gw.url}/cors/orders/7`, { method: 'OPTIONS', headers: { origin: 'https://spa.example' } })
+    t.equal(plainOptions.status, 401, 'an OPTIONS without Access-Control-Request-Method is no preflight: auth as usual')
+    const otherRoute = await send(`${gw.url}/plain/orders/7`, { method: 'OPTIONS', headers: preflight })
+    t.equal(otherRoute.status, 401, 'off by default: the preflight needs credentials like any request')
+    const put = await send(`${gw.url}/cors/orders/7`, { method: 'PUT', headers: { origin: 'https://spa.example', 'access-control-request-method': 'PUT' } })
+    t.equal(put.status, 401, 'only OPTIONS')
+    t.equal(upstream.requests.length, 1, 'none of those reached the upstream')
+  })
+
   t.test('auth: optional', async (t) => {
     const upstream = await startUpstream()
     const { gw } = await setup(t, {

@@ -7,7 +7,7 @@ import { startGateway } from './helpers/gateway.js'
 import { startUpstream } from './helpers/upstream.js'
 
 function route(name: string, prefix: string, upstream: string, extra: Partial<RouteConfig> = {}): RouteConfig {
-  return { name, prefix, upstream, auth: 'public', headers: {}, websocket: false, timeout: 30_000, ...extra }
+  return { name, prefix, upstream, auth: 'public', headers: {}, websocket: false, corsPreflight: false, timeout: 30_000, ...extra }
 }
 
 const norm = (path: string) => {

@@ -189,6 +189,11 @@ const routeSchema = z.strictObject({
     )
     .default({}),
   websocket: z.boolean().default(false),
+  /**
+   * A CORS preflight (OPTIONS with Origin and Access-Control-Request-Method, which browsers send without cookies or
+   * Authorization) is forwarded without the auth step, for the upstream to answer.
+   */
+  corsPreflight: z.boolean().default(false),
   /** 0: no timeout (server-sent events, long polls). */
   timeout: duration('30s'),
 })
@@ -318,6 +323,9 @@ export const configSchema = z
       }
       if (route.auth === 'public' && route.require !== undefined) {
         ctx.issues.push({ code: 'custom', path: ['routes', i, 'require'], message: 'has no effect on a public route', input: route.require })
+      }
+      if (route.auth === 'public' && route.corsPreflight) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'corsPreflight'], message: 'has no effect on a public route (every request passes without auth)', input: true })
       }
       const headers = new Map<string, string>()
       for (const name of Object.keys(route.headers)) {

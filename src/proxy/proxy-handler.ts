@@ -47,7 +47,7 @@ export function matchRoute(rt: Runtime, url: string): RouteMatch {
  */
 export async function authorise(request: FastifyRequest, rt: Runtime, match: RouteMatch): Promise<{ identity: UpstreamIdentity | 'public'; auth: Authenticated | undefined }> {
   const route = match.route.config
-  if (route.auth === 'public') return { identity: 'public', auth: undefined }
+  if (route.auth === 'public' || (route.corsPreflight && isCorsPreflight(request))) return { identity: 'public', auth: undefined }
   const credentials = credentialsOf(request, rt.cookies)
   if (credentials.mode === 'cookie' && !passesCsrf(request, rt.config.csrf)) throw new GatewayError('csrf')
   const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
@@ -57,6 +57,12 @@ export async function authorise(request: FastifyRequest, rt: Runtime, match: Rou
   }
   if (!meetsRequirements(auth.token.payload, route.require)) throw new GatewayError('forbidden')
   return { identity: { token: auth.token.token, headers: identityHeaders(route.headers, auth.token.payload) }, auth }
+}
+
+/** What a browser sends before a cross-origin request it may not send plainly: no credentials, by the Fetch standard. */
+function isCorsPreflight(request: FastifyRequest): boolean {
+  const h = request.headers
+  return request.method === 'OPTIONS' && h.origin !== undefined && h['access-control-request-method'] !== undefined
 }
 
 const HTML_FIRST = /^\s*text\/html\s*(?:[,;]|$)/i
