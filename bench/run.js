@@ -611,6 +611,7 @@ s4.cpuUs = s4Cpu.map((before, i) => {
   return before === null || after === null ? undefined : (1e6 * (after - before)) / s4.requests.total
 })
 
+phase('s4')
 // S5: login throughput (bounded by scrypt, by design).
 const s5 = await run({
   url: `${strict.url}/auth/login`,
@@ -621,6 +622,7 @@ const s5 = await run({
   connections: 8,
 })
 
+phase('s5')
 // S6 and S7: sessions made directly in the store, tokens signed with the same keys.
 const loaded = await loadConfig(strict.file, {})
 const logSink = { warn() {}, error() {}, info() {}, debug() {}, child() { return this } }
@@ -654,7 +656,7 @@ for (const [db, n] of [[1, 100], [2, 100_000]]) {
   const bearers = await Promise.all(sids.slice(-100).map(async (sid) => (await issuer.issue({ sub: 'u', sid, claims: {} })).token))
   S6[`s6 ${n.toLocaleString('en')} sessions in Redis`] = { url: `${gw.url}/api/items`, pid: gw.pid, bearers }
 }
-phase('s4, s5; 100,000 sessions made')
+phase('100,000 sessions made')
 // The latency table: the same moderate load on every system (PACED_CONNECTIONS connections, each waiting
 // PACED_DELAY_MS between a response and its next request), alternated over the rounds like the main table.
 const PACED = {
