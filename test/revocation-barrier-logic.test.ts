@@ -105,6 +105,48 @@ t.test('a store that refuses the announcement probe: no barrier, every request g
   t.equal(s.barriers.length, 0)
 })
 
+t.test('announcements refused at runtime: the barrier goes, what was known is forgotten, reported once; back when they work', async (t) => {
+  const s = scriptedStore()
+  let answer: boolean | undefined = true
+  ;(s.store as { canAnnounceRevocations: () => Promise<boolean | undefined> }).canAnnounceRevocations = async () => answer
+  let refused = 0
+  const cache = new RevocationCache(s.store, { strict: true, onAnnouncementsRefused: () => refused++, probeIntervalMs: 5 })
+  t.teardown(() => cache.stop())
+  await cache.start()
+  s.up(true)
+  await turn()
+  t.equal(cache.usesBarrier, true)
+  const known = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  s.barriers.at(-1)?.(true)
+  await turn()
+  s.checks.at(-1)?.resolve('ok')
+  t.equal(await known, 'ok')
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+  answer = undefined
+  await sleep(30)
+  t.equal(cache.usesBarrier, true, 'a probe without an answer changes nothing')
+  answer = false
+  await sleep(30)
+  t.equal(cache.usesBarrier, false, 'refused: no barrier')
+  t.equal(refused, 1, 'reported once, however many probes are refused')
+  t.equal(await cache.check('s1', 'j1', Date.now() + 60_000), undefined, 'every request asks the store')
+  answer = true
+  await sleep(30)
+  t.equal(cache.usesBarrier, true, 'announcements work again: the barrier is back')
+  const again = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  s.barriers.at(-1)?.(true)
+  await turn()
+  t.same(s.checks.map((c) => c.sid), ['s1', 's1'], 's1 is asked of the store again: what was known before the refusal is forgotten')
+  s.checks.at(-1)?.resolve('revoked')
+  t.equal(await again, 'revoked')
+  answer = false
+  await sleep(30)
+  t.equal(refused, 2, 'a new refusal is reported again')
+})
+
 t.test('logout ends the family before it denies the jti: a denied jti never belongs to a live family', async (t) => {
   const { MemorySessionStore } = await import('../src/session-store/memory-store.js')
   const { Sessions } = await import('../src/sessions/sessions.js')

@@ -104,6 +104,48 @@ t.test('strict mode without the barrier: a Redis user that may not PUBLISH gets 
   t.equal((await call(b, pair.accessToken)).status, 401, 'and a revocation is refused at once')
 })
 
+t.test('strict mode: a PUBLISH right taken away at runtime ends the answers from memory; given back, the barrier returns', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  await redis.client.call('ACL', 'SETUSER', 'gw', 'on', '>pw', '~*', '&*', '+@all')
+  const asGateway = new URL(redis.url)
+  asGateway.username = 'gw'
+  asGateway.password = 'pw'
+  const { a, b } = await twoInstances(t, redis, { redisUrl: asGateway.toString() })
+  // A on the default user: the revocation below is made, and announced, by an instance that may publish; B is
+  // the one whose right goes away. Then the other way round: no instance may announce.
+  const seenOnB = async () => {
+    const pair = await login(a)
+    t.equal((await call(b, pair.accessToken)).status, 200)
+    const before = await commandCalls(redis)
+    t.equal((await call(b, pair.accessToken)).status, 200)
+    return { pair, fromMemory: (await commandCalls(redis)).scripts === before.scripts }
+  }
+  const first = await seenOnB()
+  t.ok(first.fromMemory, 'with the right, B answers a session it has seen from memory')
+
+  await redis.client.call('ACL', 'SETUSER', 'gw', '-publish')
+  let fromMemory = true
+  for (let i = 0; i < 50 && fromMemory; i++) {
+    await sleep(100)
+    fromMemory = (await seenOnB()).fromMemory
+  }
+  t.notOk(fromMemory, 'B noticed within 5 s (its probe runs every second) and asks the store for every request')
+  const { pair } = await seenOnB()
+  // Revoked by B itself, whose PUBLISH is refused now: nobody hears of it, and A knew the session.
+  t.equal((await call(a, pair.accessToken)).status, 200)
+  t.equal((await send(`${b.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })).status, 204)
+  t.equal((await call(b, pair.accessToken)).status, 401, 'B refuses the session it revoked')
+
+  await redis.client.call('ACL', 'SETUSER', 'gw', '+publish')
+  for (let i = 0; i < 50 && !fromMemory; i++) {
+    await sleep(100)
+    fromMemory = (await seenOnB()).fromMemory
+  }
+  t.ok(fromMemory, 'the right given back: B answers from memory again within 5 s')
+  t.equal((await call(b, pair.accessToken)).status, 401, 'and not from what it knew before the refusal: the session revoked meanwhile stays refused')
+})
+
 t.test('strict mode: the pub/sub connection killed, revocations made meanwhile are still refused; the barrier comes back', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())

@@ -269,6 +269,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   app.addHook('preClose', async () => websockets.close())
 
   app.addHook('onClose', async () => {
+    revocationCache?.stop()
     if (!options.store) await store.close()
   })
 

@@ -26,8 +26,11 @@ import type { AccessState, SessionStore } from '../session-store/session-store.j
  */
 const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
 
-/** How soon an announcement probe that got no answer is asked again. */
-const PROBE_RETRY_MS = 1000
+/**
+ * How often strict mode asks again whether this instance may announce revocations: a right taken away at runtime
+ * (ACL) ends answering from memory within this bound, and one given back restores it.
+ */
+const PROBE_INTERVAL_MS = 1000
 
 export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
@@ -40,8 +43,8 @@ export class RevocationCache {
   private gathering: Promise<boolean> | undefined
   /** Strict mode, with a store that can tell its barrier and announce revocations (probed when subscribed). */
   private barrierUsable = false
-  /** A PUBLISH probe in flight; a refusal already reported. */
   readonly strict: boolean
+  private probeTimer: NodeJS.Timeout | undefined
   private readonly onAnnouncementsRefused: (() => void) | undefined
 
   /**
@@ -50,11 +53,14 @@ export class RevocationCache {
    */
   constructor(
     private readonly store: SessionStore,
-    options: { strict?: boolean; onAnnouncementsRefused?: () => void } = {},
+    options: { strict?: boolean; onAnnouncementsRefused?: () => void; probeIntervalMs?: number } = {},
   ) {
     this.strict = options.strict ?? false
     this.onAnnouncementsRefused = options.onAnnouncementsRefused
+    this.probeIntervalMs = options.probeIntervalMs ?? PROBE_INTERVAL_MS
   }
+
+  private readonly probeIntervalMs: number
 
   /**
    * Subscribes, waiting up to `waitMs` for the subscription: until it is up (Redis away at start, say) every request
@@ -70,6 +76,12 @@ export class RevocationCache {
       },
       (up) => this.setSubscribed(up),
     )
+    if (this.strict) {
+      this.probeTimer = setInterval(() => {
+        if (this.subscribed) void this.probeAnnouncements()
+      }, this.probeIntervalMs)
+      this.probeTimer.unref()
+    }
     let timer: NodeJS.Timeout | undefined
     await Promise.race([up, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))])
     clearTimeout(timer)
@@ -92,10 +104,11 @@ export class RevocationCache {
   }
 
   /**
-   * Strict mode answers from memory only when this instance's own revocations reach the others: a client whose
-   * PUBLISH the server refuses (ACL channel rights) keeps to a store check per request. Asked when the
-   * subscription comes up (Redis may be away at start); a probe that got no answer at all (the main connection
-   * not up yet) is asked again a second later while the subscription stays up.
+   * Strict mode answers from memory only when revocations reach every instance: a client whose PUBLISH the server
+   * refuses (ACL rights) keeps to a store check per request. Asked when the subscription comes up, then every
+   * PROBE_INTERVAL_MS while it stays up: the instances of one deployment share a Redis user, so when its right is
+   * taken away at runtime, the revocations no instance can announce any more end every instance's answers from
+   * memory within that bound. A probe that gets no answer at all (the main connection not up) changes nothing.
    */
   private async probeAnnouncements(): Promise<void> {
     if (this.probing) return
@@ -103,23 +116,39 @@ export class RevocationCache {
     let answer: boolean | undefined
     try {
       answer = this.store.revocationBarrier === undefined ? false : await this.store.canAnnounceRevocations?.()
+    } catch {
+      answer = undefined
     } finally {
       this.probing = false
     }
-    this.barrierUsable = answer === true
-    if (answer === false && !this.refusalReported) {
-      this.refusalReported = true
-      this.onAnnouncementsRefused?.()
+    if (answer === undefined) return
+    if (answer === this.barrierUsable) {
+      if (!answer) this.reportRefusal()
+      return
     }
-    if (answer === undefined) {
-      setTimeout(() => {
-        if (this.subscribed && !this.barrierUsable) void this.probeAnnouncements()
-      }, PROBE_RETRY_MS).unref()
-    }
+    // Either way, what was learnt from memory before is forgotten: a revocation no one could announce may have come
+    // since (and a check in flight when the right went away may have filled the cache after the refusal).
+    this.barrierUsable = answer
+    this.epoch++
+    this.knownSessions.clear()
+    if (answer) this.refusalReported = false
+    else this.reportRefusal()
+  }
+
+  /** Once per refusal (not again until announcements have worked in between). */
+  private reportRefusal(): void {
+    if (this.refusalReported) return
+    this.refusalReported = true
+    this.onAnnouncementsRefused?.()
   }
 
   private probing = false
   private refusalReported = false
+
+  /** Stops the periodic probe (the gateway is closing). */
+  stop(): void {
+    clearInterval(this.probeTimer)
+  }
 
   get isSubscribed(): boolean {
     return this.subscribed
