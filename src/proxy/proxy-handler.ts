@@ -47,7 +47,9 @@ export function matchRoute(rt: Runtime, url: string): RouteMatch {
  */
 export async function authorise(request: FastifyRequest, rt: Runtime, match: RouteMatch): Promise<{ identity: UpstreamIdentity | 'public'; auth: Authenticated | undefined }> {
   const route = match.route.config
-  if (route.auth === 'public' || (route.corsPreflight && isCorsPreflight(request))) return { identity: 'public', auth: undefined }
+  if (route.auth === 'public') return { identity: 'public', auth: undefined }
+  // Anonymous, as on an optional route: a client's Authorization is removed, not passed on unchecked.
+  if (route.corsPreflight && isCorsPreflight(request)) return { identity: { token: undefined, headers: {} }, auth: undefined }
   const credentials = credentialsOf(request, rt.cookies)
   if (credentials.mode === 'cookie' && !passesCsrf(request, rt.config.csrf)) throw new GatewayError('csrf')
   const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
@@ -59,10 +61,16 @@ export async function authorise(request: FastifyRequest, rt: Runtime, match: Rou
   return { identity: { token: auth.token.token, headers: identityHeaders(route.headers, auth.token.payload) }, auth }
 }
 
-/** What a browser sends before a cross-origin request it may not send plainly: no credentials, by the Fetch standard. */
+/**
+ * What a browser sends before a cross-origin request it may not send plainly: OPTIONS with Origin and
+ * Access-Control-Request-Method, no credentials (Fetch standard) and no body. A request with a body is none.
+ */
 function isCorsPreflight(request: FastifyRequest): boolean {
   const h = request.headers
-  return request.method === 'OPTIONS' && h.origin !== undefined && h['access-control-request-method'] !== undefined
+  return (
+    request.method === 'OPTIONS' && h.origin !== undefined && h['access-control-request-method'] !== undefined &&
+    h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0')
+  )
 }
 
 const HTML_FIRST = /^\s*text\/html\s*(?:[,;]|$)/i
