@@ -1,7 +1,7 @@
 // The strict revocation barrier's logic against a scripted store (pure logic: the Redis behaviour itself is covered
 // in test/strict-barrier.test.ts with a real redis-server).
 import t from 'tap'
-import type { AccessState, RevocationEvent, SessionStore } from '../src/session-store/session-store.js'
+import type { AccessState, AnnouncementState, RevocationEvent, SessionStore } from '../src/session-store/session-store.js'
 import { RevocationCache } from '../src/sessions/revocation-cache.js'
 
 const turn = () => new Promise((resolve) => setImmediate(resolve))
@@ -16,7 +16,7 @@ function scriptedStore() {
     kind: 'redis',
     checkAccess: (sid: string) => new Promise<AccessState>((resolve) => checks.push({ sid, resolve })),
     revocationBarrier: () => new Promise<boolean>((resolve) => barriers.push(resolve)),
-    canAnnounceRevocations: async () => true,
+    announcements: async () => ({ allowed: true, unannounced: 0 }),
     onRevocation: async (l: (e: RevocationEvent) => void, s: (up: boolean) => void) => {
       listener = l
       status = s
@@ -93,7 +93,7 @@ t.test('a revocation message always wins over a store answer in flight, and a kn
 
 t.test('a store that refuses the announcement probe: no barrier, every request goes to the store', async (t) => {
   const s = scriptedStore()
-  ;(s.store as { canAnnounceRevocations: () => Promise<boolean> }).canAnnounceRevocations = async () => false
+  ;(s.store as { announcements: () => Promise<AnnouncementState> }).announcements = async () => ({ allowed: false, unannounced: 0 })
   let refused = 0
   const cache = new RevocationCache(s.store, { strict: true, onAnnouncementsRefused: () => refused++ })
   await cache.start()
@@ -108,7 +108,9 @@ t.test('a store that refuses the announcement probe: no barrier, every request g
 t.test('announcements refused at runtime: the barrier goes, what was known is forgotten, reported once; back when they work', async (t) => {
   const s = scriptedStore()
   let answer: boolean | undefined = true
-  ;(s.store as { canAnnounceRevocations: () => Promise<boolean | undefined> }).canAnnounceRevocations = async () => answer
+  let unannounced = 0
+  ;(s.store as { announcements: () => Promise<AnnouncementState | undefined> }).announcements = async () =>
+    answer === undefined ? undefined : { allowed: answer, unannounced }
   let refused = 0
   const cache = new RevocationCache(s.store, { strict: true, onAnnouncementsRefused: () => refused++, probeIntervalMs: 5 })
   t.teardown(() => cache.stop())
@@ -145,6 +147,42 @@ t.test('announcements refused at runtime: the barrier goes, what was known is fo
   answer = false
   await sleep(30)
   t.equal(refused, 2, 'a new refusal is reported again')
+})
+
+t.test('a revocation some instance could not announce, between two probes: what was known is forgotten all the same', async (t) => {
+  const s = scriptedStore()
+  let unannounced = 7
+  ;(s.store as { announcements: () => Promise<AnnouncementState> }).announcements = async () => ({ allowed: true, unannounced })
+  const cache = new RevocationCache(s.store, { strict: true, probeIntervalMs: 5 })
+  t.teardown(() => cache.stop())
+  await cache.start()
+  s.up(true)
+  await turn()
+  const pastBarrier = async () => {
+    const answer = cache.check('s1', 'j1', Date.now() + 60_000)
+    await turn()
+    s.barriers.at(-1)?.(true)
+    await turn()
+    return answer
+  }
+  const first = pastBarrier()
+  await turn()
+  s.checks.at(-1)?.resolve('ok')
+  t.equal(await first, 'ok')
+  t.equal(await pastBarrier(), 'ok', 'from memory')
+  t.equal(s.checks.length, 1)
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+  await sleep(30)
+  t.equal(await pastBarrier(), 'ok', 'probes whose count does not move change nothing')
+  t.equal(s.checks.length, 1)
+  unannounced = 8 // the PUBLISH right went away and came back between two probes, a revocation in between
+  await sleep(30)
+  t.equal(cache.usesBarrier, true, 'announcements work: the barrier stays')
+  const after = pastBarrier()
+  await turn()
+  t.equal(s.checks.length, 2, 'the session is asked of the store again')
+  s.checks.at(-1)?.resolve('revoked')
+  t.equal(await after, 'revoked')
 })
 
 t.test('logout ends the family before it denies the jti: a denied jti never belongs to a live family', async (t) => {

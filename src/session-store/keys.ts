@@ -32,6 +32,11 @@ export class StoreKeys {
   revocationChannel(): string {
     return `${this.prefix}revocations`
   }
+
+  /** How many revocations were applied but not announced (a PUBLISH the server refused), by any instance. */
+  unannouncedRevocations(): string {
+    return `${this.prefix}revocations:unannounced`
+  }
 }
 
 /** A short, brace-free stand-in for user-chosen text inside a key name. */

@@ -6,6 +6,7 @@ import { defineScripts, type ScriptedClient } from './lua-scripts.js'
 import type { RedisClient } from './redis-connection.js'
 import type {
   AccessState,
+  AnnouncementState,
   NewSession,
   RateLimitState,
   RevocationEvent,
@@ -106,7 +107,7 @@ export class RedisSessionStore implements SessionStore {
       if (status === 'rotated') return { kind: 'rotated', session }
       return { kind: 'grace', session, sealedSuccessor: String(sealed) }
     }
-    if (status === 'reused') this.announced(reply[1], r.sid)
+    if (status === 'reused') await this.announced(reply[1], r.sid)
     if (status === 'reused' || status === 'superseded' || status === 'revoked' || status === 'expired' || status === 'invalid') return { kind: status }
     throw new StoreUnavailableError(new Error(`unexpected rotate reply ${String(status)}`))
   }
@@ -134,7 +135,7 @@ export class RedisSessionStore implements SessionStore {
   async denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void> {
     if (expiresAt <= Date.now()) return
     const published = await this.guarded(this.redis.denyJti(this.keys.deniedJti(sid, jti), expiresAt, ...this.announcement({ type: 'jti', sid, jti, expiresAt })))
-    this.announced(published, sid)
+    await this.announced(published, sid)
   }
 
   async deleteSession(sid: string): Promise<boolean> {
@@ -154,7 +155,7 @@ export class RedisSessionStore implements SessionStore {
     const [removed, published] = (await this.guarded(
       this.redis.revokeSession(this.keys.session(sid), this.keys.successor(sid), ...this.announcement({ type: 'session', sid })),
     )) as number[]
-    this.announced(published, sid)
+    await this.announced(published, sid)
     return Number(removed)
   }
 
@@ -204,10 +205,18 @@ export class RedisSessionStore implements SessionStore {
     return [this.keys.revocationChannel(), JSON.stringify(event)]
   }
 
-  /** A revocation applied but not announced (the server refused the PUBLISH: ACL channel rights) is logged. */
-  private announced(published: unknown, sid: string): void {
+  /**
+   * A revocation applied but not announced (the server refused the PUBLISH: ACL rights) is logged and counted in
+   * the store, before the revocation is acknowledged: strict-mode instances read the count with their next
+   * announcement probe and forget what they knew from memory when it moved (announcements()).
+   */
+  private async announced(published: unknown, sid: string): Promise<void> {
     if (Number(published) === 1) return
-    this.log?.warn({ sid, channel: this.keys.revocationChannel() }, 'revocation applied but not announced: Redis refused the PUBLISH (ACL channel rights?); local revocation caches of other instances will not hear of it')
+    const counted = await this.redis.incr(this.keys.unannouncedRevocations()).then(() => true, () => false)
+    this.log?.warn(
+      { sid, channel: this.keys.revocationChannel(), counted },
+      'revocation applied but not announced: Redis refused the PUBLISH (ACL rights?); other instances forget what they knew from memory at their next probe (strict mode), the local revocation cache does not hear of it',
+    )
   }
 
   /**
@@ -282,14 +291,17 @@ export class RedisSessionStore implements SessionStore {
     return this.subscribed && drops === this.subscriptionDrops
   }
 
-  async canAnnounceRevocations(): Promise<boolean | undefined> {
-    try {
-      await this.redis.publish(this.keys.revocationChannel(), '{"type":"probe"}')
-      return true
-    } catch (err) {
-      // Refused (NOPERM: the user has no right on the channel), or no answer at all: ask again later.
-      return /NOPERM/i.test((err as Error).message) ? false : undefined
-    }
+  async announcements(): Promise<AnnouncementState | undefined> {
+    // One round trip (auto-pipelined): the probe PUBLISH and the count of revocations nobody could announce.
+    const [published, unannounced] = await Promise.allSettled([
+      this.redis.publish(this.keys.revocationChannel(), '{"type":"probe"}'),
+      this.redis.get(this.keys.unannouncedRevocations()),
+    ])
+    if (unannounced.status === 'rejected') return undefined
+    const count = Number(unannounced.value ?? 0)
+    if (published.status === 'fulfilled') return { allowed: true, unannounced: count }
+    // Refused (NOPERM: the user has no right on the channel or the command), or no answer at all: ask again later.
+    return /NOPERM/i.test((published.reason as Error).message) ? { allowed: false, unannounced: count } : undefined
   }
 
   async close(): Promise<void> {

@@ -68,6 +68,12 @@ export interface RateLimitState {
   retryAfterMs: number
 }
 
+export interface AnnouncementState {
+  allowed: boolean
+  /** A counter: when it moves, a revocation was applied that no subscriber heard of. */
+  unannounced: number
+}
+
 export interface SessionStore {
   readonly kind: 'redis' | 'memory'
   createSession(session: NewSession): Promise<SessionRecord>
@@ -106,10 +112,11 @@ export interface SessionStore {
    */
   revocationBarrier?(): Promise<boolean>
   /**
-   * Whether this client may announce revocations: true (a PUBLISH the server accepts), false (refused: ACL channel
-   * rights), undefined (no answer: ask again later).
+   * Whether this client may announce revocations (a PUBLISH the server accepts, or refuses: ACL rights), and how
+   * many revocations any instance applied without being able to announce them so far; undefined when there was no
+   * answer (ask again later). Never throws.
    */
-  canAnnounceRevocations?(): Promise<boolean | undefined>
+  announcements?(): Promise<AnnouncementState | undefined>
   close(): Promise<void>
 }
 

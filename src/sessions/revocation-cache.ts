@@ -1,5 +1,5 @@
 import { boundedCache } from '../bounded-cache.js'
-import type { AccessState, SessionStore } from '../session-store/session-store.js'
+import type { AccessState, AnnouncementState, SessionStore } from '../session-store/session-store.js'
 
 /**
  * What an instance knows of revocations, fed by Redis pub/sub. Two modes:
@@ -106,34 +106,40 @@ export class RevocationCache {
   /**
    * Strict mode answers from memory only when revocations reach every instance: a client whose PUBLISH the server
    * refuses (ACL rights) keeps to a store check per request. Asked when the subscription comes up, then every
-   * PROBE_INTERVAL_MS while it stays up: the instances of one deployment share a Redis user, so when its right is
-   * taken away at runtime, the revocations no instance can announce any more end every instance's answers from
-   * memory within that bound. A probe that gets no answer at all (the main connection not up) changes nothing.
+   * PROBE_INTERVAL_MS while it stays up, with the store's count of revocations that some instance applied but could
+   * not announce: when the right is taken away at runtime (even for less than the interval), every instance forgets
+   * what it knew from memory within that bound. A probe that gets no answer (the main connection down) changes
+   * nothing.
    */
   private async probeAnnouncements(): Promise<void> {
     if (this.probing) return
     this.probing = true
-    let answer: boolean | undefined
+    let state: AnnouncementState | undefined
     try {
-      answer = this.store.revocationBarrier === undefined ? false : await this.store.canAnnounceRevocations?.()
+      state = this.store.revocationBarrier === undefined ? { allowed: false, unannounced: 0 } : await this.store.announcements?.()
     } catch {
-      answer = undefined
+      state = undefined
     } finally {
       this.probing = false
     }
-    if (answer === undefined) return
-    if (answer === this.barrierUsable) {
-      if (!answer) this.reportRefusal()
+    if (state === undefined) return
+    const missed = this.unannouncedSeen !== undefined && state.unannounced !== this.unannouncedSeen
+    this.unannouncedSeen = state.unannounced
+    if (state.allowed === this.barrierUsable && !missed) {
+      if (!state.allowed) this.reportRefusal()
       return
     }
-    // Either way, what was learnt from memory before is forgotten: a revocation no one could announce may have come
-    // since (and a check in flight when the right went away may have filled the cache after the refusal).
-    this.barrierUsable = answer
+    // What was learnt from memory is forgotten: a revocation nobody could announce may have come since (and a check
+    // in flight when the right went away may have filled the cache after the refusal).
+    this.barrierUsable = state.allowed
     this.epoch++
     this.knownSessions.clear()
-    if (answer) this.refusalReported = false
+    if (state.allowed) this.refusalReported = false
     else this.reportRefusal()
   }
+
+  /** The store's count of unannounced revocations at the last probe. */
+  private unannouncedSeen: number | undefined
 
   /** Once per refusal (not again until announcements have worked in between). */
   private reportRefusal(): void {
