@@ -197,10 +197,12 @@ t.test('the login block of the provider not chosen is a warning naming it; the c
   t.same((await load(`login: { provider: upstream, ${upstreamBlock} }`)).warnings, [], 'upstream alone: no warning')
 })
 
-t.test('a header template with a brace outside a placeholder is a warning; well-formed ones are not', async (t) => {
-  const route = (headers: string) => [`routes:\n  - { name: a, prefix: /a, upstream: "http://127.0.0.1:1", headers: { ${headers} } }`, LOGIN].join('\n')
-  const typos = await load(route('X-A: "{ sub }", X-B: "{sub", X-C: "{sub}}", X-D: "{sub!}", X-Ok: "user {sub} in {sid}"'))
-  t.same(typos.warnings.map((w) => w.path), ['routes[0].headers.X-A', 'routes[0].headers.X-B', 'routes[0].headers.X-C', 'routes[0].headers.X-D'])
-  t.match(typos.warnings[0]?.message, /^"\{ sub \}" has a brace outside a placeholder, sent to the upstream as written: a placeholder is \{claim\}/)
-  t.same((await load(route('X-Id: "{sub}", X-Pair: "{sub}:{sid}", X-Plain: static'))).warnings, [])
+t.test('a header template that looks like a mistyped placeholder is a warning; well-formed ones and other braces are not', async (t) => {
+  const route = (headers: string, auth = 'required') => [`routes:\n  - { name: a, prefix: /a, upstream: "http://127.0.0.1:1", auth: ${auth}, headers: { ${headers} } }`, LOGIN].join('\n')
+  const typos = await load(route('X-A: "{ sub }", X-B: "{sub", X-C: "{{sub}}", X-D: "{sub!}", X-E: "{sid} / {sub }", X-Ok: "user {sub} in {sid}"'))
+  t.same(typos.warnings.map((w) => w.path), ['routes[0].headers.X-A', 'routes[0].headers.X-B', 'routes[0].headers.X-C', 'routes[0].headers.X-D', 'routes[0].headers.X-E'])
+  t.match(typos.warnings[0]?.message, /^"\{ sub \}" looks like a mistyped placeholder, sent to the upstream as written: a placeholder is \{claim\}/)
+  const fine = await load(route(`X-Id: "{sub}", X-Pair: "{sub}:{sid}", X-Plain: static, X-Json: '{"user":"{sub}","tags":{}}', X-Set: "{}"`))
+  t.same(fine.warnings, [], 'JSON-shaped values and empty braces are not placeholders mistyped')
+  t.same((await load(route('X-A: "{ sub }"', 'public'))).warnings, [], 'a public route injects nothing: no warning')
 })

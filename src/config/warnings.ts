@@ -23,18 +23,25 @@ function unusedLoginWarnings(login: GatewayConfig['login']): ConfigProblem[] {
   return []
 }
 
+/** A claim name between braces with spaces (`{ sub }`), or an opening brace and a name not closed (`{sub`, `{sub!}`). */
+const MISTYPED_PLACEHOLDER = /\{\s*[A-Za-z0-9_.:-]+\s*\}|\{[A-Za-z0-9_.:-]+(?![A-Za-z0-9_.:}-])/
+
 /**
- * A brace outside a `{claim}` placeholder (`"{ sub }"`, `"{sub"`, `"{user-name!}"`) is sent literally, on every
- * request: almost certainly a placeholder mistyped.
+ * What looks like a mistyped `{claim}` placeholder in a header template: `"{ sub }"`, `"{sub"`, `"{sub!}"`, or
+ * doubled braces (`"{{sub}}"`, which sends `{user-1}`). It is sent literally on every request. Other braces, such as
+ * a JSON-shaped value (`'{"user":"{sub}"}'`), are fine. Public routes inject nothing.
  */
 function templateWarnings(config: GatewayConfig): ConfigProblem[] {
   const warnings: ConfigProblem[] = []
   config.routes.forEach((route, i) => {
+    if (route.auth === 'public') return
     for (const [header, template] of Object.entries(route.headers)) {
-      if (splitTemplate(template).parts.some((literal) => /[{}]/.test(literal))) {
+      const { parts } = splitTemplate(template)
+      const doubled = parts.some((literal, k) => k < parts.length - 1 && literal.endsWith('{') && (parts[k + 1] as string).startsWith('}'))
+      if (doubled || parts.some((literal) => MISTYPED_PLACEHOLDER.test(literal))) {
         warnings.push({
           path: `routes[${i}].headers.${header}`,
-          message: `${JSON.stringify(template)} has a brace outside a placeholder, sent to the upstream as written: a placeholder is {claim}, without spaces (letters, digits and _ . : -)`,
+          message: `${JSON.stringify(template)} looks like a mistyped placeholder, sent to the upstream as written: a placeholder is {claim}, in single braces without spaces (letters, digits and _ . : -)`,
         })
       }
     }
