@@ -72,6 +72,35 @@ t.test('local revocation cache across two instances', async (t) => {
   t.ok(Number.isFinite(recoverDelay), 'after the subscription dropped, B asked the store again and refused')
 })
 
+t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an instant) still reaches the other cache', async (t) => {
+  const redis = await startRedis()
+  await redis.client.call('ACL', 'SETUSER', 'gw', 'on', '>pw', '~*', '&*', '+@all')
+  const asGateway = new URL(redis.url)
+  asGateway.username = 'gw'
+  asGateway.password = 'pw'
+  const upstream = await startUpstream()
+  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
+  const a = await startGateway({ redisUrl: asGateway.toString(), config })
+  const b = await startGateway({ redisUrl: asGateway.toString(), config, keysFile: a.keysFile })
+  t.teardown(async () => {
+    await a.close()
+    await b.close()
+    await upstream.close()
+    await redis.stop()
+  })
+  const res = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
+  const token = (res.json as { accessToken: string }).accessToken
+  const onB = () => send(`${b.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })
+  t.equal((await onB()).status, 200, 'B caches the session')
+  await redis.client.call('ACL', 'SETUSER', 'gw', '-publish')
+  t.equal((await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).status, 204)
+  await redis.client.call('ACL', 'SETUSER', 'gw', '+publish')
+  t.equal(await redis.client.get('sg:revocations:unannounced'), '2', 'the store counted the two unannounced revocations (family, jti)')
+  const delay = await until(async () => (await onB()).status === 401)
+  t.ok(Number.isFinite(delay), 'B forgets its cache at its next probe and refuses the session')
+  t.comment(`refused on B after ${delay.toFixed(0)} ms (the probe runs every second)`)
+})
+
 t.test('a frozen Redis (connections open, no answers) is noticed: the cache stops answering, 503 until it thaws', async (t) => {
   const redis = await startRedis()
   const upstream = await startUpstream()

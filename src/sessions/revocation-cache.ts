@@ -27,8 +27,8 @@ import type { AccessState, AnnouncementState, SessionStore } from '../session-st
 const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
 
 /**
- * How often strict mode asks again whether this instance may announce revocations: a right taken away at runtime
- * (ACL) ends answering from memory within this bound, and one given back restores it.
+ * How often an instance asks again whether it may announce revocations, and whether a revocation went unannounced:
+ * a right taken away at runtime (ACL) ends answering from memory within this bound, and one given back restores it.
  */
 const PROBE_INTERVAL_MS = 1000
 
@@ -76,12 +76,10 @@ export class RevocationCache {
       },
       (up) => this.setSubscribed(up),
     )
-    if (this.strict) {
-      this.probeTimer = setInterval(() => {
-        if (this.subscribed) void this.probeAnnouncements()
-      }, this.probeIntervalMs)
-      this.probeTimer.unref()
-    }
+    this.probeTimer = setInterval(() => {
+      if (this.subscribed) void this.probeAnnouncements()
+    }, this.probeIntervalMs)
+    this.probeTimer.unref()
     let timer: NodeJS.Timeout | undefined
     await Promise.race([up, new Promise((resolve) => (timer = setTimeout(resolve, waitMs)))])
     clearTimeout(timer)
@@ -100,31 +98,38 @@ export class RevocationCache {
     }
     this.subscribed = up
     if (up) this.onFirstSubscription?.()
-    if (up && this.strict && !this.barrierUsable) void this.probeAnnouncements()
+    if (up && !(this.strict && this.barrierUsable)) void this.probeAnnouncements()
   }
 
   /**
    * Strict mode answers from memory only when revocations reach every instance: a client whose PUBLISH the server
    * refuses (ACL rights) keeps to a store check per request. Asked when the subscription comes up, then every
-   * PROBE_INTERVAL_MS while it stays up, with the store's count of revocations that some instance applied but could
-   * not announce: when the right is taken away at runtime (even for less than the interval), every instance forgets
-   * what it knew from memory within that bound. A probe that gets no answer (the main connection down) changes
-   * nothing.
+   * PROBE_INTERVAL_MS while it stays up (in both modes), with the store's count of revocations that some instance
+   * applied but could not announce: when the right is taken away at runtime (even for less than the interval),
+   * every instance forgets what it knew from memory within that bound. A probe that gets no answer (the main
+   * connection down) changes nothing.
    */
   private async probeAnnouncements(): Promise<void> {
     if (this.probing) return
     this.probing = true
     let state: AnnouncementState | undefined
     try {
-      state = this.store.revocationBarrier === undefined ? { allowed: false, unannounced: 0 } : await this.store.announcements?.()
+      state = this.strict && this.store.revocationBarrier === undefined ? { allowed: false, unannounced: 0 } : await this.store.announcements?.()
     } catch {
       state = undefined
     } finally {
       this.probing = false
     }
     if (state === undefined) return
-    const missed = this.unannouncedSeen !== undefined && state.unannounced !== this.unannouncedSeen
+    // The first count read has nothing to compare with: whatever was cached before it (the revocation cache fills
+    // as soon as it is subscribed) is forgotten.
+    const missed = this.unannouncedSeen === undefined ? this.knownSessions.size > 0 : state.unannounced !== this.unannouncedSeen
     this.unannouncedSeen = state.unannounced
+    if (!this.strict) {
+      // The revocation cache has no barrier to switch; what it knew is forgotten just the same.
+      if (missed) this.forget()
+      return
+    }
     if (state.allowed === this.barrierUsable && !missed) {
       if (!state.allowed) this.reportRefusal()
       return
@@ -132,10 +137,15 @@ export class RevocationCache {
     // What was learnt from memory is forgotten: a revocation nobody could announce may have come since (and a check
     // in flight when the right went away may have filled the cache after the refusal).
     this.barrierUsable = state.allowed
-    this.epoch++
-    this.knownSessions.clear()
+    this.forget()
     if (state.allowed) this.refusalReported = false
     else this.reportRefusal()
+  }
+
+  /** Every session is asked of the store again; an answer fetched before is not cached after. Denials stay. */
+  private forget(): void {
+    this.epoch++
+    this.knownSessions.clear()
   }
 
   /** The store's count of unannounced revocations at the last probe. */
