@@ -2,7 +2,7 @@
 import t from 'tap'
 import { send } from './helpers/client.js'
 import { startGateway } from './helpers/gateway.js'
-import { startRedis } from './helpers/redis-server.js'
+import { aclUserUrl, startRedis } from './helpers/redis-server.js'
 import { startUpstream } from './helpers/upstream.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -74,14 +74,11 @@ t.test('local revocation cache across two instances', async (t) => {
 
 t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an instant) still reaches the other cache', async (t) => {
   const redis = await startRedis()
-  await redis.client.call('ACL', 'SETUSER', 'gw', 'on', '>pw', '~*', '&*', '+@all')
-  const asGateway = new URL(redis.url)
-  asGateway.username = 'gw'
-  asGateway.password = 'pw'
+  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
   const upstream = await startUpstream()
   const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
-  const a = await startGateway({ redisUrl: asGateway.toString(), config })
-  const b = await startGateway({ redisUrl: asGateway.toString(), config, keysFile: a.keysFile })
+  const a = await startGateway({ redisUrl: asGateway, config })
+  const b = await startGateway({ redisUrl: asGateway, config, keysFile: a.keysFile })
   t.teardown(async () => {
     await a.close()
     await b.close()

@@ -4,7 +4,7 @@ import { RedisSessionStore } from '../src/session-store/redis-store.js'
 import type { RevocationEvent } from '../src/session-store/session-store.js'
 import { send } from './helpers/client.js'
 import { DEFAULT_USERS, startGateway } from './helpers/gateway.js'
-import { startRedis } from './helpers/redis-server.js'
+import { aclUserUrl, startRedis } from './helpers/redis-server.js'
 import { sleep, storeSuite } from './session-store.shared.js'
 
 const redis = await startRedis()
@@ -228,12 +228,9 @@ t.test('every revocation is announced by the script that applies it (no separate
 })
 
 t.test('a PUBLISH the server refuses (ACL without channel rights) never fails the revocation itself (review)', async (t) => {
-  await redis.client.call('ACL', 'SETUSER', 'nochannels', 'on', '>pw', '~*', '+@all', 'resetchannels')
+  const url = await aclUserUrl(redis, 'nochannels', '~*', '+@all', 'resetchannels')
   t.teardown(() => redis.client.call('ACL', 'DELUSER', 'nochannels'))
-  const url = new URL(redis.url)
-  url.username = 'nochannels'
-  url.password = 'pw'
-  const client = new Redis(url.toString())
+  const client = new Redis(url)
   client.on('error', () => {})
   const warnings: string[] = []
   const log = { warn: (_o: unknown, m: string) => warnings.push(m), error: () => {}, info: () => {}, debug: () => {} } as unknown as ConstructorParameters<typeof RedisSessionStore>[2]
@@ -250,4 +247,9 @@ t.test('a PUBLISH the server refuses (ACL without channel rights) never fails th
   t.equal((await store.rotate(rotate)).kind, 'reused', 'the replay is still detected and answered as such')
   t.equal(await redis.client.hget('acl:{acl-b}:s', 'rev'), '1', 'and the family revoked')
   t.equal(warnings.filter((w) => /not announced/.test(w)).length, 3, 'each unannounced revocation is logged')
+  t.equal(await redis.client.get('acl:revocations:unannounced'), '3', 'and counted in the store')
+  t.same(await store.announcements(), { allowed: false, unannounced: 3 }, 'what the probe reads: refused, three missed')
+  const allowed = new RedisSessionStore(new Redis(redis.url), 'acl:', log)
+  t.teardown(() => allowed.close())
+  t.same(await allowed.announcements(), { allowed: true, unannounced: 3 }, 'a user with the right: allowed, the same count')
 })

@@ -3,7 +3,7 @@
 import t, { type Test } from 'tap'
 import { send } from './helpers/client.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
-import { startRedis, type TestRedis } from './helpers/redis-server.js'
+import { aclUserUrl, startRedis, type TestRedis } from './helpers/redis-server.js'
 import { startStack } from './helpers/stack.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -90,11 +90,8 @@ t.test('strict mode: sessions seen before cost no check of their own, only the s
 t.test('strict mode without the barrier: a Redis user that may not PUBLISH gets a store check per request, still strict', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  await redis.client.call('ACL', 'SETUSER', 'nochannels', 'on', '>pw', '~*', '+@all', 'resetchannels')
-  const limited = new URL(redis.url)
-  limited.username = 'nochannels'
-  limited.password = 'pw'
-  const { a, b } = await twoInstances(t, redis, { redisUrl: limited.toString() })
+  const limited = await aclUserUrl(redis, 'nochannels', '~*', '+@all', 'resetchannels')
+  const { a, b } = await twoInstances(t, redis, { redisUrl: limited })
   const pair = await login(a)
   t.equal((await call(b, pair.accessToken)).status, 200)
   const before = await commandCalls(redis)
@@ -107,11 +104,8 @@ t.test('strict mode without the barrier: a Redis user that may not PUBLISH gets 
 t.test('strict mode: a PUBLISH right taken away at runtime, for good or for an instant, ends the answers from memory that could be stale', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())
-  await redis.client.call('ACL', 'SETUSER', 'gw', 'on', '>pw', '~*', '&*', '+@all')
-  const asGateway = new URL(redis.url)
-  asGateway.username = 'gw'
-  asGateway.password = 'pw'
-  const { a, b } = await twoInstances(t, redis, { redisUrl: asGateway.toString(), aUrl: asGateway.toString() })
+  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
+  const { a, b } = await twoInstances(t, redis, { redisUrl: asGateway, aUrl: asGateway })
   /** A session B has seen: whether B now answers it from memory (no check script for it). */
   const seenOnB = async () => {
     const pair = await login(a)

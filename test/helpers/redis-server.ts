@@ -92,3 +92,12 @@ export async function startRedis(options: { appendonly?: boolean } = {}): Promis
     thaw: () => void child?.kill('SIGCONT'),
   }
 }
+
+/** Creates (or resets) the ACL user `name` with password `pw` and the given rules; returns a URL that logs in as it. */
+export async function aclUserUrl(redis: TestRedis, name: string, ...rules: string[]): Promise<string> {
+  await redis.client.call('ACL', 'SETUSER', name, 'reset', 'on', '>pw', ...rules)
+  const url = new URL(redis.url)
+  url.username = name
+  url.password = 'pw'
+  return url.toString()
+}
