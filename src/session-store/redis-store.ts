@@ -212,11 +212,13 @@ export class RedisSessionStore implements SessionStore {
    */
   private async announced(published: unknown, sid: string): Promise<void> {
     if (Number(published) === 1) return
-    const counted = await this.redis.incr(this.keys.unannouncedRevocations()).then(() => true, () => false)
+    const counted = await this.redis.incr(this.keys.unannouncedRevocations()).then(() => true, (err: unknown) => err)
     this.log?.warn(
-      { sid, channel: this.keys.revocationChannel(), counted },
-      'revocation applied but not announced: Redis refused the PUBLISH (ACL rights?); other instances forget what they knew from memory at their next probe (strict mode), the local revocation cache does not hear of it',
+      { sid, channel: this.keys.revocationChannel(), counted: counted === true },
+      'revocation applied but not announced: Redis refused the PUBLISH (ACL rights?); other instances forget what they knew from memory at their next probe',
     )
+    // Neither announced nor counted: the client is told to retry (the revocation is idempotent and announces again).
+    if (counted !== true) throw new StoreUnavailableError(counted)
   }
 
   /**
@@ -297,7 +299,11 @@ export class RedisSessionStore implements SessionStore {
       this.redis.publish(this.keys.revocationChannel(), '{"type":"probe"}'),
       this.redis.get(this.keys.unannouncedRevocations()),
     ])
-    if (unannounced.status === 'rejected') return undefined
+    // A counter this user may not read: never equal to itself (NaN), so what was known is forgotten at every probe,
+    // and no barrier (strict mode).
+    if (unannounced.status === 'rejected') {
+      return /NOPERM/i.test((unannounced.reason as Error).message) ? { allowed: false, unannounced: Number.NaN } : undefined
+    }
     const count = Number(unannounced.value ?? 0)
     if (published.status === 'fulfilled') return { allowed: true, unannounced: count }
     // Refused (NOPERM: the user has no right on the channel or the command), or no answer at all: ask again later.

@@ -95,10 +95,12 @@ export class RevocationCache {
     if (!up) {
       this.knownSessions.clear()
       this.deniedJtis.clear()
+      // Redis may come back without the counter (a restart without persistence): the next read starts afresh.
+      this.unannouncedSeen = undefined
     }
     this.subscribed = up
     if (up) this.onFirstSubscription?.()
-    if (up && !(this.strict && this.barrierUsable)) void this.probeAnnouncements()
+    if (up) void this.probeAnnouncements()
   }
 
   /**
