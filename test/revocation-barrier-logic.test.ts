@@ -25,9 +25,23 @@ function scriptedStore() {
   return { store, checks, barriers, up: (v: boolean) => status?.(v), publish: (e: RevocationEvent) => listener?.(e) }
 }
 
-async function strictCache() {
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+
+interface StrictCacheOptions {
+  /** What the store's announcement probe answers (allowed, count 0 unless given). */
+  announcements?: () => Promise<AnnouncementState | undefined>
+  probeIntervalMs?: number
+  onAnnouncementsRefused?: () => void
+}
+
+async function strictCache(options: StrictCacheOptions = {}) {
   const s = scriptedStore()
-  const cache = new RevocationCache(s.store, { strict: true })
+  if (options.announcements) (s.store as { announcements: StrictCacheOptions['announcements'] }).announcements = options.announcements
+  const cache = new RevocationCache(s.store, {
+    strict: true,
+    ...(options.probeIntervalMs === undefined ? {} : { probeIntervalMs: options.probeIntervalMs }),
+    ...(options.onAnnouncementsRefused === undefined ? {} : { onAnnouncementsRefused: options.onAnnouncementsRefused }),
+  })
   await cache.start()
   s.up(true)
   await turn() // the announcement probe
@@ -92,13 +106,9 @@ t.test('a revocation message always wins over a store answer in flight, and a kn
 })
 
 t.test('a store that refuses the announcement probe: no barrier, every request goes to the store', async (t) => {
-  const s = scriptedStore()
-  ;(s.store as { announcements: () => Promise<AnnouncementState> }).announcements = async () => ({ allowed: false, unannounced: 0 })
   let refused = 0
-  const cache = new RevocationCache(s.store, { strict: true, onAnnouncementsRefused: () => refused++ })
-  await cache.start()
-  s.up(true)
-  await turn()
+  const s = await strictCache({ announcements: async () => ({ allowed: false, unannounced: 0 }), onAnnouncementsRefused: () => refused++ })
+  const { cache } = s
   t.equal(cache.usesBarrier, false)
   t.equal(refused, 1, 'reported once')
   t.equal(await cache.check('s1', 'j1', Date.now() + 60_000), undefined)
@@ -106,17 +116,15 @@ t.test('a store that refuses the announcement probe: no barrier, every request g
 })
 
 t.test('announcements refused at runtime: the barrier goes, what was known is forgotten, reported once; back when they work', async (t) => {
-  const s = scriptedStore()
   let answer: boolean | undefined = true
-  let unannounced = 0
-  ;(s.store as { announcements: () => Promise<AnnouncementState | undefined> }).announcements = async () =>
-    answer === undefined ? undefined : { allowed: answer, unannounced }
   let refused = 0
-  const cache = new RevocationCache(s.store, { strict: true, onAnnouncementsRefused: () => refused++, probeIntervalMs: 5 })
+  const s = await strictCache({
+    announcements: async () => (answer === undefined ? undefined : { allowed: answer, unannounced: 0 }),
+    onAnnouncementsRefused: () => refused++,
+    probeIntervalMs: 5,
+  })
+  const { cache } = s
   t.teardown(() => cache.stop())
-  await cache.start()
-  s.up(true)
-  await turn()
   t.equal(cache.usesBarrier, true)
   const known = cache.check('s1', 'j1', Date.now() + 60_000)
   await turn()
@@ -124,7 +132,6 @@ t.test('announcements refused at runtime: the barrier goes, what was known is fo
   await turn()
   s.checks.at(-1)?.resolve('ok')
   t.equal(await known, 'ok')
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
   answer = undefined
   await sleep(30)
@@ -150,28 +157,17 @@ t.test('announcements refused at runtime: the barrier goes, what was known is fo
 })
 
 t.test('a revocation some instance could not announce, between two probes: what was known is forgotten all the same', async (t) => {
-  const s = scriptedStore()
   let unannounced = 7
-  ;(s.store as { announcements: () => Promise<AnnouncementState> }).announcements = async () => ({ allowed: true, unannounced })
-  const cache = new RevocationCache(s.store, { strict: true, probeIntervalMs: 5 })
+  const s = await strictCache({ announcements: async () => ({ allowed: true, unannounced }), probeIntervalMs: 5 })
+  const { cache } = s
   t.teardown(() => cache.stop())
-  await cache.start()
-  s.up(true)
-  await turn()
-  const pastBarrier = async () => {
-    const answer = cache.check('s1', 'j1', Date.now() + 60_000)
-    await turn()
-    s.barriers.at(-1)?.(true)
-    await turn()
-    return answer
-  }
+  const pastBarrier = () => s.pastBarrier('s1', 'j1')
   const first = pastBarrier()
   await turn()
   s.checks.at(-1)?.resolve('ok')
   t.equal(await first, 'ok')
   t.equal(await pastBarrier(), 'ok', 'from memory')
   t.equal(s.checks.length, 1)
-  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
   await sleep(30)
   t.equal(await pastBarrier(), 'ok', 'probes whose count does not move change nothing')
   t.equal(s.checks.length, 1)

@@ -36,7 +36,7 @@ export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
   private readonly deniedJtis = boundedCache<string, true>(200_000)
   private subscribed = false
-  /** Bumped whenever the subscription goes down or up, so that answers fetched before are not cached after it. */
+  /** Bumped whenever the subscription goes down or up and whenever memory is forgotten, so that answers fetched before are not cached after it. */
   private epoch = 0
   private onFirstSubscription: (() => void) | undefined
   /** The barrier the requests of the current event-loop turn wait for, not sent yet (strict mode). */
@@ -44,8 +44,14 @@ export class RevocationCache {
   /** Strict mode, with a store that can tell its barrier and announce revocations (probed when subscribed). */
   private barrierUsable = false
   readonly strict: boolean
-  private probeTimer: NodeJS.Timeout | undefined
   private readonly onAnnouncementsRefused: (() => void) | undefined
+  private readonly probeIntervalMs: number
+  private probeTimer: NodeJS.Timeout | undefined
+  /** An announcement probe in flight; a refusal already reported. */
+  private probing = false
+  private refusalReported = false
+  /** The store's count of unannounced revocations at the last probe (undefined: none read since subscribing). */
+  private unannouncedSeen: number | undefined
 
   /**
    * `strict`: answer from memory only past a revocation barrier (see above); otherwise the revocation cache.
@@ -59,8 +65,6 @@ export class RevocationCache {
     this.onAnnouncementsRefused = options.onAnnouncementsRefused
     this.probeIntervalMs = options.probeIntervalMs ?? PROBE_INTERVAL_MS
   }
-
-  private readonly probeIntervalMs: number
 
   /**
    * Subscribes, waiting up to `waitMs` for the subscription: until it is up (Redis away at start, say) every request
@@ -127,19 +131,11 @@ export class RevocationCache {
     // as soon as it is subscribed) is forgotten.
     const missed = this.unannouncedSeen === undefined ? this.knownSessions.size > 0 : state.unannounced !== this.unannouncedSeen
     this.unannouncedSeen = state.unannounced
-    if (!this.strict) {
-      // The revocation cache has no barrier to switch; what it knew is forgotten just the same.
-      if (missed) this.forget()
-      return
-    }
-    if (state.allowed === this.barrierUsable && !missed) {
-      if (!state.allowed) this.reportRefusal()
-      return
-    }
-    // What was learnt from memory is forgotten: a revocation nobody could announce may have come since (and a check
-    // in flight when the right went away may have filled the cache after the refusal).
+    // What was learnt from memory is forgotten when a revocation nobody could announce may have come since, and when
+    // the strict barrier switches (a check in flight when the right went away may have filled the cache after it).
+    if (missed || (this.strict && state.allowed !== this.barrierUsable)) this.forget()
+    if (!this.strict) return // the revocation cache has no barrier to switch
     this.barrierUsable = state.allowed
-    this.forget()
     if (state.allowed) this.refusalReported = false
     else this.reportRefusal()
   }
@@ -150,18 +146,12 @@ export class RevocationCache {
     this.knownSessions.clear()
   }
 
-  /** The store's count of unannounced revocations at the last probe. */
-  private unannouncedSeen: number | undefined
-
   /** Once per refusal (not again until announcements have worked in between). */
   private reportRefusal(): void {
     if (this.refusalReported) return
     this.refusalReported = true
     this.onAnnouncementsRefused?.()
   }
-
-  private probing = false
-  private refusalReported = false
 
   /** Stops the periodic probe (the gateway is closing). */
   stop(): void {
