@@ -36,7 +36,10 @@ export class RevocationCache {
   private readonly knownSessions = boundedCache<string, AccessState>(200_000)
   private readonly deniedJtis = boundedCache<string, true>(200_000)
   private subscribed = false
-  /** Bumped whenever the subscription goes down or up and whenever memory is forgotten, so that answers fetched before are not cached after it. */
+  /**
+   * Bumped whenever the subscription goes down or up and whenever memory is forgotten, so that answers fetched
+   * before are not cached after it.
+   */
   private epoch = 0
   private onFirstSubscription: (() => void) | undefined
   /** The barrier the requests of the current event-loop turn wait for, not sent yet (strict mode). */
