@@ -98,6 +98,36 @@ t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an 
   t.comment(`refused on B after ${delay.toFixed(0)} ms (the probe runs every second)`)
 })
 
+t.test('a logout Redis can neither announce nor count answers 503, yet its own instance refuses the session at once; the retry reaches the others', async (t) => {
+  const redis = await startRedis()
+  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
+  const upstream = await startUpstream()
+  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
+  const a = await startGateway({ redisUrl: asGateway, config })
+  const b = await startGateway({ redisUrl: asGateway, config, keysFile: a.keysFile })
+  t.teardown(async () => {
+    await a.close()
+    await b.close()
+    await upstream.close()
+    await redis.stop()
+  })
+  const res = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
+  const token = (res.json as { accessToken: string }).accessToken
+  const on = (gw: { url: string }) => send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })
+  const logout = () => send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+  t.equal((await on(a)).status, 200, 'A caches the session')
+  t.equal((await on(b)).status, 200, 'B caches the session')
+  await redis.client.call('ACL', 'SETUSER', 'gw', '-publish', '-incr')
+  const refused = await logout()
+  t.equal(refused.status, 503, 'the revocation could not be announced: the client is asked to retry')
+  t.equal(refused.json.error, 'session_store_unavailable')
+  t.equal((await on(a)).status, 401, 'A itself no longer answers the session from its memory')
+  await redis.client.call('ACL', 'SETUSER', 'gw', '+publish', '+incr')
+  t.equal((await logout()).status, 204, 'the retry succeeds')
+  const delay = await until(async () => (await on(b)).status === 401)
+  t.ok(Number.isFinite(delay), 'and its announcements reach B')
+})
+
 t.test('a frozen Redis (connections open, no answers) is noticed: the cache stops answering, 503 until it thaws', async (t) => {
   const redis = await startRedis()
   const upstream = await startUpstream()

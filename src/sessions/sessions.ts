@@ -291,13 +291,22 @@ export class Sessions {
     if (refreshSid) sids.add(refreshSid)
     // The families end first, then the jti is denied: a denied jti then always belongs to an ended family, which
     // a strict check answered from memory (per session) relies on. A failure in between leaves the token refused.
+    // This instance's memory refuses them even when the store call fails (the 503 asks for a retry): a revocation
+    // applied but neither announced nor counted must not leave this instance answering the session from memory.
     for (const sid of sids) {
-      await this.store.deleteSession(sid)
-      this.revocationCache?.revokeSession(sid)
+      try {
+        await this.store.deleteSession(sid)
+      } finally {
+        this.revocationCache?.revokeSession(sid)
+      }
     }
     if (access) {
-      await this.store.denyAccessToken(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
-      this.revocationCache?.denyJti(access.sid, access.jti, access.expiresAt + this.config.tokens.clockTolerance)
+      const until = access.expiresAt + this.config.tokens.clockTolerance
+      try {
+        await this.store.denyAccessToken(access.sid, access.jti, until)
+      } finally {
+        this.revocationCache?.denyJti(access.sid, access.jti, until)
+      }
     }
   }
 
