@@ -16,6 +16,7 @@ const benchStarted = performance.now()
 // VM hits every system alike; each ratio is taken within a round, between slices a few seconds apart.
 const DURATION = Number(process.env.BENCH_SECONDS ?? 1)
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 6)
+const GAP_MS = 1000 * Number(process.env.BENCH_GAP ?? 0)
 const CONNECTIONS = 32
 // The latency table: every system at the same fixed, moderate load (closed loop with a think time, far below any
 // system's capacity), where latency is the cost of a request rather than queueing behind 31 others.
@@ -496,6 +497,9 @@ async function rounds(systems, count, { paced = false, onSlice = () => {} } = {}
     for (const name of round % 2 === 0 ? names : [...names].reverse()) {
       results[name].push(await measure(systems[name], DURATION, paced))
       onSlice()
+      // BENCH_GAP=<seconds>: an idle pause after every slice (to reproduce, with BENCH_ONLY, the idle time between
+      // a system's slices in a full run).
+      if (GAP_MS > 0) await new Promise((resolve) => setTimeout(resolve, GAP_MS))
     }
   }
   return results

@@ -115,6 +115,26 @@ t.test('a store that refuses the announcement probe: no barrier, every request g
   t.equal(s.barriers.length, 0)
 })
 
+t.test('the revocation cache (not strict) reports a refused announcement probe too, once, and again after it worked in between', async (t) => {
+  const s = scriptedStore()
+  let allowed = false
+  let refused = 0
+  ;(s.store as { announcements: () => Promise<AnnouncementState> }).announcements = async () => ({ allowed, unannounced: 0 })
+  const cache = new RevocationCache(s.store, { onAnnouncementsRefused: () => refused++, probeIntervalMs: 5 })
+  t.teardown(() => cache.stop())
+  const started = cache.start(0)
+  s.up(true)
+  await started
+  await sleep(30)
+  t.equal(refused, 1, 'reported once, not at every probe')
+  t.equal(cache.usesBarrier, false, 'no barrier in this mode')
+  allowed = true
+  await sleep(30)
+  allowed = false
+  await sleep(30)
+  t.equal(refused, 2, 'refused again after a probe that worked: reported again')
+})
+
 t.test('announcements refused at runtime: the barrier goes, what was known is forgotten, reported once; back when they work', async (t) => {
   let answer: boolean | undefined = true
   let refused = 0

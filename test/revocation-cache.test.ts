@@ -77,7 +77,9 @@ t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an 
   const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
   const upstream = await startUpstream()
   const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
-  const a = await startGateway({ redisUrl: asGateway, config })
+  const warnings: string[] = []
+  const stream = { write: (line: string) => void warnings.push(String(JSON.parse(line).msg)) }
+  const a = await startGateway({ redisUrl: asGateway, config, logger: { level: 'warn', stream } })
   const b = await startGateway({ redisUrl: asGateway, config, keysFile: a.keysFile })
   t.teardown(async () => {
     await a.close()
@@ -89,8 +91,12 @@ t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an 
   const token = (res.json as { accessToken: string }).accessToken
   const onB = () => send(`${b.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })
   t.equal((await onB()).status, 200, 'B caches the session')
+  const refusals = () => warnings.filter((w) => /may not PUBLISH/.test(w)).length
+  t.equal(refusals(), 0, 'with the right, no refusal is reported')
   await redis.client.call('ACL', 'SETUSER', 'gw', '-publish')
   t.equal((await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })).status, 204)
+  await until(async () => refusals() > 0, 3000)
+  t.equal(refusals(), 1, "A's probe reports the refused PUBLISH (once)")
   await redis.client.call('ACL', 'SETUSER', 'gw', '+publish')
   t.equal(await redis.client.get('sg:revocations:unannounced'), '2', 'the store counted the two unannounced revocations (family, jti)')
   const delay = await until(async () => (await onB()).status === 401)

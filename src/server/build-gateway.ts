@@ -152,7 +152,10 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   }
   let revocationCache: RevocationCache | undefined
   if (config.redis.revocationCache) {
-    revocationCache = new RevocationCache(store)
+    revocationCache = new RevocationCache(store, {
+      onAnnouncementsRefused: () =>
+        app.log.warn('local revocation cache: this Redis user may not PUBLISH on the revocation channel, so its revocations reach the other instances only at their next probe (1-3 s), not at once (grant the channel: see the README)'),
+    })
     await revocationCache.start()
     app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
   } else if (store.revocationBarrier !== undefined && config.redis.cluster === undefined && config.redis.sentinel === undefined) {

@@ -58,7 +58,8 @@ export class RevocationCache {
 
   /**
    * `strict`: answer from memory only past a revocation barrier (see above); otherwise the revocation cache.
-   * `onAnnouncementsRefused`: strict mode found that this client may not PUBLISH (it then asks the store).
+   * `onAnnouncementsRefused`: the probe found that this client may not PUBLISH (strict mode then asks the store;
+   * either way its revocations reach the other instances only through the store's count, at their next probe).
    */
   constructor(
     private readonly store: SessionStore,
@@ -137,8 +138,7 @@ export class RevocationCache {
     // What was learnt from memory is forgotten when a revocation nobody could announce may have come since, and when
     // the strict barrier switches (a check in flight when the right went away may have filled the cache after it).
     if (missed || (this.strict && state.allowed !== this.barrierUsable)) this.forget()
-    if (!this.strict) return // the revocation cache has no barrier to switch
-    this.barrierUsable = state.allowed
+    if (this.strict) this.barrierUsable = state.allowed // the revocation cache has no barrier to switch
     if (state.allowed) this.refusalReported = false
     else this.reportRefusal()
   }
