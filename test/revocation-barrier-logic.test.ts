@@ -227,3 +227,40 @@ t.test('logout ends the family before it denies the jti: a denied jti never belo
   t.same(calls, ['end family', 'deny jti'])
   t.equal(await store.checkAccess(started.sid, (await sessions.verifier.verify(started.accessToken)).jti), 'denied')
 })
+
+t.test('the count of unannounced revocations: the first read, a count that goes back, and one that cannot be read', async (t) => {
+  const s = scriptedStore()
+  let count: number | undefined // undefined: the probe gets no answer
+  ;(s.store as { announcements: () => Promise<AnnouncementState | undefined> }).announcements = async () =>
+    count === undefined ? undefined : { allowed: true, unannounced: count }
+  const cache = new RevocationCache(s.store, { probeIntervalMs: 5 })
+  t.teardown(() => cache.stop())
+  const started = cache.start(0)
+  s.up(true)
+  await started
+  /** Whether the revocation cache answers s1 from memory (no store check), after answering one store check 'ok'. */
+  const fromMemory = async () => {
+    const before = s.checks.length
+    const answer = cache.check('s1', 'j1', Date.now() + 60_000)
+    await turn()
+    s.checks.at(-1)?.resolve('ok')
+    t.equal(await answer, 'ok')
+    return s.checks.length === before
+  }
+  t.notOk(await fromMemory(), 'first request: asked of the store')
+  t.ok(await fromMemory(), 'then from memory, before any count was read')
+  count = 3
+  await sleep(30)
+  t.notOk(await fromMemory(), 'the first count read has nothing to compare with: what was cached before it is forgotten')
+  t.ok(await fromMemory())
+  await sleep(30)
+  t.ok(await fromMemory(), 'a count that stays put changes nothing')
+  count = 0 // Redis restarted without persistence: the counter is gone
+  await sleep(30)
+  t.notOk(await fromMemory(), 'a count that goes back is a change too: forgotten')
+  count = Number.NaN // the user may not read the counter
+  await sleep(30)
+  t.notOk(await fromMemory(), 'a count that cannot be read: forgotten')
+  await sleep(30)
+  t.notOk(await fromMemory(), 'and again at every probe')
+})
