@@ -264,3 +264,34 @@ t.test('the count of unannounced revocations: the first read, a count that goes 
   await sleep(30)
   t.notOk(await fromMemory(), 'and again at every probe')
 })
+
+t.test('logout-all: the instance that made it refuses every ended family from memory at once, without its own echo', async (t) => {
+  const { MemorySessionStore } = await import('../src/session-store/memory-store.js')
+  const { Sessions } = await import('../src/sessions/sessions.js')
+  const { startGateway } = await import('./helpers/gateway.js')
+  const gw = await startGateway()
+  t.teardown(() => gw.close())
+  const { config, loaded } = gw.gateway.current()
+  /** A store whose announcements never arrive (the echo of a revocation has not come back yet). */
+  class SilentStore extends MemorySessionStore {
+    status: ((up: boolean) => void) | undefined
+    override async onRevocation(_listener: (e: RevocationEvent) => void, status?: (up: boolean) => void): Promise<void> {
+      this.status = status
+    }
+  }
+  const store = new SilentStore()
+  t.teardown(() => store.close())
+  const cache = new RevocationCache(store)
+  t.teardown(() => cache.stop())
+  const started = cache.start(0)
+  store.status?.(true)
+  await started
+  const sessions = new Sessions(store, loaded.keys, config, {}, cache)
+  const one = await sessions.start('u', {})
+  const two = await sessions.start('u', {})
+  const other = await sessions.start('v', {})
+  const tokens = await Promise.all([one, two, other].map((s) => sessions.authenticate(s.accessToken)))
+  t.same(tokens.map((tk) => cache.immediate(tk.sid, tk.jti)), ['ok', 'ok', 'ok'], 'known to the cache')
+  t.equal(await sessions.logoutAll('u'), 2)
+  t.same(tokens.map((tk) => cache.immediate(tk.sid, tk.jti)), ['revoked', 'revoked', 'ok'], "u's families refused from memory, v's untouched")
+})

@@ -139,11 +139,11 @@ export class MemorySessionStore implements SessionStore {
     return existed
   }
 
-  async deleteSessionsOf(sub: string): Promise<number> {
-    let removed = 0
-    for (const sid of this.bySubject.get(sub) ?? []) if (await this.deleteSession(sid)) removed++
+  async deleteSessionsOf(sub: string): Promise<string[]> {
+    const ended: string[] = []
+    for (const sid of this.bySubject.get(sub) ?? []) if (await this.deleteSession(sid)) ended.push(sid)
     this.bySubject.delete(sub)
-    return removed
+    return ended
   }
 
   async rateLimitPeek(keys: string[]): Promise<RateLimitState[]> {

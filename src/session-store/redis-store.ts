@@ -142,13 +142,13 @@ export class RedisSessionStore implements SessionStore {
     return (await this.revokeSession(sid)) > 0
   }
 
-  async deleteSessionsOf(sub: string): Promise<number> {
+  async deleteSessionsOf(sub: string): Promise<string[]> {
     const index = this.keys.subjectSessions(sub)
     const sids = await this.guarded(this.redis.zrange(index, 0, -1))
     // One script per family (each has its own hash tag, so its own Cluster slot), all in one auto-pipelined write.
     const removed = await Promise.all(sids.map((sid) => this.revokeSession(sid)))
     await this.guarded(this.redis.del(index))
-    return removed.reduce((n, r) => n + r, 0)
+    return sids.filter((_sid, i) => (removed[i] as number) > 0)
   }
 
   private async revokeSession(sid: string): Promise<number> {

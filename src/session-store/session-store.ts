@@ -91,8 +91,8 @@ export interface SessionStore {
   denyAccessToken(sid: string, jti: string, expiresAt: number): Promise<void>
   /** Ends a family (logout): its refresh tokens and access tokens are refused from now on. */
   deleteSession(sid: string): Promise<boolean>
-  /** Ends every family of a subject; returns how many. */
-  deleteSessionsOf(sub: string): Promise<number>
+  /** Ends every family of a subject; returns the sids of those it ended (the ones still alive). */
+  deleteSessionsOf(sub: string): Promise<string[]>
   rateLimitPeek(keys: string[]): Promise<RateLimitState[]>
   /** Counts one attempt on each key (a fixed window from its first hit); returns each key's state after it. */
   rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]>

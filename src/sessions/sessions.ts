@@ -310,7 +310,10 @@ export class Sessions {
     }
   }
 
+  /** Logout-all: every family of the subject ends; this instance's memory refuses them at once, without waiting for the announcements' echo. */
   async logoutAll(sub: string): Promise<number> {
-    return this.store.deleteSessionsOf(sub)
+    const ended = await this.store.deleteSessionsOf(sub)
+    for (const sid of ended) this.revocationCache?.revokeSession(sid)
+    return ended.length
   }
 }
