@@ -51,3 +51,16 @@ t.test('a claim outside Latin-1 is percent-encoded, not a 502', async (t) => {
   t.equal(res.status, 200)
   t.equal(upstream.last()!.headers['x-user-name'], encodeURIComponent('山田') + ' ' + encodeURIComponent('太郎'))
 })
+
+t.test('identity headers filled once per token and route: the same answer again, and another route gets its own', async (t) => {
+  const { identityHeaders } = await import('../src/auth/claim-rules.js')
+  const payload = { sub: 'user-1', roles: ['admin', 'ops'] }
+  const a = { 'x-user-id': '{sub}' }
+  const b = { 'x-user-id': 'u:{sub}', 'x-roles': '{roles}' }
+  t.same(identityHeaders(a, payload), { 'x-user-id': 'user-1' })
+  t.same(identityHeaders(a, payload), { 'x-user-id': 'user-1' }, 'again, for the same templates')
+  t.same(identityHeaders(b, payload), { 'x-user-id': 'u:user-1', 'x-roles': 'admin,ops' }, "another route's templates are filled for it")
+  t.same(identityHeaders(a, payload), { 'x-user-id': 'user-1' }, 'and back')
+  t.same(identityHeaders(a, { sub: 'user-2' }), { 'x-user-id': 'user-2' }, "another token's claims")
+  t.same(identityHeaders(a, undefined), {}, 'no token: no headers')
+})

@@ -160,6 +160,13 @@ t.test('EdDSA: forged, confused, stale and malformed tokens are all refused', as
     await t.rejects(verifier.verify(token), TokenRefusedError, `verifier refuses: ${what}`)
   }
 
+  // The verified-token cache is looked up by the signature's last characters: a token that reuses the genuine one's
+  // signature (so its lookup lands on the genuine entry) is not answered from it, and the genuine one still is.
+  t.ok(verifier.cached(s.accessToken), 'the genuine token is cached')
+  t.equal(verifier.cached(tamperedPayload), undefined, "a tampered payload with the genuine signature is not the genuine token's entry")
+  await t.rejects(verifier.verify(tamperedPayload), new TokenRefusedError('ERR_JWS_SIGNATURE_VERIFICATION_FAILED'), 'it is checked, and refused by its signature')
+  t.equal(verifier.cached(s.accessToken)?.token, s.accessToken, 'the genuine entry is untouched by the refusal')
+
   // An expired token is refused on its `exp` alone, before any signature check (it costs ~150 µs and could not
   // change the answer); one that has not expired is refused by its signature.
   const expiredClaims = { ...claims, iat: now - 700, nbf: now - 700, exp: now - 60 }

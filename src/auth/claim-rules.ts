@@ -28,8 +28,10 @@ function claimText(value: unknown): string | undefined {
  * commas). A header whose claims are all missing is not sent.
  */
 export function identityHeaders(templates: Record<string, string>, payload: JWTPayload | undefined): Record<string, string> {
+  if (!payload) return {}
+  const filled = FILLED.get(payload)
+  if (filled?.templates === templates) return filled.headers
   const out: Record<string, string> = {}
-  if (!payload) return out
   for (const header of compiled(templates)) {
     let found = header.claims.length === 0
     let value = header.parts[0] as string
@@ -40,8 +42,15 @@ export function identityHeaders(templates: Record<string, string>, payload: JWTP
     }
     if (found) out[header.name] = headerSafe(value)
   }
+  FILLED.set(payload, { templates, headers: out })
   return out
 }
+
+/**
+ * The headers last filled from a verified token's claims, with the route templates they were filled for: a token's
+ * claims never change, and a client sends the same token many times, usually to one route. Read-only.
+ */
+const FILLED = new WeakMap<JWTPayload, { templates: Record<string, string>; headers: Readonly<Record<string, string>> }>()
 
 const NON_ASCII = /[\u0080-\uffff]+/g
 
