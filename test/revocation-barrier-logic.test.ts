@@ -1,6 +1,6 @@
 // The strict revocation barrier's logic against a scripted store (pure logic: the Redis behaviour itself is covered
 // in test/strict-barrier.test.ts with a real redis-server).
-import t from 'tap'
+import t, { type Test } from 'tap'
 import type { AccessState, AnnouncementState, RevocationEvent, SessionStore } from '../src/session-store/session-store.js'
 import { RevocationCache } from '../src/sessions/revocation-cache.js'
 
@@ -201,13 +201,18 @@ t.test('a revocation some instance could not announce, between two probes: what 
   t.equal(await after, 'revoked')
 })
 
-t.test('logout ends the family before it denies the jti: a denied jti never belongs to a live family', async (t) => {
+/** What a Sessions needs, taken from a test gateway's configuration, with the classes to build one over a store. */
+async function sessionsKit(t: Test) {
   const { MemorySessionStore } = await import('../src/session-store/memory-store.js')
   const { Sessions } = await import('../src/sessions/sessions.js')
   const { startGateway } = await import('./helpers/gateway.js')
   const gw = await startGateway()
   t.teardown(() => gw.close())
-  const { config, loaded } = gw.gateway.current()
+  return { MemorySessionStore, Sessions, ...gw.gateway.current() }
+}
+
+t.test('logout ends the family before it denies the jti: a denied jti never belongs to a live family', async (t) => {
+  const { MemorySessionStore, Sessions, config, loaded } = await sessionsKit(t)
   const calls: string[] = []
   class RecordingStore extends MemorySessionStore {
     override async deleteSession(sid: string): Promise<boolean> {
@@ -266,12 +271,7 @@ t.test('the count of unannounced revocations: the first read, a count that goes 
 })
 
 t.test('logout-all: the instance that made it refuses every ended family from memory at once, without its own echo', async (t) => {
-  const { MemorySessionStore } = await import('../src/session-store/memory-store.js')
-  const { Sessions } = await import('../src/sessions/sessions.js')
-  const { startGateway } = await import('./helpers/gateway.js')
-  const gw = await startGateway()
-  t.teardown(() => gw.close())
-  const { config, loaded } = gw.gateway.current()
+  const { MemorySessionStore, Sessions, config, loaded } = await sessionsKit(t)
   /** A store whose announcements never arrive (the echo of a revocation has not come back yet). */
   class SilentStore extends MemorySessionStore {
     status: ((up: boolean) => void) | undefined

@@ -1,7 +1,7 @@
 // redis.revocationCache: revocations reach every instance by pub/sub; the propagation delay is measured.
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { send } from './helpers/client.js'
-import { startGateway } from './helpers/gateway.js'
+import { startGateway, type GatewayOptions } from './helpers/gateway.js'
 import { aclUserUrl, startRedis } from './helpers/redis-server.js'
 import { startUpstream } from './helpers/upstream.js'
 
@@ -15,6 +15,27 @@ async function until(check: () => Promise<boolean>, limitMs = 5000): Promise<num
     await sleep(2)
   }
   return Number.POSITIVE_INFINITY
+}
+
+/**
+ * Two revocation-cache gateways (A logging to `logger`) connected as the Redis ACL user `gw`, whose rights a test
+ * takes away and gives back; a token-mode session of alice made on A.
+ */
+async function cacheGatewaysAsAclUser(t: Test, logger?: GatewayOptions['logger']) {
+  const redis = await startRedis()
+  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
+  const upstream = await startUpstream()
+  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
+  const a = await startGateway({ redisUrl: asGateway, config, ...(logger ? { logger } : {}) })
+  const b = await startGateway({ redisUrl: asGateway, config, keysFile: a.keysFile })
+  t.teardown(async () => {
+    await a.close()
+    await b.close()
+    await upstream.close()
+    await redis.stop()
+  })
+  const res = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
+  return { redis, a, b, token: (res.json as { accessToken: string }).accessToken }
 }
 
 t.test('local revocation cache across two instances', async (t) => {
@@ -73,22 +94,9 @@ t.test('local revocation cache across two instances', async (t) => {
 })
 
 t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an instant) still reaches the other cache', async (t) => {
-  const redis = await startRedis()
-  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
-  const upstream = await startUpstream()
-  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
   const warnings: string[] = []
   const stream = { write: (line: string) => void warnings.push(String(JSON.parse(line).msg)) }
-  const a = await startGateway({ redisUrl: asGateway, config, logger: { level: 'warn', stream } })
-  const b = await startGateway({ redisUrl: asGateway, config, keysFile: a.keysFile })
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-    await upstream.close()
-    await redis.stop()
-  })
-  const res = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
-  const token = (res.json as { accessToken: string }).accessToken
+  const { redis, a, b, token } = await cacheGatewaysAsAclUser(t, { level: 'warn', stream })
   const onB = () => send(`${b.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })
   t.equal((await onB()).status, 200, 'B caches the session')
   const refusals = () => warnings.filter((w) => /may not PUBLISH/.test(w)).length
@@ -105,20 +113,7 @@ t.test('a revocation whose PUBLISH the server refused (an ACL right gone for an 
 })
 
 t.test('a logout Redis can neither announce nor count answers 503, yet its own instance refuses the session at once; the retry reaches the others', async (t) => {
-  const redis = await startRedis()
-  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
-  const upstream = await startUpstream()
-  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true } }
-  const a = await startGateway({ redisUrl: asGateway, config })
-  const b = await startGateway({ redisUrl: asGateway, config, keysFile: a.keysFile })
-  t.teardown(async () => {
-    await a.close()
-    await b.close()
-    await upstream.close()
-    await redis.stop()
-  })
-  const res = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
-  const token = (res.json as { accessToken: string }).accessToken
+  const { redis, a, b, token } = await cacheGatewaysAsAclUser(t)
   const on = (gw: { url: string }) => send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })
   const logout = () => send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
   t.equal((await on(a)).status, 200, 'A caches the session')
