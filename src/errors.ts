@@ -64,6 +64,21 @@ export class StoreUnavailableError extends Error {
   }
 }
 
+/**
+ * A revocation the store applied but could neither announce to the other instances nor count (Redis refused both
+ * the PUBLISH and the INCR: ACL rights). Answered like an unavailable store (503: a retry announces it again); the
+ * instance that made it refuses `sids` from its own memory at once.
+ */
+export class RevocationUnannouncedError extends StoreUnavailableError {
+  constructor(
+    readonly sids: string[],
+    cause?: unknown,
+  ) {
+    super(cause)
+    this.name = 'RevocationUnannouncedError'
+  }
+}
+
 /** One problem found in a configuration, named by its YAML path. */
 export interface ConfigProblem {
   path: string

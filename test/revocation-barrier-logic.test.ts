@@ -295,3 +295,49 @@ t.test('logout-all: the instance that made it refuses every ended family from me
   t.equal(await sessions.logoutAll('u'), 2)
   t.same(tokens.map((tk) => cache.immediate(tk.sid, tk.jti)), ['revoked', 'revoked', 'ok'], "u's families refused from memory, v's untouched")
 })
+
+t.test('a failed logout refuses the session from memory only when the store applied it (unannounced), not when it failed outright', async (t) => {
+  const { MemorySessionStore, Sessions, config, loaded } = await sessionsKit(t)
+  const { RevocationUnannouncedError, StoreUnavailableError } = await import('../src/errors.js')
+  let failure: Error | undefined
+  class FailingStore extends MemorySessionStore {
+    override async deleteSession(sid: string): Promise<boolean> {
+      if (failure instanceof RevocationUnannouncedError) await super.deleteSession(sid) // applied, then refused to announce
+      if (failure) throw failure
+      return super.deleteSession(sid)
+    }
+    override async deleteSessionsOf(sub: string): Promise<string[]> {
+      const failing = failure
+      if (failing && !(failing instanceof RevocationUnannouncedError)) throw failing
+      failure = undefined // the families end one by one through deleteSession, which must not fail here
+      const ended = await super.deleteSessionsOf(sub).finally(() => (failure = failing))
+      if (failing) throw new RevocationUnannouncedError(ended)
+      return ended
+    }
+  }
+  const store = new FailingStore()
+  t.teardown(() => store.close())
+  const cache = new RevocationCache(store)
+  t.teardown(() => cache.stop())
+  await cache.start(0)
+  const sessions = new Sessions(store, loaded.keys, config, {}, cache)
+  const known = async (sub: string) => {
+    const verified = await sessions.authenticate((await sessions.start(sub, {})).accessToken)
+    return { verified, state: () => cache.immediate(verified.sid, verified.jti) }
+  }
+
+  failure = new StoreUnavailableError(new Error('connection closed'))
+  const down = await known('u1')
+  await t.rejects(sessions.logout(down.verified, undefined), StoreUnavailableError)
+  t.equal(down.state(), 'ok', 'not applied: still answered as the store would (the client retries)')
+  await t.rejects(sessions.logoutAll('u1'), StoreUnavailableError)
+  t.equal(down.state(), 'ok', 'logout-all not applied either')
+
+  failure = new RevocationUnannouncedError(['ignored'])
+  const unannounced = await known('u2')
+  await t.rejects(sessions.logout(unannounced.verified, undefined), RevocationUnannouncedError)
+  t.equal(unannounced.state(), 'revoked', 'applied but unannounced: refused here at once')
+  const others = [await known('u3'), await known('u3')]
+  await t.rejects(sessions.logoutAll('u3'), RevocationUnannouncedError)
+  t.same(others.map((o) => o.state()), ['revoked', 'revoked'], 'logout-all applied but unannounced: every family refused here')
+})

@@ -127,6 +127,21 @@ t.test('a logout Redis can neither announce nor count answers 503, yet its own i
   t.equal((await logout()).status, 204, 'the retry succeeds')
   const delay = await until(async () => (await on(b)).status === 401)
   t.ok(Number.isFinite(delay), 'and its announcements reach B')
+
+  // The same for logout-all, whose families each end in a script of their own.
+  const tokens = await Promise.all([1, 2].map(async () => {
+    const made = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
+    return (made.json as { accessToken: string }).accessToken
+  }))
+  const status = (gw: { url: string }, tk: string) => send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${tk}` } }).then((r) => r.status)
+  for (const gw of [a, b]) t.same(await Promise.all(tokens.map((tk) => status(gw, tk))), [200, 200], 'both sessions known to both instances')
+  await redis.client.call('ACL', 'SETUSER', 'gw', '-publish', '-incr')
+  const all = (gw: { url: string }) => send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${tokens[0]}` } })
+  t.equal((await all(a)).status, 503, 'logout-all applied but unannounced: retry')
+  t.same(await Promise.all(tokens.map((tk) => status(a, tk))), [401, 401], 'A refuses both families from its memory at once')
+  await redis.client.call('ACL', 'SETUSER', 'gw', '+publish', '+incr')
+  t.equal((await all(b)).status, 204, 'the retry (on B, which still knew the session) succeeds')
+  t.ok(Number.isFinite(await until(async () => (await Promise.all(tokens.map((tk) => status(b, tk)))).every((s) => s === 401))), 'and B refuses both')
 })
 
 t.test('a frozen Redis (connections open, no answers) is noticed: the cache stops answering, 503 until it thaws', async (t) => {

@@ -27,7 +27,7 @@ function claimText(value: unknown): string | undefined {
  * The identity headers of a route, filled from the token's claims: `"{sub}"`, `"{roles}"` (arrays joined with
  * commas). A header whose claims are all missing is not sent.
  */
-export function identityHeaders(templates: Record<string, string>, payload: JWTPayload | undefined): Record<string, string> {
+export function identityHeaders(templates: Record<string, string>, payload: JWTPayload | undefined): Readonly<Record<string, string>> {
   if (!payload) return {}
   const filled = FILLED.get(payload)
   if (filled?.templates === templates) return filled.headers

@@ -17,8 +17,8 @@ const ANSWERED_HERE = new Set([...HOP_BY_HOP_NAMES, 'expect'])
 export interface UpstreamIdentity {
   /** The access token to forward as `Authorization: Bearer`, or undefined for anonymous requests. */
   token: string | undefined
-  /** Identity headers filled from the claims (lower-case names). */
-  headers: Record<string, string>
+  /** Identity headers filled from the claims (lower-case names); shared between requests, never changed. */
+  headers: Readonly<Record<string, string>>
 }
 
 /**

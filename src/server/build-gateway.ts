@@ -154,7 +154,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   if (config.redis.revocationCache) {
     revocationCache = new RevocationCache(store, {
       onAnnouncementsRefused: () =>
-        app.log.warn('local revocation cache: this Redis user may not PUBLISH on the revocation channel, so its revocations reach the other instances only at their next probe (1-3 s), not at once (grant the channel: see the README)'),
+        app.log.warn('local revocation cache: this Redis user may not PUBLISH on the revocation channel, so its revocations reach the other instances through the store count at their next probe (1-3 s) instead of at once, or are answered 503 when the count is refused too (grant the channel and the key: see the README)'),
     })
     await revocationCache.start()
     app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')

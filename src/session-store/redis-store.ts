@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import { StoreUnavailableError } from '../errors.js'
+import { RevocationUnannouncedError, StoreUnavailableError } from '../errors.js'
 import { StoreKeys } from './keys.js'
 import { defineScripts, type ScriptedClient } from './lua-scripts.js'
 import type { RedisClient } from './redis-connection.js'
@@ -146,9 +146,16 @@ export class RedisSessionStore implements SessionStore {
     const index = this.keys.subjectSessions(sub)
     const sids = await this.guarded(this.redis.zrange(index, 0, -1))
     // One script per family (each has its own hash tag, so its own Cluster slot), all in one auto-pipelined write.
-    const removed = await Promise.all(sids.map((sid) => this.revokeSession(sid)))
+    const settled = await Promise.allSettled(sids.map((sid) => this.revokeSession(sid)))
+    const ended = sids.filter((_sid, i) => { const r = settled[i]; return r?.status === 'fulfilled' && r.value > 0 })
+    const failures = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
+    const other = failures.find((err) => !(err instanceof RevocationUnannouncedError))
+    if (other !== undefined) throw other
+    // Every family applied, some unannounced: all of them are this instance's to refuse from memory (the index stays
+    // for the retry, which announces them again).
+    if (failures.length > 0) throw new RevocationUnannouncedError([...ended, ...failures.flatMap((err) => (err as RevocationUnannouncedError).sids)])
     await this.guarded(this.redis.del(index))
-    return sids.filter((_sid, i) => (removed[i] as number) > 0)
+    return ended
   }
 
   private async revokeSession(sid: string): Promise<number> {
@@ -218,7 +225,7 @@ export class RedisSessionStore implements SessionStore {
       'revocation applied but not announced: Redis refused the PUBLISH (ACL rights?); other instances forget what they knew from memory at their next probe',
     )
     // Neither announced nor counted: the client is told to retry (the revocation is idempotent and announces again).
-    if (counted !== true) throw new StoreUnavailableError(counted)
+    if (counted !== true) throw new RevocationUnannouncedError([sid], counted)
   }
 
   /**

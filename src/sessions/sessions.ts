@@ -1,5 +1,5 @@
 import type { GatewayConfig } from '../config/schema.js'
-import { GatewayError, StoreUnavailableError } from '../errors.js'
+import { GatewayError, RevocationUnannouncedError, StoreUnavailableError } from '../errors.js'
 import type { AccessState, SessionRecord, SessionStore } from '../session-store/session-store.js'
 import { AccessTokenIssuer, jtiForRefreshToken } from '../tokens/access-token.js'
 import { AccessTokenVerifier, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
@@ -291,29 +291,40 @@ export class Sessions {
     if (refreshSid) sids.add(refreshSid)
     // The families end first, then the jti is denied: a denied jti then always belongs to an ended family, which
     // a strict check answered from memory (per session) relies on. A failure in between leaves the token refused.
-    // This instance's memory refuses them even when the store call fails (the 503 asks for a retry): a revocation
-    // applied but neither announced nor counted must not leave this instance answering the session from memory.
-    for (const sid of sids) {
-      try {
-        await this.store.deleteSession(sid)
-      } finally {
-        this.revocationCache?.revokeSession(sid)
-      }
-    }
+    for (const sid of sids) await this.revoking(this.store.deleteSession(sid), () => this.revocationCache?.revokeSession(sid))
     if (access) {
       const until = access.expiresAt + this.config.tokens.clockTolerance
-      try {
-        await this.store.denyAccessToken(access.sid, access.jti, until)
-      } finally {
-        this.revocationCache?.denyJti(access.sid, access.jti, until)
-      }
+      await this.revoking(this.store.denyAccessToken(access.sid, access.jti, until), () => this.revocationCache?.denyJti(access.sid, access.jti, until))
     }
   }
 
-  /** Logout-all: every family of the subject ends; this instance's memory refuses them at once, without waiting for the announcements' echo. */
+  /** Logout-all: every family of the subject ends (refused from this instance's memory at once, as logout's). */
   async logoutAll(sub: string): Promise<number> {
-    const ended = await this.store.deleteSessionsOf(sub)
-    for (const sid of ended) this.revocationCache?.revokeSession(sid)
-    return ended.length
+    const refuse = (sids: string[]) => sids.forEach((sid) => this.revocationCache?.revokeSession(sid))
+    try {
+      const ended = await this.store.deleteSessionsOf(sub)
+      refuse(ended)
+      return ended.length
+    } catch (err) {
+      if (err instanceof RevocationUnannouncedError) refuse(err.sids)
+      throw err
+    }
+  }
+
+  /**
+   * Runs a revocation, then makes this instance's memory refuse what it revoked (`refuse`) without waiting for the
+   * echo of its announcement: when it succeeded, and when the store applied it but could neither announce nor count
+   * it (RevocationUnannouncedError: a 503, and no other instance hears of it until the retry). Any other failure
+   * refuses nothing here: the revocation may not have happened, and the client is asked to retry.
+   */
+  private async revoking<T>(revocation: Promise<T>, refuse: () => void): Promise<T> {
+    try {
+      const result = await revocation
+      refuse()
+      return result
+    } catch (err) {
+      if (err instanceof RevocationUnannouncedError) refuse()
+      throw err
+    }
   }
 }
