@@ -147,7 +147,10 @@ export class RedisSessionStore implements SessionStore {
     const sids = await this.guarded(this.redis.zrange(index, 0, -1))
     // One script per family (each has its own hash tag, so its own Cluster slot), all in one auto-pipelined write.
     const settled = await Promise.allSettled(sids.map((sid) => this.revokeSession(sid)))
-    const ended = sids.filter((_sid, i) => { const r = settled[i]; return r?.status === 'fulfilled' && r.value > 0 })
+    const ended = sids.filter((_sid, i) => {
+      const result = settled[i]
+      return result?.status === 'fulfilled' && result.value > 0
+    })
     const failures = settled.flatMap((r) => (r.status === 'rejected' ? [r.reason as unknown] : []))
     const other = failures.find((err) => !(err instanceof RevocationUnannouncedError))
     if (other !== undefined) throw other

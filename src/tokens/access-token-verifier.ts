@@ -49,8 +49,8 @@ const FORBIDDEN_HEADERS = ['jku', 'x5u', 'jwk', 'x5c', 'crit', 'b64', 'zip', 'en
 /**
  * Verifies access tokens: the configured algorithm only, a known `kid`, `typ: at+jwt`, no key-carrying or
  * `crit` headers, then signature, `iss`, `aud`, `exp`, `nbf` (with clockTolerance) and the required claims.
- * A verified token is cached (answered only for the identical token string, never past its `exp`) so its signature is checked once
- * per instance; a new verifier, with an empty cache, is made on every key reload.
+ * A verified token is cached (answered only for the identical token string, never past its `exp`) so its
+ * signature is checked once per instance; a new verifier, with an empty cache, is made on every key reload.
  */
 export class AccessTokenVerifier {
   private readonly cache = boundedCache<string, VerifiedAccessToken>(50_000)
