@@ -92,8 +92,8 @@ export class AccessTokenVerifier {
 
   /**
    * Held until its expiry (+ clockTolerance) at most: an expired token is refused anyway, and a busy gateway would
-   * otherwise fill the cache with them (every refresh adds one; ~1.2 KB each with a few claims, measured: 50,000 are ~60 MB). Stale entries
-   * are swept now and then, on a write, so there is no timer to stop.
+   * otherwise fill the cache with them (every refresh adds one; ~1.2 KB each with a few claims, measured: 50,000
+   * are ~60 MB). Stale entries are swept now and then, on a write, so there is no timer to stop.
    */
   private keep(verified: VerifiedAccessToken, now: number): void {
     const ttl = verified.expiresAt + this.toleranceMs - now
