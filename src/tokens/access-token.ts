@@ -1,7 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { SignJWT, type JWTPayload } from 'jose'
 import type { GatewayConfig } from '../config/schema.js'
 import type { KeyRing } from './keys.js'
+import { randomBase64url } from './random.js'
 
 export const ACCESS_TOKEN_TYPE = 'at+jwt'
 
@@ -36,7 +37,7 @@ export class AccessTokenIssuer {
   async issue(
     subject: AccessTokenSubject,
     issuedAt = Date.now(),
-    jti = randomBytes(16).toString('base64url'),
+    jti = randomBase64url(16),
     /** The session's end (epoch ms): the token does not outlive its second. */
     notAfter = Infinity,
   ): Promise<IssuedAccessToken> {

@@ -1,5 +1,6 @@
-import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from 'node:crypto'
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, timingSafeEqual } from 'node:crypto'
 import type { KeyRing } from './keys.js'
+import { randomBase64url, randomBuffer } from './random.js'
 
 /**
  * Refresh tokens: opaque to clients, `<sid>.<generation>.<256 random bits>.<MAC>`.
@@ -19,14 +20,14 @@ export interface RefreshTokenClaims {
 }
 
 export function newSessionId(): string {
-  return randomBytes(16).toString('base64url')
+  return randomBase64url(16)
 }
 
 export class RefreshTokens {
   constructor(private readonly keys: KeyRing) {}
 
   mint(sid: string, gen: number): string {
-    const body = `${sid}.${gen}.${randomBytes(32).toString('base64url')}`
+    const body = `${sid}.${gen}.${randomBase64url(32)}`
     return `${body}.${mac(this.keys.signing.macKey, body)}`
   }
 
@@ -62,7 +63,7 @@ function sealKey(token: string): Buffer {
 
 /** Encrypts `successor` (AES-256-GCM) with a key derived from `token`. */
 export function sealSuccessor(successor: string, token: string): string {
-  const iv = randomBytes(12)
+  const iv = randomBuffer(12)
   const cipher = createCipheriv('aes-256-gcm', sealKey(token), iv)
   const body = Buffer.concat([cipher.update(successor, 'utf8'), cipher.final()])
   return Buffer.concat([iv, cipher.getAuthTag(), body]).toString('base64url')
