@@ -500,6 +500,11 @@ t.test('mistakes that would be ignored or fail only at request time are refused'
     ['login.rateLimit.max: must be at least 1 (0 would refuse every login)'],
   )
   t.same(await check(`login:\n  users: ${usersFile}\n  rateLimit: { max: 2.5 }`), ['login.rateLimit.max: must be an integer'])
+  t.same(
+    await check(`server: { port: 99999, bodyLimit: -1 }\nlogin:\n  users: ${usersFile}`),
+    ['server.port: must be at most 65535', 'server.bodyLimit: must be at least 1'],
+    "bounds in words, not zod's `Too big: expected number to be <=65535`",
+  )
 
   for (const timeout of ['0', '0s', '0ms']) {
     const { config } = await load(['routes:', routeYaml('a', '/a', [`timeout: ${timeout}`])].join('\n'))

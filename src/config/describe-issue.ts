@@ -17,8 +17,26 @@ export function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
   if (issue.code === 'too_small' && Number(issue.minimum) === 1 && (issue.origin === 'string' || issue.origin === 'array')) {
     return [{ path, message: 'must not be empty' }]
   }
+  // Only zod's own wording: a schema's message of its own says why (`must be at least 1 (0 would refuse every login)`).
+  if ((issue.code === 'too_big' || issue.code === 'too_small') && /^Too (big|small): /.test(issue.message)) {
+    const bound = describeBound(issue)
+    if (bound) return [{ path, message: bound }]
+  }
   const message = issue.message.replace(/^Invalid input: /, 'must be ').replace(/^Invalid option: expected one of /, 'must be one of ')
   return [{ path, message }]
+}
+
+/** A bound in words (`must be at most 65535`, `must have at least 2 items`); zod says `Too big: expected number to be <=65535`. */
+function describeBound(issue: z.core.$ZodIssueTooBig | z.core.$ZodIssueTooSmall): string | undefined {
+  const big = issue.code === 'too_big'
+  const bound = Number(big ? issue.maximum : (issue as z.core.$ZodIssueTooSmall).minimum)
+  const inclusive = issue.inclusive !== false
+  if (issue.origin === 'number' || issue.origin === 'int') {
+    return `must be ${big ? (inclusive ? 'at most' : 'less than') : inclusive ? 'at least' : 'more than'} ${bound}`
+  }
+  const unit = issue.origin === 'string' ? 'characters' : issue.origin === 'array' ? 'items' : undefined
+  if (unit === undefined) return undefined
+  return `must have ${big ? (inclusive ? 'at most' : 'fewer than') : inclusive ? 'at least' : 'more than'} ${bound} ${unit}`
 }
 
 const TYPE_NAMES: Record<string, string> = { object: 'a mapping', record: 'a mapping', array: 'a list', string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false', null: 'empty', undefined: 'missing' }
