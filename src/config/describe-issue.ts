@@ -28,15 +28,12 @@ export function describeIssue(issue: z.core.$ZodIssue): ConfigProblem[] {
 
 /** A bound in words (`must be at most 65535`, `must have at least 2 items`); zod says `Too big: expected number to be <=65535`. */
 function describeBound(issue: z.core.$ZodIssueTooBig | z.core.$ZodIssueTooSmall): string | undefined {
-  const big = issue.code === 'too_big'
-  const bound = Number(big ? issue.maximum : (issue as z.core.$ZodIssueTooSmall).minimum)
-  const inclusive = issue.inclusive !== false
-  if (issue.origin === 'number' || issue.origin === 'int') {
-    return `must be ${big ? (inclusive ? 'at most' : 'less than') : inclusive ? 'at least' : 'more than'} ${bound}`
-  }
-  const unit = issue.origin === 'string' ? 'characters' : issue.origin === 'array' ? 'items' : undefined
-  if (unit === undefined) return undefined
-  return `must have ${big ? (inclusive ? 'at most' : 'fewer than') : inclusive ? 'at least' : 'more than'} ${bound} ${unit}`
+  const bound = Number(issue.code === 'too_big' ? issue.maximum : issue.minimum)
+  const unit = issue.origin === 'string' ? ' characters' : issue.origin === 'array' ? ' items' : ''
+  if (unit === '' && issue.origin !== 'number' && issue.origin !== 'int') return undefined
+  const below = unit === '' ? 'less than' : 'fewer than'
+  const word = issue.inclusive === false ? (issue.code === 'too_big' ? below : 'more than') : issue.code === 'too_big' ? 'at most' : 'at least'
+  return `must ${unit === '' ? 'be' : 'have'} ${word} ${bound}${unit}`
 }
 
 const TYPE_NAMES: Record<string, string> = { object: 'a mapping', record: 'a mapping', array: 'a list', string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false', null: 'empty', undefined: 'missing' }
