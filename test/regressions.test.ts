@@ -245,6 +245,23 @@ t.test('login refusals say what is wrong: length limits, JSON that does not pars
   }
 })
 
+t.test('a compressed JSON body is refused for what it is, on login and refresh; logout still happens (audit)', async (t) => {
+  const gw = await startGateway()
+  t.teardown(() => gw.close())
+  const { gzipSync } = await import('node:zlib')
+  const gzipped = gzipSync(JSON.stringify({ username: 'alice', password: 'alice-pw' }))
+  for (const path of ['/auth/login', '/auth/refresh']) {
+    const res = await send(`${gw.url}${path}`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipped })
+    t.equal(res.status, 400, path)
+    t.equal(res.json.error, 'invalid_request')
+    t.match(res.json.message, /must not be compressed/, `${path}: ${res.json.message}`)
+  }
+  const plain = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'identity' }, body: JSON.stringify({ username: 'alice', password: 'alice-pw' }) })
+  t.equal(plain.status, 200, 'Content-Encoding: identity is no compression')
+  const logout = await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { 'content-type': 'application/json', 'content-encoding': 'gzip' }, body: gzipSync('{}') })
+  t.equal(logout.status, 204, 'logout is always 204')
+})
+
 t.test('X-Session-Mode: token or cookie (any case); another value is a 400 that names both, before any password check', async (t) => {
   const gw = await startGateway()
   t.teardown(() => gw.close())

@@ -218,6 +218,12 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   const parseJson = app.getDefaultJsonParser('error', 'error')
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '') return done(null, undefined)
+    // The body is read as it came: a compressed one would only fail as "not valid JSON", which hides the cause.
+    const encoding = request.headers['content-encoding']?.trim().toLowerCase()
+    if (encoding && encoding !== 'identity') {
+      if (request.routeOptions.config.unreadableBodyIsNone) return done(null, undefined)
+      return done(new GatewayError('invalid_request', 'The request body must not be compressed (Content-Encoding): send the JSON uncompressed.'))
+    }
     parseJson(request, body as string, (err, value) => {
       if (err && request.routeOptions.config.unreadableBodyIsNone) done(null, undefined)
       else done(err, value)
