@@ -229,7 +229,7 @@ t.test('check: a value of the wrong shape says what is expected', async (t) => {
   writeFileSync(file, 'tokens: { audience: 5 }\n')
   const res = await cli(['check', '--config', file])
   t.equal(res.code, 1)
-  t.equal(res.stdout.trim(), 'tokens.audience: must be a string or a non-empty list of strings')
+  t.equal(res.stdout.trim(), 'tokens.audience: must be a string or a non-empty list of strings\nlogin.users: is required when login.provider is users', 'and the other problem of the file')
 })
 
 t.test('a host that does not resolve, or a Redis database the server does not have: problem lines, exit 1, no stack trace (audit)', async (t) => {

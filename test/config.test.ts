@@ -276,6 +276,20 @@ t.test('routes: upstream URL, duplicates, prefixes', async (t) => {
   )
   t.same(lines(dup).sort(), ['routes[1].name: duplicates routes[0].name', 'routes[2].prefix: duplicates routes[0].prefix'])
 
+  // With a bad value elsewhere too: one run reports everything (zod skipped the cross-field checks then; audit).
+  const together = await problemsOf(
+    t,
+    ['tokens: { accessTtl: 15x, refreshIdleTtl: 1m, refreshAhead: 2m }', 'routes:', route('a', '/a', 'ftp://127.0.0.1:1'), route('a', '/a', 'http://127.0.0.1:1')].join('\n'),
+  )
+  t.same(lines(together).sort(), [
+    'routes[0].upstream: must be an http(s) URL',
+    'routes[1].name: duplicates routes[0].name',
+    'routes[1].prefix: duplicates routes[0].prefix',
+    'tokens.accessTtl: must be a duration like 500ms, 30s, 15m, 2h, 7d or an integer number of seconds',
+  ], 'the duplicates along with the bad values; no comparison with the unreadable accessTtl')
+  const ordered = await problemsOf(t, ['tokens: { accessTtl: 1m, refreshAhead: 2m }', 'routes:', route('a', '/a', 'ftp://127.0.0.1:1')].join('\n'))
+  t.same(lines(ordered).sort(), ['routes[0].upstream: must be an http(s) URL', 'tokens.refreshAhead: must be shorter than tokens.accessTtl'])
+
   for (const bad of ['api', '/api/../admin', '/api//x', '/api?x=1', '/api/%2e%2e', '/a/./b']) {
     const problems = await problemsOf(t, ['routes:', route('a', bad, 'http://127.0.0.1:1')].join('\n'))
     t.equal(problems[0]?.path, 'routes[0].prefix', `prefix ${bad} is refused`)

@@ -114,8 +114,11 @@ t.test('fail-closed (default): 503 on protected routes, public routes work, reco
   t.equal(publicWithCookies.status, 200, 'public routes work with session cookies too')
   t.notOk(upstream.last()!.headers.cookie, 'and still strip the gateway cookies')
 
+  const storeErrors = async () => Number(/^sessiongate_store_errors_total (\d+)/m.exec((await send(`${gw.url}/metrics`)).text)?.[1])
+  const errorsBefore = await storeErrors()
   const login = await within(send(`${gw.url}/auth/login`, { method: 'POST', body: { username: 'alice', password: 'alice-pw' } }))
   storeUnavailable(t, login, 'login')
+  t.equal(await storeErrors(), errorsBefore + 1, 'a login answered 503 counts as a store error, as a proxied request does')
 
   const refresh = await within(client.send('/auth/refresh', { method: 'POST', headers: { 'x-csrf': '1' } }))
   storeUnavailable(t, refresh, 'refresh')

@@ -72,20 +72,20 @@ export async function authenticate(
     }
   }
   let current: VerifiedAccessToken | undefined
-  let refusal: unknown
   if (credentials.access !== undefined) {
     try {
       current = await sessions.authenticate(credentials.access)
     } catch (err) {
       if (!(err instanceof TokenRefusedError)) throw err
-      refusal = err
     }
   }
-  const revoked = refusal instanceof TokenRefusedError && ['denied', 'revoked', 'missing'].includes(refusal.reason)
+  // A refused access token (expired, revoked, of another key...) leaves the refresh cookie to decide: of the same
+  // ended family it fails like the token; of a live session (cookies of two sessions, the access one logged out)
+  // it refreshes instead of clearing a good session's cookies.
   // A token cut short at its session's absolute end is not refreshed early: no refresh could outlive it, and near
   // that end every request would rotate the family. Once expired it is refreshed like any other.
   const fresh = current !== undefined && (current.expiresAt - now > tokens.refreshAhead || (current.endsWithSession === true && current.expiresAt > now))
-  if (fresh || revoked || credentials.refresh === undefined) {
+  if (fresh || credentials.refresh === undefined) {
     if (current) return { mode: 'cookie', token: current, rotated: undefined }
     throw unauthenticated('cookie')
   }

@@ -248,7 +248,7 @@ const loginSchema = z.strictObject({
     .optional(),
 })
 
-export const configSchema = z
+const baseConfigSchema = z
   .strictObject({
     server: z
       .strictObject({
@@ -302,7 +302,22 @@ export const configSchema = z
     routes: z.array(routeSchema).default([]),
     watch: z.boolean().default(false),
   })
+
+export const configSchema = baseConfigSchema
+  // Also run when a field already failed (zod skips an object's refinements then), so that one `check` reports the
+  // duplicates and the settings that contradict each other along with the bad values. Over a config that failed,
+  // a value may still be raw input of any shape: a check that cannot read it is skipped (its field was reported).
   .superRefine((config, ctx) => {
+    try {
+      crossFieldProblems(config, ctx)
+    } catch {
+      // only reachable over a config whose own fields failed
+    }
+  }, { when: () => true })
+
+type ParsedConfig = z.output<typeof baseConfigSchema>
+
+function crossFieldProblems(config: ParsedConfig, ctx: z.RefinementCtx<ParsedConfig>): void {
     const names = new Map<string, number>()
     const prefixes = new Map<string, number>()
     config.routes.forEach((route, i) => {
@@ -367,6 +382,7 @@ export const configSchema = z
       }
     }
     const t = config.tokens
+    if ([t.accessTtl, t.refreshIdleTtl, t.refreshAbsoluteTtl, t.refreshAhead].some((d) => typeof d !== 'number')) return
     if (t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
     if (t.refreshIdleTtl < t.accessTtl) {
       ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshIdleTtl'], message: 'must not be shorter than tokens.accessTtl', input: t.refreshIdleTtl })
@@ -377,7 +393,7 @@ export const configSchema = z
     if (t.refreshAhead >= t.accessTtl) {
       ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAhead'], message: 'must be shorter than tokens.accessTtl', input: t.refreshAhead })
     }
-  })
+}
 
 /**
  * Why browsers cannot be sent to `page`, or undefined: it must be served by a public route (the longest prefix

@@ -82,7 +82,8 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
   route('/refresh', 'POST', async (request, reply) => {
     const rt = current()
     const body = request.body as { refreshToken?: unknown } | undefined
-    const fromBody = body?.refreshToken
+    // An empty one is none: the refresh cookie, if any, is used.
+    const fromBody = body?.refreshToken === '' ? undefined : body?.refreshToken
     if (fromBody !== undefined && typeof fromBody !== 'string') {
       throw new GatewayError('invalid_request', 'refreshToken must be a string.')
     }

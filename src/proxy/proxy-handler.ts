@@ -7,7 +7,7 @@ import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
 import { carriesSessionCookies, clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
 import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
-import { GatewayError } from '../errors.js'
+import { GatewayError, type ErrorCode } from '../errors.js'
 import { sendError } from '../http/send-error.js'
 import { normalisePath, splitUrl } from '../routing/normalise-path.js'
 import type { RouteMatch } from '../routing/route-table.js'
@@ -42,6 +42,20 @@ export function matchRoute(rt: Runtime, url: string): RouteMatch {
 }
 
 /**
+ * A refusal that comes after the session was rotated on the way in (a `require` rule not met): the answer still
+ * carries the new cookies. Without them the browser keeps its spent refresh token, which, presented again once the
+ * grace has passed, ends the session as a replay.
+ */
+export class RefusedAfterRotation extends GatewayError {
+  constructor(
+    code: ErrorCode,
+    readonly rotated: SessionTokens,
+  ) {
+    super(code)
+  }
+}
+
+/**
  * The auth step of a route: public routes pass; otherwise CSRF (cookie mode), the access token (refreshed
  * transparently in cookie mode) and the route's `require` rules. Returns who the upstream should see.
  */
@@ -57,7 +71,9 @@ export async function authorise(request: FastifyRequest, rt: Runtime, match: Rou
     if (route.auth === 'required') throw unauthenticated('none')
     return { identity: { token: undefined, headers: {} }, auth: undefined }
   }
-  if (!meetsRequirements(auth.token.payload, route.require)) throw new GatewayError('forbidden')
+  if (!meetsRequirements(auth.token.payload, route.require)) {
+    throw auth.rotated ? new RefusedAfterRotation('forbidden', auth.rotated) : new GatewayError('forbidden')
+  }
   return { identity: { token: auth.token.token, headers: identityHeaders(route.headers, auth.token.payload) }, auth }
 }
 
@@ -190,13 +206,14 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
     } catch (err) {
       if (err instanceof GatewayError) {
         metrics.denials.inc({ reason: err.code })
+        if (err instanceof RefusedAfterRotation) reply.header('set-cookie', sessionCookies(rt.config, err.rotated))
         if (err.statusCode === 401) {
           if (carriesSessionCookies(request, rt.cookies)) reply.header('set-cookie', clearedCookies(rt.config))
           const page = wantsLoginPage(request, rt)
           // no-store: the redirect may carry cleared cookies, and it answers for this request only.
           if (page) return reply.header('cache-control', 'no-store').redirect(page, 302)
         }
-      } else metrics.storeErrors.inc()
+      }
       throw err
     }
     const rotated = authorised.auth?.rotated

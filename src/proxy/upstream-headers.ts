@@ -80,12 +80,32 @@ export function withoutHopByHop<T extends Record<string, unknown>>(headers: T): 
   return out as T
 }
 
-/** An upstream may set cookies of its own, never the gateway's session cookies. */
+/**
+ * An upstream may set cookies of its own, never the gateway's session cookies; nor may it clear them with
+ * `Clear-Site-Data: "cookies"` (or `"*"`), which would wipe them in the browser while the session lives on in the
+ * store. Its other directives (`"cache"`, `"storage"`...) pass.
+ */
 export function withoutGatewayCookies<T extends Record<string, unknown>>(headers: T, names: CookieNames): T {
-  if (headers['set-cookie'] === undefined) return headers
-  const kept = setCookiesWithout(headers['set-cookie'], names)
+  if (headers['set-cookie'] === undefined && headers['clear-site-data'] === undefined) return headers
   const out: Record<string, unknown> = { ...headers }
-  if (kept.length === 0) delete out['set-cookie']
-  else out['set-cookie'] = kept
+  if (headers['set-cookie'] !== undefined) {
+    const kept = setCookiesWithout(headers['set-cookie'], names)
+    if (kept.length === 0) delete out['set-cookie']
+    else out['set-cookie'] = kept
+  }
+  if (headers['clear-site-data'] !== undefined) {
+    const kept = clearSiteDataWithoutCookies(headers['clear-site-data'])
+    if (kept === undefined) delete out['clear-site-data']
+    else out['clear-site-data'] = kept
+  }
   return out as T
+}
+
+const CLEARS_COOKIES = new Set(['"cookies"', '"*"'])
+
+/** The directives of a Clear-Site-Data value (one header or several) less those that clear cookies. */
+function clearSiteDataWithoutCookies(value: unknown): string | undefined {
+  const lines = Array.isArray(value) ? value.map(String) : [String(value)]
+  const kept = lines.flatMap((line) => line.split(',')).map((d) => d.trim()).filter((d) => d !== '' && !CLEARS_COOKIES.has(d.toLowerCase()))
+  return kept.length > 0 ? kept.join(', ') : undefined
 }

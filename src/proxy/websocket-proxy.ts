@@ -6,16 +6,18 @@ import { GatewayError, StoreUnavailableError } from '../errors.js'
 import type { Runtime } from '../server/runtime.js'
 import { toGatewayError } from '../http/send-error.js'
 import { originForm } from '../routing/normalise-path.js'
-import { authorise, matchRoute } from './proxy-handler.js'
+import { authorise, matchRoute, RefusedAfterRotation } from './proxy-handler.js'
 import { upstreamHeaders } from './upstream-headers.js'
 import { sessionCookies } from '../auth/cookies.js'
 import { fromOwnOrAllowedOrigin } from '../auth/csrf.js'
+import { credentialsOf } from '../auth/request-auth.js'
 
 const WS_HANDSHAKE_HEADERS = ['sec-websocket-key', 'sec-websocket-version', 'sec-websocket-extensions', 'sec-websocket-accept', 'host', 'content-length']
 
-function refuse(socket: Duplex, error: GatewayError): void {
+/** The JSON error as the upgrade's answer; `cookies`: a session rotated on the way in, whose new cookies must go out. */
+function refuse(socket: Duplex, error: GatewayError, cookies: string[] = []): void {
   const body = JSON.stringify(error.toJSON())
-  const extra = Object.entries(error.headers).map(([k, v]) => `${k}: ${v}\r\n`).join('')
+  const extra = [...Object.entries(error.headers), ...cookies.map((c) => ['set-cookie', c])].map(([k, v]) => `${k}: ${v}\r\n`).join('')
   socket.end(
     `HTTP/1.1 ${error.statusCode} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
   )
@@ -52,8 +54,9 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
         originalUrl: raw.url,
         socket: raw.socket,
       } as unknown as FastifyRequest
+      // Before the auth step, which may rotate the session: a cross-origin page must not spend a refresh token.
+      if (credentialsOf(request, rt.cookies).mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const { identity, auth } = await authorise(request, rt, match)
-      if (auth?.mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
       const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
@@ -65,7 +68,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       const upstream = new WebSocket(target, protocols, { headers: headers as Record<string, string>, handshakeTimeout: match.route.config.timeout })
       upstream.once('error', (err) => {
         log.warn({ err: { message: err.message }, route: match.route.config.name }, 'websocket upstream failed')
-        if (socket.writable && !socket.destroyed) refuse(socket, new GatewayError('bad_gateway'))
+        if (socket.writable && !socket.destroyed) refuse(socket, new GatewayError('bad_gateway'), rotatedCookies.get(raw))
       })
       // A client that leaves during the upstream handshake must not leave an upstream socket behind.
       const onClientGone = () => {
@@ -87,7 +90,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       })
     } catch (err) {
       if (!(err instanceof GatewayError) && !(err instanceof StoreUnavailableError)) log.error({ err }, 'websocket upgrade failed')
-      refuse(socket, toGatewayError(err))
+      refuse(socket, toGatewayError(err), err instanceof RefusedAfterRotation ? sessionCookies(rt.config, err.rotated) : rotatedCookies.get(raw))
     }
   }
 

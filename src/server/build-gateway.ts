@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { databasePath } from '../config/schema.js'
-import { ConfigError, GatewayError } from '../errors.js'
+import { ConfigError, GatewayError, StoreUnavailableError } from '../errors.js'
 import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
@@ -180,6 +180,8 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   const trustsPeer = trustedProxies(config.server.trustProxy)
 
   app.setErrorHandler((error, _request, reply) => {
+    // Every request answered 503 because the store was away: proxied ones and the auth endpoints alike.
+    if (error instanceof StoreUnavailableError) metrics.storeErrors.inc()
     sendError(reply, error)
   })
   app.setNotFoundHandler((_request, reply) => {
@@ -210,7 +212,10 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   await app.register(fastifyCookie, { hook: false })
   await app.register(replyFrom, {
     disableRequestLogging: true,
-    undici: { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000 },
+    // rejectUnauthorized: reply-from turns certificate checks off unless told (it passes undici
+    // `tls.rejectUnauthorized || false`; undici applies `connect` after `tls`): an https upstream is verified against
+    // the system CAs (plus NODE_EXTRA_CA_CERTS) before it is sent a token.
+    undici: { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000, connect: { rejectUnauthorized: true } },
   })
 
   // Gateway endpoints parse JSON bodies (bounded by server.bodyLimit); an empty body is no body, and so is one that

@@ -68,7 +68,7 @@ export class Metrics {
   })
   readonly refreshes = new Counter({
     name: 'sessiongate_refreshes_total',
-    help: 'Refresh-token presentations by outcome (rotated, grace, reused, expired, invalid).',
+    help: 'Refresh-token presentations by outcome (rotated, grace, reused, revoked: of a family already revoked, expired, invalid).',
     labelNames: ['result'] as const,
     registers: [this.registry],
   })

@@ -32,7 +32,7 @@ export interface SessionTokens {
 }
 
 export interface SessionEvents {
-  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'expired' | 'invalid'): void
+  onRefresh?(outcome: 'rotated' | 'grace' | 'reused' | 'revoked' | 'expired' | 'invalid'): void
   /** A replay just detected: the family `sid` is now revoked (not called for a family revoked before). */
   onReuseDetected?(sid: string): void
   onDenied?(reason: string): void
@@ -127,7 +127,8 @@ export class Sessions {
       unlessSuperseded,
     })
     if (result.kind === 'superseded') return undefined
-    this.events.onRefresh?.(result.kind === 'revoked' ? 'reused' : result.kind)
+    // `revoked`: a token of a family ended by an earlier detection, refused again; not a new detection.
+    this.events.onRefresh?.(result.kind)
     if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
     switch (result.kind) {
       case 'rotated':

@@ -1,0 +1,150 @@
+// A session rotated on the way in must reach the client whatever the answer; what a client presents decides the
+// answer, not a stale token beside it. Found by a black-box audit (each test fails on the code before its fix).
+import t, { type Test } from 'tap'
+import { WebSocket } from 'ws'
+import { CookieClient, send } from './helpers/client.js'
+import { startGateway } from './helpers/gateway.js'
+import { startUpstream } from './helpers/upstream.js'
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const TOKENS = { accessTtl: '2s', refreshAhead: '1s', reuseGrace: '300ms', clockTolerance: 0 }
+
+async function setup(t: Test, handler?: Parameters<typeof startUpstream>[0]) {
+  const up = await startUpstream(handler)
+  const gw = await startGateway({
+    config: {
+      tokens: TOKENS,
+      routes: [
+        { name: 'api', prefix: '/api', upstream: up.url },
+        { name: 'super', prefix: '/super', upstream: up.url, require: { roles: ['superuser'] }, websocket: true },
+      ],
+    },
+  })
+  t.teardown(async () => {
+    await gw.close()
+    await up.close()
+  })
+  return { up, gw }
+}
+
+t.test('a require 403 after a transparent refresh carries the new cookies; the session lives on past the grace', async (t) => {
+  const { gw } = await setup(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const spent = browser.jar.get('sg_refresh')
+  await sleep(1100) // within refreshAhead: the next request rotates
+  const forbidden = await browser.send('/super/x')
+  t.equal(forbidden.status, 403)
+  t.equal(forbidden.json.error, 'forbidden')
+  t.ok(browser.jar.get('sg_refresh'), 'the browser holds a refresh cookie')
+  t.not(browser.jar.get('sg_refresh'), spent, 'the 403 carried the rotated refresh cookie')
+  await sleep(400) // past reuseGrace: the spent token would now be a replay
+  const after = await browser.send('/api/y')
+  t.equal(after.status, 200, 'the session was not taken for a replay')
+})
+
+t.test('a websocket upgrade refused by require after a refresh carries the new cookies', async (t) => {
+  const { gw } = await setup(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const spent = browser.jar.get('sg_refresh')
+  await sleep(1100)
+  const refused = await new Promise<{ status: number; cookies: string[] }>((resolve, reject) => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/super/live`, { headers: { cookie: browser.cookieHeader(), origin: gw.url } })
+    ws.once('unexpected-response', (_req, res) => {
+      const set = res.headers['set-cookie'] ?? []
+      res.resume()
+      resolve({ status: res.statusCode ?? 0, cookies: set })
+    })
+    ws.once('open', () => reject(new Error('the upgrade should be refused')))
+    ws.once('error', () => {})
+  })
+  t.equal(refused.status, 403)
+  const rotated = refused.cookies.find((c) => c.startsWith('sg_refresh='))
+  t.ok(rotated, 'the refusal sets the rotated refresh cookie')
+  t.not(rotated?.split(';')[0], `sg_refresh=${spent}`)
+})
+
+t.test('a cross-origin websocket upgrade is refused before the session is rotated', async (t) => {
+  const { gw } = await setup(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  await sleep(1100)
+  const status = await new Promise<number>((resolve) => {
+    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/super/live`, { headers: { cookie: browser.cookieHeader(), origin: 'http://evil.example' } })
+    ws.once('unexpected-response', (_req, res) => {
+      res.resume()
+      resolve(res.statusCode ?? 0)
+    })
+    ws.once('error', () => {})
+  })
+  t.equal(status, 403, 'csrf')
+  await sleep(400)
+  t.equal((await browser.send('/api/y')).status, 200, 'the refresh cookie was not spent by the cross-origin attempt')
+})
+
+t.test('a logged-out access cookie beside a live refresh cookie: the refresh cookie decides', async (t) => {
+  const { gw } = await setup(t)
+  const old = new CookieClient(gw.url)
+  t.equal((await old.login('alice', 'alice-pw')).status, 200)
+  const loggedOutAccess = old.jar.get('sg_access') as string
+  t.equal((await old.send('/auth/logout', { method: 'POST', headers: { 'x-csrf': '1' } })).status, 204)
+  const live = new CookieClient(gw.url)
+  t.equal((await live.login('alice', 'alice-pw')).status, 200)
+  const liveRefresh = live.jar.get('sg_refresh') as string
+  const mixed = await send(`${gw.url}/api/y`, { headers: { cookie: `sg_access=${loggedOutAccess}; sg_refresh=${liveRefresh}` } })
+  t.equal(mixed.status, 200, 'refreshed with the live session')
+  const set = ([] as string[]).concat(mixed.headers['set-cookie'] ?? [])
+  t.ok(set.some((c) => /^sg_access=[^;]+/.test(c)), 'with new cookies')
+  // The logged-out session's own refresh token still fails: its family ended.
+  const ended = await send(`${gw.url}/api/y`, { headers: { cookie: `sg_access=${loggedOutAccess}; sg_refresh=${old.jar.get('sg_refresh') ?? 'x'}` } })
+  t.equal(ended.status, 401)
+})
+
+t.test('POST /auth/refresh: an empty refreshToken in the body is none, the cookie is used', async (t) => {
+  const { gw } = await setup(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const res = await browser.send('/auth/refresh', { method: 'POST', headers: { 'x-csrf': '1' }, body: { refreshToken: '' } })
+  t.equal(res.status, 200)
+  t.notOk('refreshToken' in res.json, 'answered in cookie mode, as the token came from the cookie')
+  const none = await send(`${gw.url}/auth/refresh`, { method: 'POST', body: { refreshToken: '' } })
+  t.equal(none.status, 401, 'without a cookie: nothing presented')
+  t.equal(none.json.error, 'session_expired')
+})
+
+t.test("an upstream's Clear-Site-Data cannot clear the gateway's cookies; its other directives pass", async (t) => {
+  const { gw } = await setup(t, (req, res) => {
+    const value = req.url?.includes('all') ? '"*"' : req.url?.includes('only') ? '"cookies"' : '"cache", "Cookies", "storage"'
+    res.writeHead(200, { 'content-type': 'application/json', 'clear-site-data': value }).end('{}')
+  })
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const mixed = await browser.send('/api/mixed')
+  t.equal(mixed.status, 200)
+  t.equal(mixed.headers['clear-site-data'], '"cache", "storage"')
+  for (const path of ['/api/only', '/api/all']) {
+    const res = await browser.send(path)
+    t.equal(res.status, 200)
+    t.notOk(res.headers['clear-site-data'], `${path}: removed`)
+  }
+})
+
+t.test('a token of a family already revoked is counted as revoked, not as a second reuse detection', async (t) => {
+  const { gw } = await setup(t)
+  const metric = async (line: RegExp) => Number(line.exec((await send(`${gw.url}/metrics`)).text)?.[1] ?? 0)
+  const detections = () => metric(/^sessiongate_refresh_reuse_detections_total (\d+)/m)
+  const revokedCount = () => metric(/^sessiongate_refreshes_total\{result="revoked"\} (\d+)/m)
+  const login = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })
+  const first = login.json.refreshToken as string
+  const next = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: first } })
+  t.equal(next.status, 200)
+  await sleep(400)
+  const replay = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: first } })
+  t.equal(replay.json.error, 'refresh_token_reused')
+  t.equal(await detections(), 1)
+  const latest = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: next.json.refreshToken } })
+  t.equal(latest.status, 401, 'the family is revoked')
+  t.equal(await detections(), 1, 'still one detection')
+  t.equal(await revokedCount(), 1, 'counted as revoked')
+})
