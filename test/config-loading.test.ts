@@ -184,6 +184,15 @@ t.test('a clockTolerance not shorter than accessTtl, or a reuseGrace over a minu
   t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
 })
 
+t.test('a Redis store without a key file is a warning (each instance would sign with its own key); the in-process store is not (audit)', async (t) => {
+  const redisNoKeys = await load(['redis: { url: "redis://127.0.0.1:6379/0" }', LOGIN].join('\n'))
+  t.same(redisNoKeys.warnings.map((w) => w.path), ['tokens.keys'])
+  t.match(redisNoKeys.warnings[0]?.message, /one instance refuses the tokens of another/)
+  const fromEnv = await load(LOGIN, { REDIS_URL: 'redis://127.0.0.1:6379/0' })
+  t.same(fromEnv.warnings.map((w) => w.path), ['tokens.keys'], 'REDIS_URL counts too')
+  t.same((await load(['redis: { url: "memory://" }', LOGIN].join('\n'))).warnings, [], 'the in-process store: the demo setup, said at start')
+})
+
 t.test('the login block of the provider not chosen is a warning naming it; the chosen one alone is not', async (t) => {
   const usersFile = join(dir, 'unused-users.yaml')
   writeFileSync(usersFile, `users:\n  - { username: a, password: "${await hashPassword('pw', 10)}" }\n`)

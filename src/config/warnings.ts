@@ -9,7 +9,25 @@ import type { GatewayConfig } from './schema.js'
  * but printed by `check` on stderr and logged by the gateway at start and at every reload.
  */
 export function configWarnings(config: GatewayConfig, users: Map<string, UserRecord> | undefined): ConfigProblem[] {
-  return [...unusedLoginWarnings(config.login), ...templateWarnings(config), ...unknownClaimWarnings(config, users), ...lifetimeWarnings(config.tokens)]
+  return [
+    ...unusedLoginWarnings(config.login), ...templateWarnings(config), ...unknownClaimWarnings(config, users),
+    ...lifetimeWarnings(config.tokens), ...sharedStoreKeyWarnings(config),
+  ]
+}
+
+/**
+ * A Redis store (several instances, restarts that keep sessions) with no key file: every instance signs with a key
+ * of its own, made at start, so one instance refuses another's tokens and a restart invalidates every access token.
+ * With the in-process store that is the demo setup, said at start.
+ */
+function sharedStoreKeyWarnings(config: GatewayConfig): ConfigProblem[] {
+  const redis = config.redis
+  const shared = redis.cluster !== undefined || redis.sentinel !== undefined || (redis.url !== undefined && redis.url !== 'memory://')
+  if (!shared || config.tokens.keys !== 'ephemeral') return []
+  return [{
+    path: 'tokens.keys',
+    message: 'is not set, with a Redis store: each instance signs with a key of its own made at start, so one instance refuses the tokens of another and a restart invalidates every access token (write a key set with `sessiongate keygen` and name it here)',
+  }]
 }
 
 /** The login block of the provider not chosen: nothing reads it, so a provider that was meant is not in force. */
