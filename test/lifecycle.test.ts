@@ -41,7 +41,7 @@ t.test('/healthz and /readyz with the in-process store', async (t) => {
     const post = await send(`${gw.url}${path}`, { method: 'POST', body: {} })
     t.equal(post.status, 405, `POST ${path}: 405, not the proxy's 404`)
     t.equal(post.json?.error, 'method_not_allowed')
-    t.equal(post.headers.allow, 'GET')
+    t.equal(post.headers.allow, 'GET, HEAD', 'a GET endpoint answers HEAD too, and says so')
     t.equal((await send(`${gw.url}${path}`, { method: 'HEAD' })).status, 200, `HEAD ${path}`)
   }
 })

@@ -14,9 +14,10 @@ export function oneMethodRoute(
   config: FastifyContextConfig = {},
 ): void {
   app.route({ method, url, handler, config })
+  const allow = method === 'GET' ? 'GET, HEAD' : method
   app.route({
     method: app.supportedMethods.filter((m) => m !== method && !(method === 'GET' && m === 'HEAD')),
     url,
-    handler: async (_request, reply) => sendError(reply.header('allow', method), new GatewayError('method_not_allowed')),
+    handler: async (_request, reply) => sendError(reply.header('allow', allow), new GatewayError('method_not_allowed')),
   })
 }
