@@ -185,6 +185,20 @@ t.test('cookies: the gateway cookies are removed, others pass; upstream Set-Cook
   t.notOk('cookie' in only.json.headers, 'no Cookie header at all when only gateway cookies were sent')
 })
 
+t.test('a route timeout holds to the millisecond, not to undici\'s half-second ticks: 500ms against a 900 ms upstream is a 504 (audit)', async (t) => {
+  const timers = new Set<NodeJS.Timeout>()
+  t.teardown(() => timers.forEach(clearTimeout))
+  const slowish = await upstreamFor(t, (_req, res) => {
+    timers.add(setTimeout(() => res.end('{"late":true}'), 900))
+  })
+  const gw = await gatewayFor(t, [pub('slowish', '/slowish', slowish.url, { timeout: '500ms' }), pub('patient', '/patient', slowish.url, { timeout: '2s' })])
+  const late = await send(`${gw.url}/slowish/x`)
+  t.equal(late.status, 504, 'undici alone answered 200 here (its timer fires up to ~500 ms after the deadline)')
+  t.equal(late.json.error, 'gateway_timeout')
+  const inTime = await send(`${gw.url}/patient/x`)
+  t.equal(inTime.status, 200, 'an upstream within its timeout is answered')
+})
+
 t.test('upstream failures: timeout 504, refused 502, reset 502, 503 passed through once', async (t) => {
   const timers = new Set<NodeJS.Timeout>()
   t.teardown(() => timers.forEach(clearTimeout))

@@ -11,6 +11,7 @@ import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
 import { proxyHandler } from '../proxy/proxy-handler.js'
+import { PreciseHeadersTimeoutAgent } from '../proxy/upstream-timeout.js'
 import { trustedProxies } from '../proxy/trusted-proxies.js'
 import { originForm } from '../routing/normalise-path.js'
 import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
@@ -210,13 +211,13 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // No parsing hook: cookies are parsed where they are read (requestCookies), so that Bearer and public requests
   // do not pay for it. The gateway sets its cookies as headers, never through reply.setCookie.
   await app.register(fastifyCookie, { hook: false })
-  await app.register(replyFrom, {
-    disableRequestLogging: true,
-    // rejectUnauthorized: reply-from turns certificate checks off unless told (it passes undici
-    // `tls.rejectUnauthorized || false`; undici applies `connect` after `tls`): an https upstream is verified against
-    // the system CAs (plus NODE_EXTRA_CA_CERTS) before it is sent a token.
-    undici: { connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000, connect: { rejectUnauthorized: true } },
+  // Keep-alive pools to the upstreams. rejectUnauthorized: given options rather than an agent, reply-from turns
+  // certificate checks off (`tls.rejectUnauthorized || false`); an https upstream is verified against the system CAs
+  // (plus NODE_EXTRA_CA_CERTS) before it is sent a token.
+  const upstreamAgent = new PreciseHeadersTimeoutAgent({
+    connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000, connect: { rejectUnauthorized: true },
   })
+  await app.register(replyFrom, { disableRequestLogging: true, undici: upstreamAgent })
 
   // Gateway endpoints parse JSON bodies (bounded by server.bodyLimit); an empty body is no body, and so is one that
   // does not parse on a route that says so (logout).
@@ -284,6 +285,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
 
   app.addHook('onClose', async () => {
     revocationCache?.stop()
+    await upstreamAgent.close()
     if (!options.store) await store.close()
   })
 
