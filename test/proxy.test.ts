@@ -199,6 +199,30 @@ t.test('a route timeout holds to the millisecond, not to undici\'s half-second t
   t.equal(inTime.status, 200, 'an upstream within its timeout is answered')
 })
 
+t.test('the route timeout starts once the request is sent: a slow upload is not the upstream being slow; a 1xx does not end the wait (review)', async (t) => {
+  const timers = new Set<NodeJS.Timeout>()
+  t.teardown(() => timers.forEach(clearTimeout))
+  // The echo upstream answers once the whole body is in.
+  const up = await upstreamFor(t)
+  const hinting = await upstreamFor(t, (_req, res) => {
+    res.writeEarlyHints({ link: '</style.css>; rel=preload; as=style' })
+    timers.add(setTimeout(() => res.end('{"late":true}'), 900))
+  })
+  const gw = await gatewayFor(t, [pub('upload', '/upload', up.url, { timeout: '500ms' }), pub('hints', '/hints', hinting.url, { timeout: '500ms' })])
+  async function* slowBody() {
+    for (let i = 0; i < 5; i++) {
+      yield Buffer.from(`part ${i};`)
+      await new Promise((resolve) => setTimeout(resolve, 200))
+    }
+  }
+  const upload = await request(`${gw.url}/upload/x`, { method: 'PUT', headers: { 'content-type': 'text/plain' }, body: Readable.from(slowBody()) })
+  const echoed = (await upload.body.json()) as { body: string }
+  t.equal(upload.statusCode, 200, 'a ~1 s upload through a 500ms route is answered')
+  t.equal(echoed.body, 'part 0;part 1;part 2;part 3;part 4;', 'whole')
+  const hinted = await send(`${gw.url}/hints/x`)
+  t.equal(hinted.status, 504, 'an early hint does not stop the clock')
+})
+
 t.test('upstream failures: timeout 504, refused 502, reset 502, 503 passed through once', async (t) => {
   const timers = new Set<NodeJS.Timeout>()
   t.teardown(() => timers.forEach(clearTimeout))
