@@ -289,6 +289,14 @@ t.test('routes: upstream URL, duplicates, prefixes', async (t) => {
   ], 'the duplicates along with the bad values; no comparison with the unreadable accessTtl')
   const ordered = await problemsOf(t, ['tokens: { accessTtl: 1m, refreshAhead: 2m }', 'routes:', route('a', '/a', 'ftp://127.0.0.1:1')].join('\n'))
   t.same(lines(ordered).sort(), ['routes[0].upstream: must be an http(s) URL', 'tokens.refreshAhead: must be shorter than tokens.accessTtl'])
+  // Raw values of fields that failed are compared with nothing, and one that cannot be read hides no other check (review).
+  const nameless = await problemsOf(t, ['routes:', '  - { prefix: /a, upstream: "http://127.0.0.1:1" }', '  - { prefix: /b, upstream: "http://127.0.0.1:1" }'].join('\n'))
+  t.notOk(lines(nameless).some((l) => l.includes('duplicates')), `two routes without a name are not duplicates: ${lines(nameless).join(' | ')}`)
+  const unreadable = await problemsOf(
+    t,
+    ['tokens: { accessTtl: 1m, refreshAhead: 2m }', 'routes:', '  - { name: a, prefix: 5, upstream: "http://127.0.0.1:1" }', '  - { name: b, prefix: /b, upstream: "http://127.0.0.1:1", headers: null }'].join('\n'),
+  )
+  t.ok(lines(unreadable).includes('tokens.refreshAhead: must be shorter than tokens.accessTtl'), `the token check still runs: ${lines(unreadable).join(' | ')}`)
 
   for (const bad of ['api', '/api/../admin', '/api//x', '/api?x=1', '/api/%2e%2e', '/a/./b']) {
     const problems = await problemsOf(t, ['routes:', route('a', bad, 'http://127.0.0.1:1')].join('\n'))

@@ -3,6 +3,7 @@
  * `session_store_unavailable` + Retry-After, quickly and without touching cookies; public routes keep working;
  * the gateway recovers by itself; `redis.onOutage: verify-only` accepts valid tokens meanwhile.
  */
+import { connect } from 'node:net'
 import t, { type Test } from 'tap'
 import { CookieClient, send, type Reply } from './helpers/client.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
@@ -45,6 +46,7 @@ async function setup(t: Test, config: Record<string, unknown> = {}): Promise<Set
       ...config,
       routes: [
         { name: 'api', prefix: '/api', upstream: upstream.url },
+        { name: 'live', prefix: '/live', upstream: upstream.url, websocket: true },
         { name: 'pub', prefix: '/pub', upstream: upstream.url, auth: 'public' },
       ],
     },
@@ -66,6 +68,19 @@ function storeUnavailable(t: Test, res: Reply, what: string): void {
 }
 
 /** Polls until the protected route answers 200 again (bounded). */
+/** A WebSocket upgrade by hand: the first line of the gateway's answer. */
+function rawUpgrade(port: number, path: string, cookie: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nCookie: ${cookie}\r\n\r\n`)
+    })
+    let text = ''
+    socket.on('data', (d: Buffer) => (text += d.toString('latin1')))
+    socket.on('end', () => resolve(text))
+    socket.on('error', reject)
+  })
+}
+
 async function recovered(client: CookieClient, path: string, timeoutMs = 20_000): Promise<Reply> {
   const deadline = Date.now() + timeoutMs
   for (;;) {
@@ -119,6 +134,9 @@ t.test('fail-closed (default): 503 on protected routes, public routes work, reco
   const login = await within(send(`${gw.url}/auth/login`, { method: 'POST', body: { username: 'alice', password: 'alice-pw' } }))
   storeUnavailable(t, login, 'login')
   t.equal(await storeErrors(), errorsBefore + 1, 'a login answered 503 counts as a store error, as a proxied request does')
+  const upgrade = await within(rawUpgrade(gw.port, '/live/x', client.cookieHeader()))
+  t.match(upgrade, /^HTTP\/1\.1 503 /, 'a WebSocket upgrade is refused 503 too')
+  t.equal(await storeErrors(), errorsBefore + 2, 'and counted')
 
   const refresh = await within(client.send('/auth/refresh', { method: 'POST', headers: { 'x-csrf': '1' } }))
   storeUnavailable(t, refresh, 'refresh')

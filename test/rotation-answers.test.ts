@@ -17,6 +17,7 @@ async function setup(t: Test, handler?: Parameters<typeof startUpstream>[0]) {
       routes: [
         { name: 'api', prefix: '/api', upstream: up.url },
         { name: 'super', prefix: '/super', upstream: up.url, require: { roles: ['superuser'] }, websocket: true },
+        { name: 'open-ws', prefix: '/open-ws', upstream: up.url, auth: 'public', websocket: true },
       ],
     },
   })
@@ -65,22 +66,35 @@ t.test('a websocket upgrade refused by require after a refresh carries the new c
   t.not(rotated?.split(';')[0], `sg_refresh=${spent}`)
 })
 
-t.test('a cross-origin websocket upgrade is refused before the session is rotated', async (t) => {
+t.test('a cross-origin websocket upgrade is refused (csrf) before the session is rotated; a public websocket route is not checked', async (t) => {
   const { gw } = await setup(t)
   const browser = new CookieClient(gw.url)
   t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const refresh = browser.jar.get('sg_refresh') as string
   await sleep(1100)
-  const status = await new Promise<number>((resolve) => {
-    const ws = new WebSocket(`${gw.url.replace('http', 'ws')}/super/live`, { headers: { cookie: browser.cookieHeader(), origin: 'http://evil.example' } })
-    ws.once('unexpected-response', (_req, res) => {
-      res.resume()
-      resolve(res.statusCode ?? 0)
+  const upgrade = (path: string, origin: string) =>
+    new Promise<{ status: number; body: string; cookies: string[] }>((resolve) => {
+      const ws = new WebSocket(`${gw.url.replace('http', 'ws')}${path}`, { headers: { cookie: browser.cookieHeader(), origin } })
+      ws.once('unexpected-response', (_req, res) => {
+        let body = ''
+        res.on('data', (d: Buffer) => (body += d))
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body, cookies: res.headers['set-cookie'] ?? [] }))
+      })
+      ws.once('open', () => {
+        ws.close()
+        resolve({ status: 101, body: '', cookies: [] })
+      })
+      ws.once('error', () => {})
     })
-    ws.once('error', () => {})
-  })
-  t.equal(status, 403, 'csrf')
-  await sleep(400)
-  t.equal((await browser.send('/api/y')).status, 200, 'the refresh cookie was not spent by the cross-origin attempt')
+  const refused = await upgrade('/super/live', 'http://evil.example')
+  t.equal(refused.status, 403)
+  t.equal(JSON.parse(refused.body).error, 'csrf', 'refused for its origin, before the role check')
+  t.same(refused.cookies, [], 'no rotation happened: no new cookies')
+  // The refresh token the browser holds is still the family's current one: presented alone, it rotates.
+  const rotated = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: refresh } })
+  t.equal(rotated.status, 200, 'the refresh token was not spent by the cross-origin attempt')
+  const open = await upgrade('/open-ws/live', 'http://evil.example')
+  t.not(open.status, 403, 'a public websocket route authenticates nobody: no origin check')
 })
 
 t.test('a logged-out access cookie beside a live refresh cookie: the refresh cookie decides', async (t) => {
@@ -88,6 +102,7 @@ t.test('a logged-out access cookie beside a live refresh cookie: the refresh coo
   const old = new CookieClient(gw.url)
   t.equal((await old.login('alice', 'alice-pw')).status, 200)
   const loggedOutAccess = old.jar.get('sg_access') as string
+  const loggedOutRefresh = old.jar.get('sg_refresh') as string
   t.equal((await old.send('/auth/logout', { method: 'POST', headers: { 'x-csrf': '1' } })).status, 204)
   const live = new CookieClient(gw.url)
   t.equal((await live.login('alice', 'alice-pw')).status, 200)
@@ -97,8 +112,25 @@ t.test('a logged-out access cookie beside a live refresh cookie: the refresh coo
   const set = ([] as string[]).concat(mixed.headers['set-cookie'] ?? [])
   t.ok(set.some((c) => /^sg_access=[^;]+/.test(c)), 'with new cookies')
   // The logged-out session's own refresh token still fails: its family ended.
-  const ended = await send(`${gw.url}/api/y`, { headers: { cookie: `sg_access=${loggedOutAccess}; sg_refresh=${old.jar.get('sg_refresh') ?? 'x'}` } })
-  t.equal(ended.status, 401)
+  const ended = await send(`${gw.url}/api/y`, { headers: { cookie: `sg_access=${loggedOutAccess}; sg_refresh=${loggedOutRefresh}` } })
+  t.equal(ended.status, 401, "with its own family's refresh cookie, a logged-out access cookie stays refused")
+  t.ok(([] as string[]).concat(ended.headers['set-cookie'] ?? []).some((c) => /^sg_refresh=;/.test(c)), 'and the cookies are cleared')
+})
+
+t.test("a revoked access cookie with its own family's refresh cookie (reuse detected) is refused, nothing comes back", async (t) => {
+  const { gw } = await setup(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const first = browser.jar.get('sg_refresh') as string
+  t.equal((await browser.send('/auth/refresh', { method: 'POST', headers: { 'x-csrf': '1' } })).status, 200)
+  const access = browser.jar.get('sg_access') as string
+  const latest = browser.jar.get('sg_refresh') as string
+  await sleep(400) // past reuseGrace
+  t.equal((await send(`${gw.url}/auth/refresh`, { body: { refreshToken: first } })).json.error, 'refresh_token_reused')
+  const res = await send(`${gw.url}/api/y`, { headers: { cookie: `sg_access=${access}; sg_refresh=${latest}` } })
+  t.equal(res.status, 401, 'the revoked family does not refresh')
+  const again = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: latest } })
+  t.equal(again.status, 401, 'and its latest refresh token stays dead')
 })
 
 t.test('POST /auth/refresh: an empty refreshToken in the body is none, the cookie is used', async (t) => {
@@ -147,4 +179,16 @@ t.test('a token of a family already revoked is counted as revoked, not as a seco
   t.equal(latest.status, 401, 'the family is revoked')
   t.equal(await detections(), 1, 'still one detection')
   t.equal(await revokedCount(), 1, 'counted as revoked')
+})
+
+t.test('POST /auth/logout: an empty refreshToken in the body is none, the refresh cookie is ended', async (t) => {
+  const { gw } = await setup(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const refresh = browser.jar.get('sg_refresh') as string
+  // Only the refresh cookie, so that the family's end comes from it and not from the access token's sid.
+  const out = await send(`${gw.url}/auth/logout`, { headers: { cookie: `sg_refresh=${refresh}`, 'x-csrf': '1' }, body: { refreshToken: '' } })
+  t.equal(out.status, 204)
+  const after = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: refresh } })
+  t.equal(after.status, 401, 'the family named by the cookie ended')
 })

@@ -308,91 +308,107 @@ export const configSchema = baseConfigSchema
   // duplicates and the settings that contradict each other along with the bad values. Over a config that failed,
   // a value may still be raw input of any shape: a check that cannot read it is skipped (its field was reported).
   .superRefine((config, ctx) => {
-    try {
-      crossFieldProblems(config, ctx)
-    } catch {
-      // only reachable over a config whose own fields failed
+    // Each group on its own: one that cannot read a raw value (its field was reported) does not hide the others.
+    for (const group of [routeProblems, loginProblems, storeAndCookieProblems, tokenProblems]) {
+      try {
+        group(config, ctx)
+      } catch {
+        // only reachable over a config whose own fields failed
+      }
     }
   }, { when: () => true })
 
 type ParsedConfig = z.output<typeof baseConfigSchema>
+type Ctx = z.RefinementCtx<ParsedConfig>
 
-function crossFieldProblems(config: ParsedConfig, ctx: z.RefinementCtx<ParsedConfig>): void {
-    const names = new Map<string, number>()
-    const prefixes = new Map<string, number>()
-    config.routes.forEach((route, i) => {
-      const prefix = normalisePrefix(route.prefix)
-      if (names.has(route.name)) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'name'], message: `duplicates routes[${names.get(route.name)}].name`, input: route.name })
-      } else names.set(route.name, i)
-      if (prefixes.has(prefix)) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `duplicates routes[${prefixes.get(prefix)}].prefix`, input: route.prefix })
-      } else prefixes.set(prefix, i)
-      if (prefix === config.login.path || prefix.startsWith(`${config.login.path}/`)) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the auth endpoints at ${config.login.path}`, input: route.prefix })
-      }
-      // The gateway's endpoints are exact paths: `/metrics/dashboard` reaches a route, `/metrics` never would.
-      const own = GATEWAY_PATHS.find((p) => prefix === p)
-      if (own !== undefined) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `is the gateway's own endpoint ${own}`, input: route.prefix })
-      }
-      if (route.auth === 'public' && route.require !== undefined) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'require'], message: 'has no effect on a public route', input: route.require })
-      }
-      if (route.auth === 'public' && route.corsPreflight) {
-        ctx.issues.push({ code: 'custom', path: ['routes', i, 'corsPreflight'], message: 'has no effect on a public route (every request passes without auth)', input: true })
-      }
-      const headers = new Map<string, string>()
-      for (const name of Object.keys(route.headers)) {
-        const first = headers.get(name.toLowerCase())
-        if (first !== undefined) {
-          ctx.issues.push({ code: 'custom', path: ['routes', i, 'headers', name], message: `duplicates routes[${i}].headers.${first} (header names ignore case)`, input: name })
-        } else headers.set(name.toLowerCase(), name)
-      }
-    })
-    if (config.login.provider === 'users' && config.login.users === undefined) {
-      ctx.issues.push({ code: 'custom', path: ['login', 'users'], message: 'is required when login.provider is users', input: undefined })
+function routeProblems(config: ParsedConfig, ctx: Ctx): void {
+  const names = new Map<string, number>()
+  const prefixes = new Map<string, number>()
+  if (!Array.isArray(config.routes)) return
+  config.routes.forEach((route, i) => {
+    // A route whose own fields failed may hold raw input: it is compared with nothing (no false duplicates).
+    if (typeof route !== 'object' || route === null || typeof route.name !== 'string' || typeof route.prefix !== 'string') return
+    const prefix = normalisePrefix(route.prefix)
+    if (names.has(route.name)) {
+      ctx.issues.push({ code: 'custom', path: ['routes', i, 'name'], message: `duplicates routes[${names.get(route.name)}].name`, input: route.name })
+    } else names.set(route.name, i)
+    if (prefixes.has(prefix)) {
+      ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `duplicates routes[${prefixes.get(prefix)}].prefix`, input: route.prefix })
+    } else prefixes.set(prefix, i)
+    if (prefix === config.login.path || prefix.startsWith(`${config.login.path}/`)) {
+      ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `overlaps the auth endpoints at ${config.login.path}`, input: route.prefix })
     }
-    if (config.login.provider === 'upstream' && config.login.upstream === undefined) {
-      ctx.issues.push({ code: 'custom', path: ['login', 'upstream'], message: 'is required when login.provider is upstream', input: undefined })
+    // The gateway's endpoints are exact paths: `/metrics/dashboard` reaches a route, `/metrics` never would.
+    const own = GATEWAY_PATHS.find((p) => prefix === p)
+    if (own !== undefined) {
+      ctx.issues.push({ code: 'custom', path: ['routes', i, 'prefix'], message: `is the gateway's own endpoint ${own}`, input: route.prefix })
     }
-    const page = config.login.page
-    if (page !== undefined) {
-      const problem = loginPageProblem(page, config.routes, config.login.path)
-      if (problem !== undefined) ctx.issues.push({ code: 'custom', path: ['login', 'page'], message: problem, input: page })
+    if (route.auth === 'public' && route.require !== undefined) {
+      ctx.issues.push({ code: 'custom', path: ['routes', i, 'require'], message: 'has no effect on a public route', input: route.require })
     }
-    const backends = [config.redis.url, config.redis.cluster, config.redis.sentinel].filter((b) => b !== undefined)
-    if (backends.length > 1) {
-      ctx.issues.push({ code: 'custom', path: ['redis'], message: 'give only one of url, cluster or sentinel', input: config.redis })
+    if (route.auth === 'public' && route.corsPreflight) {
+      ctx.issues.push({ code: 'custom', path: ['routes', i, 'corsPreflight'], message: 'has no effect on a public route (every request passes without auth)', input: true })
     }
-    if (config.redis.revocationCache && config.redis.cluster !== undefined) {
-      ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'needs redis.url or redis.sentinel, not redis.cluster', input: true })
+    const headers = new Map<string, string>()
+    for (const name of Object.keys(route.headers ?? {})) {
+      const first = headers.get(name.toLowerCase())
+      if (first !== undefined) {
+        ctx.issues.push({ code: 'custom', path: ['routes', i, 'headers', name], message: `duplicates routes[${i}].headers.${first} (header names ignore case)`, input: name })
+      } else headers.set(name.toLowerCase(), name)
     }
-    const cookies = config.cookies
-    const cookie = cookieNames(cookies)
-    if (cookie.access === cookie.refresh) {
-      const [path, other] = cookies.refresh !== undefined ? (['refresh', 'access'] as const) : (['access', 'refresh'] as const)
-      const defaulted = cookies[other] === undefined ? ` (its default, ${cookie[other]})` : ''
-      ctx.issues.push({ code: 'custom', path: ['cookies', path], message: `must differ from cookies.${other}${defaulted}`, input: cookie[path] })
+  })
+}
+
+function loginProblems(config: ParsedConfig, ctx: Ctx): void {
+  if (config.login.provider === 'users' && config.login.users === undefined) {
+    ctx.issues.push({ code: 'custom', path: ['login', 'users'], message: 'is required when login.provider is users', input: undefined })
+  }
+  if (config.login.provider === 'upstream' && config.login.upstream === undefined) {
+    ctx.issues.push({ code: 'custom', path: ['login', 'upstream'], message: 'is required when login.provider is upstream', input: undefined })
+  }
+  const page = config.login.page
+  if (page !== undefined) {
+    const problem = loginPageProblem(page, config.routes, config.login.path)
+    if (problem !== undefined) ctx.issues.push({ code: 'custom', path: ['login', 'page'], message: problem, input: page })
+  }
+}
+
+function storeAndCookieProblems(config: ParsedConfig, ctx: Ctx): void {
+  const backends = [config.redis.url, config.redis.cluster, config.redis.sentinel].filter((b) => b !== undefined)
+  if (backends.length > 1) {
+    ctx.issues.push({ code: 'custom', path: ['redis'], message: 'give only one of url, cluster or sentinel', input: config.redis })
+  }
+  if (config.redis.revocationCache && config.redis.cluster !== undefined) {
+    ctx.issues.push({ code: 'custom', path: ['redis', 'revocationCache'], message: 'needs redis.url or redis.sentinel, not redis.cluster', input: true })
+  }
+  const cookies = config.cookies
+  const cookie = cookieNames(cookies)
+  if (cookie.access === cookie.refresh) {
+    const [path, other] = cookies.refresh !== undefined ? (['refresh', 'access'] as const) : (['access', 'refresh'] as const)
+    const defaulted = cookies[other] === undefined ? ` (its default, ${cookie[other]})` : ''
+    ctx.issues.push({ code: 'custom', path: ['cookies', path], message: `must differ from cookies.${other}${defaulted}`, input: cookie[path] })
+  }
+  for (const key of ['access', 'refresh'] as const) {
+    const secured = /^(__Host-|__Secure-)/i.exec(cookies[key] ?? '')?.[1]
+    if (secured !== undefined && !cookies.secure) {
+      ctx.issues.push({ code: 'custom', path: ['cookies', key], message: `a ${secured} name needs cookies.secure: true (browsers reject it otherwise)`, input: cookies[key] })
     }
-    for (const key of ['access', 'refresh'] as const) {
-      const secured = /^(__Host-|__Secure-)/i.exec(cookies[key] ?? '')?.[1]
-      if (secured !== undefined && !cookies.secure) {
-        ctx.issues.push({ code: 'custom', path: ['cookies', key], message: `a ${secured} name needs cookies.secure: true (browsers reject it otherwise)`, input: cookies[key] })
-      }
-    }
-    const t = config.tokens
-    if ([t.accessTtl, t.refreshIdleTtl, t.refreshAbsoluteTtl, t.refreshAhead].some((d) => typeof d !== 'number')) return
-    if (t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
-    if (t.refreshIdleTtl < t.accessTtl) {
-      ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshIdleTtl'], message: 'must not be shorter than tokens.accessTtl', input: t.refreshIdleTtl })
-    }
-    if (t.refreshAbsoluteTtl < t.refreshIdleTtl) {
-      ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAbsoluteTtl'], message: 'must not be shorter than tokens.refreshIdleTtl', input: t.refreshAbsoluteTtl })
-    }
-    if (t.refreshAhead >= t.accessTtl) {
-      ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAhead'], message: 'must be shorter than tokens.accessTtl', input: t.refreshAhead })
-    }
+  }
+}
+
+function tokenProblems(config: ParsedConfig, ctx: Ctx): void {
+  const t = config.tokens
+  if ([t.accessTtl, t.refreshIdleTtl, t.refreshAbsoluteTtl, t.refreshAhead].some((d) => typeof d !== 'number')) return
+  if (t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
+  if (t.refreshIdleTtl < t.accessTtl) {
+    ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshIdleTtl'], message: 'must not be shorter than tokens.accessTtl', input: t.refreshIdleTtl })
+  }
+  if (t.refreshAbsoluteTtl < t.refreshIdleTtl) {
+    ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAbsoluteTtl'], message: 'must not be shorter than tokens.refreshIdleTtl', input: t.refreshAbsoluteTtl })
+  }
+  if (t.refreshAhead >= t.accessTtl) {
+    ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAhead'], message: 'must be shorter than tokens.accessTtl', input: t.refreshAhead })
+  }
 }
 
 /**

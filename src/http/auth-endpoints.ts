@@ -116,7 +116,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       credentials.mode === 'cookie' ? credentials.access : credentials.mode === 'bearer' ? credentials.token : undefined
     const body = request.body as { refreshToken?: unknown } | undefined
     const refreshToken =
-      typeof body?.refreshToken === 'string' ? body.refreshToken : credentials.mode === 'cookie' ? credentials.refresh : undefined
+      typeof body?.refreshToken === 'string' && body.refreshToken !== '' ? body.refreshToken : credentials.mode === 'cookie' ? credentials.refresh : undefined
     let access: VerifiedAccessToken | undefined
     if (accessText) access = await verifiedForLogout(rt, accessText)
     await rt.sessions.logout(access, refreshToken)

@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import { WebSocket, WebSocketServer } from 'ws'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
+import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import { toGatewayError } from '../http/send-error.js'
 import { originForm } from '../routing/normalise-path.js'
@@ -28,7 +29,7 @@ function refuse(socket: Duplex, error: GatewayError, cookies: string[] = []): vo
  * (plus an Origin check in cookie mode, against cross-site WebSocket hijacking), then frames are relayed
  * both ways with the `ws` library.
  */
-export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBaseLogger, trustsPeer: (a: string | undefined) => boolean) {
+export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBaseLogger, trustsPeer: (a: string | undefined) => boolean, metrics: Metrics) {
   // The client is told the subprotocol the upstream chose (ws would otherwise pick the client's first offer).
   const chosenProtocol = new WeakMap<IncomingMessage, string>()
   // A session rotated on the way in: the 101 answer carries the new cookies, like any proxied answer.
@@ -54,8 +55,10 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
         originalUrl: raw.url,
         socket: raw.socket,
       } as unknown as FastifyRequest
-      // Before the auth step, which may rotate the session: a cross-origin page must not spend a refresh token.
-      if (credentialsOf(request, rt.cookies).mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
+      // Before the auth step, which may rotate the session: a cross-origin page must not spend a refresh token. A
+      // public route authenticates nobody (and the upstream never sees the gateway's cookies): nothing to protect.
+      const crossOrigin = match.route.config.auth !== 'public' && credentialsOf(request, rt.cookies).mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)
+      if (crossOrigin) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
       const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
@@ -89,7 +92,8 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
         })
       })
     } catch (err) {
-      if (!(err instanceof GatewayError) && !(err instanceof StoreUnavailableError)) log.error({ err }, 'websocket upgrade failed')
+      if (err instanceof StoreUnavailableError) metrics.storeErrors.inc()
+      else if (!(err instanceof GatewayError)) log.error({ err }, 'websocket upgrade failed')
       refuse(socket, toGatewayError(err), err instanceof RefusedAfterRotation ? sessionCookies(rt.config, err.rotated) : rotatedCookies.get(raw))
     }
   }

@@ -279,7 +279,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     res.writeHead(error.statusCode, headers).end(body)
   })
 
-  const websockets = websocketUpgradeHandler(current, app.log, trustsPeer)
+  const websockets = websocketUpgradeHandler(current, app.log, trustsPeer, metrics)
   app.server.on('upgrade', (req, socket, head) => void websockets.onUpgrade(req, socket, head))
   app.addHook('preClose', async () => websockets.close())
 
