@@ -1,16 +1,20 @@
 // An https upstream is verified before it gets a request (and with it a token): @fastify/reply-from turns undici's
 // certificate checks off unless told otherwise. The certificate is made here with openssl (none is committed).
-import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { execFileSync, spawn } from 'node:child_process'
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { createServer } from 'node:https'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import t from 'tap'
+import { stringify } from 'yaml'
 import { send } from './helpers/client.js'
-import { startGateway } from './helpers/gateway.js'
+import { startGateway, writeUsers } from './helpers/gateway.js'
+import { freePort } from './helpers/redis-server.js'
+
+const dir = mkdtempSync(join(tmpdir(), 'sg-tls-'))
+t.teardown(() => rmSync(dir, { recursive: true, force: true }))
 
 function selfSignedCertificate(): { key: Buffer; cert: Buffer } | undefined {
-  const dir = mkdtempSync(join(tmpdir(), 'sg-tls-'))
   try {
     execFileSync('openssl', [
       'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-days', '1',
@@ -19,8 +23,6 @@ function selfSignedCertificate(): { key: Buffer; cert: Buffer } | undefined {
     return { key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }
   } catch {
     return undefined
-  } finally {
-    rmSync(dir, { recursive: true, force: true })
   }
 }
 
@@ -55,4 +57,40 @@ t.test('an https upstream whose certificate does not verify gets nothing: 502, a
   const open = await send(`${gw.url}/open/x`)
   t.equal(open.status, 502, 'a public route too')
   t.same(seen, [], 'the upstream received no request, so no token')
+})
+
+t.test('an https upstream signed by a CA named in NODE_EXTRA_CA_CERTS is trusted (the way to a private CA)', { skip: certificate ? false : 'openssl is not installed' }, async (t) => {
+  const seen: string[] = []
+  const upstream = createServer(certificate!, (req, res) => {
+    seen.push(req.url ?? '')
+    res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
+  })
+  await new Promise<void>((resolve) => upstream.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    upstream.closeAllConnections()
+    upstream.close()
+  })
+  const port = await freePort()
+  const configFile = join(dir, 'gateway.yaml')
+  writeFileSync(configFile, stringify({
+    server: { host: '127.0.0.1', port },
+    tokens: { issuer: 'https://gateway.test', audience: 'test-api' },
+    cookies: { secure: false },
+    login: { users: await writeUsers(dir) },
+    routes: [{ name: 'open', prefix: '/open', upstream: `https://127.0.0.1:${(upstream.address() as { port: number }).port}`, auth: 'public' }],
+  }))
+  const env: NodeJS.ProcessEnv = { ...process.env, NODE_EXTRA_CA_CERTS: join(dir, 'cert.pem'), LOG_LEVEL: 'warn' }
+  for (const name of ['SESSIONGATE_CONFIG', 'REDIS_URL', 'HOST', 'PORT']) delete env[name]
+  const child = spawn(process.execPath, [join(import.meta.dirname, '..', 'bin', 'sessiongate.js'), '--config', configFile], { env, stdio: 'ignore' })
+  t.teardown(() => void child.kill('SIGKILL'))
+  const url = `http://127.0.0.1:${port}`
+  let up = false
+  for (let i = 0; i < 100 && !up; i++) {
+    up = await send(`${url}/healthz`).then((r) => r.status === 200, () => false)
+    if (!up) await new Promise((resolve) => setTimeout(resolve, 100))
+  }
+  t.ok(up, 'the gateway started')
+  const res = await send(`${url}/open/x`)
+  t.equal(res.status, 200, 'proxied')
+  t.same(seen, ['/open/x'], 'the upstream was reached')
 })

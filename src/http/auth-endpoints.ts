@@ -135,12 +135,14 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
   route('/session', 'GET', async (request, reply) => {
     const rt = current()
     const auth = await authenticateOrThrow(request, reply, rt)
+    // Set before the store is read again: a rotation's cookies must reach the browser whatever the answer (a 503 if
+    // the store went away in between), or it keeps a spent refresh token.
+    if (auth.rotated) reply.header('set-cookie', sessionCookies(rt.config, auth.rotated))
     const session = await rt.sessions.session(auth.token.sid)
     if (!session) {
       if (carriesSessionCookies(request, rt.cookies)) reply.header('set-cookie', clearedCookies(rt.config))
       throw unauthenticated(auth.mode)
     }
-    if (auth.rotated) reply.header('set-cookie', sessionCookies(rt.config, auth.rotated))
     return reply.send({
       sub: auth.token.sub,
       claims: userClaims(auth.token.payload),
