@@ -184,6 +184,14 @@ t.test('a clockTolerance not shorter than accessTtl, or a reuseGrace over a minu
   t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
 })
 
+t.test('an empty file, or one of comments only, says so before what it lacks (audit)', async (t) => {
+  for (const text of ['', '# only a comment\n']) {
+    const lines = await problemLines(t, text)
+    t.equal(lines[0], '(root): is empty: the file has no settings (config/gateway.yaml is a start)', JSON.stringify(text))
+    t.ok(lines.includes('login.users: is required when login.provider is users'), 'and what it lacks')
+  }
+})
+
 t.test('a Redis store without a key file is a warning (each instance would sign with its own key); the in-process store is not (audit)', async (t) => {
   const redisNoKeys = await load(['redis: { url: "redis://127.0.0.1:6379/0" }', LOGIN].join('\n'))
   t.same(redisNoKeys.warnings.map((w) => w.path), ['tokens.keys'])

@@ -177,6 +177,8 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   try {
     // Throws on an alias without its anchor (`*x`) and on alias expansion bombs (maxAliasCount).
     raw = yaml.toJS({ maxAliasCount: 100 }) ?? {}
+    // Said first, so that the problems that follow (the settings it lacks) are read as what they are.
+    if (yaml.contents === null) problems.push({ path: '(root)', message: 'is empty: the file has no settings (config/gateway.yaml is a start)' })
   } catch (err) {
     throw new ConfigError([{ path: file, message: `YAML error: ${(err as Error).message.split('\n')[0]}` }])
   }
