@@ -74,6 +74,39 @@ t.test('login.provider: upstream — the legacy API checks the credentials', asy
   t.same(slow.setCookies, [])
 })
 
+t.test('a failing login service (5xx, an answer over 1 MiB) is a 502 that counts as no failed login; the client address goes along (audit)', async (t) => {
+  let mode: 'down' | 'huge' | 'ok' = 'down'
+  const legacy = await startUpstream((_req, res) => {
+    if (mode === 'down') return void res.writeHead(503, { 'retry-after': '5', 'content-type': 'application/json' }).end('{"error":"maintenance"}')
+    res.writeHead(200, { 'content-type': 'application/json' })
+    if (mode === 'huge') return void res.end(JSON.stringify({ user: { id: 7, pad: 'x'.repeat(2 << 20) } }))
+    res.end(JSON.stringify({ user: { id: 7 } }))
+  })
+  const gw = await startGateway({
+    config: { login: { provider: 'upstream', upstream: { url: `${legacy.url}/login`, subject: '/user/id' }, rateLimit: { max: 2, window: '1m' } } },
+  })
+  t.teardown(async () => {
+    await gw.close()
+    await legacy.close()
+  })
+  const login = () => send(`${gw.url}/auth/login`, { body: { username: 'dave', password: 'dave-pw' } })
+  for (let i = 0; i < 3; i++) {
+    const down = await login()
+    t.equal(down.status, 502, `attempt ${i + 1}: the service failing is not a wrong password`)
+    t.equal(down.json.error, 'bad_gateway')
+  }
+  mode = 'huge'
+  const huge = await login()
+  t.equal(huge.status, 502, 'an answer over 1 MiB is not read')
+  t.match(huge.json.message, /over 1048576 bytes/)
+  mode = 'ok'
+  const back = await login()
+  t.equal(back.status, 200, 'once the service is back, the right password logs in: no attempt above counted as failed')
+  t.equal(legacy.last()!.headers['x-forwarded-for'], '127.0.0.1', "the login service sees the client's address")
+  const metrics = (await send(`${gw.url}/metrics`)).text
+  t.match(metrics, /sessiongate_logins_total\{result="error"\} 4/, 'counted as errors')
+})
+
 t.test('the example configurations pass `sessiongate check`', async (t) => {
   const dir = mkdtempSync(join(tmpdir(), 'sg-examples-'))
   const keys = join(dir, 'keys.json')

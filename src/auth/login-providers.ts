@@ -10,7 +10,8 @@ export interface LoginIdentity {
 
 /** Checks credentials: an identity, or undefined for wrong ones. Infrastructure failures throw GatewayError. */
 export interface LoginProvider {
-  authenticate(username: string, password: string): Promise<LoginIdentity | undefined>
+  /** `clientIp`: the address the login came from (the upstream provider passes it on as X-Forwarded-For). */
+  authenticate(username: string, password: string, clientIp?: string): Promise<LoginIdentity | undefined>
 }
 
 /** The users file: scrypt hashes, the same work for unknown users as for wrong passwords. */
@@ -46,34 +47,52 @@ export function resolvePointer(doc: unknown, pointer: string): unknown {
   return node
 }
 
+/** The most of a login service's answer that is read: a subject and a few claims, far below this. */
+export const MAX_LOGIN_ANSWER_BYTES = 1 << 20
+
 /**
  * `login.provider: upstream`: the legacy API's own login endpoint checks the credentials. A 2xx JSON answer
- * gives the subject and claims by JSON pointer; any other status is a wrong password; no answer is a 502/504.
+ * gives the subject and claims by JSON pointer; a 4xx is a wrong password; a 5xx, no answer, an answer over
+ * 1 MiB or not JSON is the login service failing (502, 504 when it is too slow), never counted as a failed login.
  */
 export class UpstreamLoginProvider implements LoginProvider {
   constructor(private readonly upstream: NonNullable<GatewayConfig['login']['upstream']>) {}
 
-  async authenticate(username: string, password: string): Promise<LoginIdentity | undefined> {
+  async authenticate(username: string, password: string, clientIp?: string): Promise<LoginIdentity | undefined> {
+    const signal = AbortSignal.timeout(this.upstream.timeout)
+    const timedOut = () => new GatewayError('gateway_timeout', 'The login service did not answer in time.')
     let response: Response
     try {
       response = await fetch(this.upstream.url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', accept: 'application/json' },
+        // X-Forwarded-For: a legacy endpoint that locks out by address sees the client's, not the gateway's.
+        headers: { 'content-type': 'application/json', accept: 'application/json', ...(clientIp ? { 'x-forwarded-for': clientIp } : {}) },
         body: JSON.stringify({ username, password }),
-        signal: AbortSignal.timeout(this.upstream.timeout),
+        signal,
         redirect: 'manual',
       })
     } catch (err) {
-      const timedOut = (err as Error).name === 'TimeoutError'
-      throw new GatewayError(timedOut ? 'gateway_timeout' : 'bad_gateway', timedOut ? 'The login service did not answer in time.' : 'The login service could not be reached.')
+      if ((err as Error).name === 'TimeoutError') throw timedOut()
+      throw new GatewayError('bad_gateway', 'The login service could not be reached.')
+    }
+    if (response.status >= 500) {
+      await response.body?.cancel()
+      throw new GatewayError('bad_gateway', `The login service failed (${response.status}).`)
     }
     if (response.status < 200 || response.status > 299) {
       await response.body?.cancel()
       return undefined
     }
+    let text: string
+    try {
+      text = await boundedText(response, MAX_LOGIN_ANSWER_BYTES)
+    } catch (err) {
+      if (signal.aborted) throw timedOut()
+      throw err instanceof GatewayError ? err : new GatewayError('bad_gateway', 'The login service\'s answer broke off.')
+    }
     let body: unknown
     try {
-      body = await response.json()
+      body = JSON.parse(text)
     } catch {
       throw new GatewayError('bad_gateway', 'The login service answered with something other than JSON.')
     }
@@ -88,6 +107,26 @@ export class UpstreamLoginProvider implements LoginProvider {
     }
     return { sub: String(sub), claims }
   }
+}
+
+/** The body as text, refused (502) past `limit` bytes without reading the rest. */
+async function boundedText(response: Response, limit: number): Promise<string> {
+  const tooLarge = () => new GatewayError('bad_gateway', `The login service's answer is over ${limit} bytes.`)
+  if (Number(response.headers.get('content-length') ?? 0) > limit) {
+    await response.body?.cancel()
+    throw tooLarge()
+  }
+  const chunks: Uint8Array[] = []
+  let size = 0
+  for await (const chunk of response.body ?? []) {
+    size += chunk.byteLength
+    if (size > limit) {
+      await response.body?.cancel().catch(() => {})
+      throw tooLarge()
+    }
+    chunks.push(chunk)
+  }
+  return Buffer.concat(chunks).toString('utf8')
 }
 
 export async function createLoginProvider(config: GatewayConfig, users: Map<string, UserRecord> | undefined): Promise<LoginProvider> {

@@ -64,8 +64,9 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     }
     let identity: Awaited<ReturnType<typeof rt.login.authenticate>>
     try {
-      identity = await rt.login.authenticate(username, password)
+      identity = await rt.login.authenticate(username, password, request.ip)
     } catch (err) {
+      metrics.logins.inc({ result: 'error' })
       await rt.rateLimit.undecided(request.ip, username).catch(() => {})
       throw err
     }
