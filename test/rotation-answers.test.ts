@@ -3,7 +3,8 @@
 import t, { type Test } from 'tap'
 import { WebSocket } from 'ws'
 import { CookieClient, send } from './helpers/client.js'
-import { startGateway } from './helpers/gateway.js'
+import { loadConfig } from '../src/config/load.js'
+import { startGateway, writeUsers } from './helpers/gateway.js'
 import { startUpstream } from './helpers/upstream.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -191,4 +192,23 @@ t.test('POST /auth/logout: an empty refreshToken in the body is none, the refres
   t.equal(out.status, 204)
   const after = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: refresh } })
   t.equal(after.status, 401, 'the family named by the cookie ended')
+})
+
+t.test('users file reloaded: a refresh mints the current claims, and a removed user can no longer refresh (audit)', async (t) => {
+  const { gw } = await setup(t)
+  const tokenLogin = async (username: string) =>
+    (await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username, password: `${username}-pw` } })).json
+  const alice = await tokenLogin('alice')
+  const bob = await tokenLogin('bob')
+  t.same(alice.claims.roles, ['admin'])
+  await writeUsers(gw.dir, [{ username: 'alice', password: 'alice-pw', sub: 'user-1', claims: { roles: ['user'] } }])
+  await gw.gateway.reload(await loadConfig(gw.configFile, {}))
+  const refreshed = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: alice.refreshToken } })
+  t.equal(refreshed.status, 200)
+  t.same(refreshed.json.claims, { roles: ['user'] }, "alice's refresh carries her claims as the file says now")
+  const removed = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: bob.refreshToken } })
+  t.equal(removed.status, 401, 'bob is no longer in the file: no refresh')
+  t.equal(removed.json.error, 'session_expired')
+  const bobApi = await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${bob.accessToken}` } })
+  t.equal(bobApi.status, 401, "and his session ended: his access token is refused at once")
 })

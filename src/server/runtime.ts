@@ -32,6 +32,8 @@ export async function buildRuntime(
   log?: FastifyBaseLogger,
 ): Promise<Runtime> {
   const { config } = loaded
+  // With the users file, refreshes follow it: current claims, and no refresh for a user no longer in it.
+  const accounts = config.login.provider === 'users' && loaded.users ? new Map([...loaded.users.values()].map((u) => [u.sub, u])) : undefined
   const sessions = new Sessions(
     store,
     loaded.keys,
@@ -46,6 +48,7 @@ export async function buildRuntime(
       onDenied: (reason) => metrics.denials.inc({ reason }),
     },
     revocationCache,
+    accounts,
   )
   const runtime: Runtime = {
     config,

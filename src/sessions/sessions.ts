@@ -56,6 +56,11 @@ export class Sessions {
     private readonly config: GatewayConfig,
     private readonly events: SessionEvents = {},
     private readonly revocationCache?: RevocationCache,
+    /**
+     * With `login.provider: users`: the users file as it is now, by subject. A refresh then mints the user's
+     * current claims, and a subject no longer in the file ends its session instead of refreshing it.
+     */
+    private readonly accounts?: ReadonlyMap<string, { claims: Record<string, unknown> }>,
   ) {
     this.verifier = new AccessTokenVerifier(keys, config.tokens)
     this.issuer = new AccessTokenIssuer(keys, config.tokens)
@@ -132,11 +137,11 @@ export class Sessions {
     if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
     switch (result.kind) {
       case 'rotated':
-        return this.tokensFor(result.session, successor)
+        return this.tokensFor(await this.asTheUserIsNow(result.session), successor)
       case 'grace': {
         const earlier = openSuccessor(result.sealedSuccessor, refreshToken)
         if (earlier === undefined) throw new GatewayError('session_expired')
-        return this.tokensFor(result.session, earlier, true)
+        return this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true)
       }
       case 'reused':
       case 'revoked':
@@ -145,6 +150,18 @@ export class Sessions {
       default:
         throw new GatewayError('session_expired')
     }
+  }
+
+  /**
+   * The session with its user's claims as the users file says now; a user removed from the file ends the session
+   * here (every instance refuses its access tokens at once, as after logout).
+   */
+  private async asTheUserIsNow(session: SessionRecord): Promise<SessionRecord> {
+    if (!this.accounts) return session
+    const account = this.accounts.get(session.sub)
+    if (account) return { ...session, claims: structuredClone(account.claims) }
+    await this.revoking(this.store.deleteSession(session.sid), () => this.revocationCache?.revokeSession(session.sid))
+    throw new GatewayError('session_expired', 'The account is no longer known; log in again.')
   }
 
   /**
