@@ -212,3 +212,15 @@ t.test('users file reloaded: a refresh mints the current claims, and a removed u
   const bobApi = await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${bob.accessToken}` } })
   t.equal(bobApi.status, 401, "and his session ended: his access token is refused at once")
 })
+
+t.test('a login whose claims would make an access token over 8 KiB is refused, not handed a session nothing accepts (audit)', async (t) => {
+  const roles = Array.from({ length: 400 }, (_, i) => `role-number-${i}`)
+  const gw = await startGateway({ users: [{ username: 'big', password: 'big-pw', claims: { roles } }, { username: 'alice', password: 'alice-pw' }] })
+  t.teardown(() => gw.close())
+  const res = await send(`${gw.url}/auth/login`, { body: { username: 'big', password: 'big-pw' } })
+  t.equal(res.status, 500)
+  t.equal(res.json.error, 'internal_error')
+  t.match(res.json.message, /access token of \d+ bytes, over the 8192/)
+  t.same(res.setCookies, [], 'no cookies')
+  t.equal((await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' } })).status, 200, 'other users log in')
+})

@@ -7,7 +7,7 @@ import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
-import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import { MAX_TOKEN_LENGTH, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { REGISTERED_CLAIMS } from '../tokens/registered-claims.js'
 import { oneMethodRoute } from './one-method-route.js'
 
@@ -76,6 +76,14 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     }
     await rt.rateLimit.succeeded(request.ip, username)
     const tokens = await rt.sessions.start(identity.sub, identity.claims)
+    if (tokens.accessToken.length > MAX_TOKEN_LENGTH) {
+      // Every instance refuses a token this large: a session it could never use is ended, not handed out.
+      await rt.sessions.logout(undefined, tokens.refreshToken)
+      metrics.logins.inc({ result: 'error' })
+      const message = `The login succeeded, but its claims make an access token of ${tokens.accessToken.length} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts: the user needs fewer or shorter claims.`
+      request.log.error({ sub: identity.sub, bytes: tokens.accessToken.length }, 'login refused: access token too large')
+      throw new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', message)
+    }
     metrics.logins.inc({ result: 'success' })
     return sendTokens(reply, rt, tokens, mode === 'token')
   })
