@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto'
+import { connect } from 'node:net'
 import { Readable } from 'node:stream'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
@@ -15,6 +16,22 @@ async function gatewayFor(t: { teardown: (fn: () => unknown) => void }, routes: 
   const gw = await startGateway({ config: { server, routes } })
   t.teardown(() => gw.close())
   return gw
+}
+
+function rawSocket(port: number): Promise<import('node:net').Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect(port, '127.0.0.1', () => resolve(socket))
+    socket.on('error', reject)
+  })
+}
+
+/** Polls `check` every 20 ms for up to 5 s (a bound, not a measurement). */
+async function eventuallyTrue(check: () => boolean): Promise<boolean> {
+  for (let i = 0; i < 250; i++) {
+    if (check()) return true
+    await new Promise((resolve) => setTimeout(resolve, 20))
+  }
+  return check()
 }
 
 async function upstreamFor(t: { teardown: (fn: () => unknown) => void }, ...args: Parameters<typeof startUpstream>): Promise<TestUpstream> {
@@ -221,6 +238,40 @@ t.test('the route timeout starts once the request is sent: a slow upload is not 
   t.equal(echoed.body, 'part 0;part 1;part 2;part 3;part 4;', 'whole')
   const hinted = await send(`${gw.url}/hints/x`)
   t.equal(hinted.status, 504, 'an early hint does not stop the clock')
+})
+
+t.test('a client that leaves before the upstream answers cancels the upstream request, even on a route without timeout (audit)', async (t) => {
+  let closed = 0
+  const received: number[] = []
+  const never = await upstreamFor(t, (req) => {
+    received.push(1)
+    req.socket.once('close', () => closed++)
+  })
+  const gw = await gatewayFor(t, [pub('poll', '/poll', never.url, { timeout: 0 })])
+  for (let i = 0; i < 5; i++) {
+    const socket = await rawSocket(gw.port)
+    socket.write(`GET /poll/x${i} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n`)
+    await eventuallyTrue(() => received.length === i + 1)
+    socket.destroy()
+  }
+  t.ok(await eventuallyTrue(() => closed === 5), `every upstream request was cancelled (${closed} of 5)`)
+})
+
+t.test('response headers go out when the upstream sends them, before a body that comes later (audit)', async (t) => {
+  let sendEvent: () => void = () => {}
+  const stream = await upstreamFor(t, (_req, res) => {
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    res.flushHeaders()
+    sendEvent = () => res.end('data: hello\n\n')
+  })
+  const gw = await gatewayFor(t, [pub('events', '/events', stream.url, { timeout: 0 })])
+  const pending = request(`${gw.url}/events/x`)
+  const first = await Promise.race([pending.then(() => 'headers'), new Promise((resolve) => setTimeout(resolve, 3000, 'nothing'))])
+  t.equal(first, 'headers', 'the headers arrived while the upstream had sent no body yet')
+  sendEvent()
+  const res = await pending
+  t.equal(res.headers['content-type'], 'text/event-stream')
+  t.equal(await res.body.text(), 'data: hello\n\n')
 })
 
 t.test('upstream failures: timeout 504, refused 502, reset 502, 503 passed through once', async (t) => {

@@ -1,4 +1,5 @@
 import type {} from '@fastify/reply-from'
+import type { ServerResponse } from 'node:http'
 import { performance } from 'node:perf_hooks'
 import { finished } from 'node:stream'
 import Negotiator from 'negotiator'
@@ -14,6 +15,7 @@ import type { RouteMatch } from '../routing/route-table.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
+import { dispatchingAs, UpstreamCall } from './upstream-agent.js'
 import { upstreamHeaders, withoutGatewayCookies, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
 
 declare module 'fastify' {
@@ -172,6 +174,7 @@ function forwardingOptions(metrics: Metrics) {
     // carried newer ones: checked just before sending, so a slow response never sets an older pair.
     onResponse: (request, reply, res) => {
       const f = state(request as FastifyRequest)
+      reply.raw.once('pipe', flushHeadersIfBodyWaits)
       if (!f.rotated) return void reply.send(res.stream)
       f.release?.()
       void f.rt.sessions.superseded(f.rotated.refreshToken).then((stale) => {
@@ -181,6 +184,8 @@ function forwardingOptions(metrics: Metrics) {
     },
     onError: (errorReply, { error }) => {
       ;(errorReply.request as FastifyRequest).forwarding?.release?.()
+      // The client went away (its upstream request was cancelled): nobody to answer, nothing gone wrong.
+      if (errorReply.raw.destroyed) return
       errorReply.request.log.warn({ err: error, route: errorReply.request.routeName }, 'upstream failed')
       sendError(errorReply as FastifyReply, upstreamError(error))
     },
@@ -190,6 +195,27 @@ function forwardingOptions(metrics: Metrics) {
     if (!options) byTimeout.set(timeout, (options = { ...hooks, timeout }))
     return options
   }
+}
+
+/**
+ * Fastify streams a body by piping it, and Node sends the headers with the first chunk: an upstream that answers
+ * its headers at once and its body later (an event stream, a long poll) would keep the client waiting for them,
+ * and a route's timeout would then replace its answer with a 504. Once the pipe is set up, the headers go out
+ * unless the body has begun by the next turn of the event loop (the usual case costs no extra write).
+ */
+function flushHeadersIfBodyWaits(this: ServerResponse): void {
+  setImmediate(flushHeaders, this)
+}
+
+function flushHeaders(res: ServerResponse): void {
+  if (!res.headersSent && !res.destroyed && !res.writableEnded) res.flushHeaders()
+}
+
+const kUpstreamCall = Symbol('upstream call')
+
+/** The response closed before it finished: the client went away, and with it the need for the upstream's answer. */
+function cancelIfUnfinished(this: ServerResponse & { [kUpstreamCall]?: UpstreamCall }): void {
+  if (!this.writableFinished) this[kUpstreamCall]?.cancel()
 }
 
 /** The catch-all handler: route match -> auth -> proxy, one way. */
@@ -232,6 +258,9 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       rt, routeName: route.name, identity: authorised.identity, rotated,
       trusted: trustsPeer(request.socket.remoteAddress), query: upstream.query.slice(1), started: performance.now(), release,
     }
-    return reply.from(match.route.upstreamOrigin + upstream.path, optionsFor(route.timeout))
+    const call = new UpstreamCall()
+    ;(reply.raw as ServerResponse & { [kUpstreamCall]?: UpstreamCall })[kUpstreamCall] = call
+    reply.raw.once('close', cancelIfUnfinished)
+    return dispatchingAs(call, () => reply.from(match.route.upstreamOrigin + upstream.path, optionsFor(route.timeout)))
   }
 }

@@ -11,7 +11,7 @@ import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
 import { proxyHandler } from '../proxy/proxy-handler.js'
-import { PreciseHeadersTimeoutAgent } from '../proxy/upstream-timeout.js'
+import { UpstreamAgent } from '../proxy/upstream-agent.js'
 import { trustedProxies } from '../proxy/trusted-proxies.js'
 import { originForm } from '../routing/normalise-path.js'
 import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
@@ -214,7 +214,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // Keep-alive pools to the upstreams. rejectUnauthorized: given options rather than an agent, reply-from turns
   // certificate checks off (`tls.rejectUnauthorized || false`); an https upstream is verified against the system CAs
   // (plus NODE_EXTRA_CA_CERTS) before it is sent a token.
-  const upstreamAgent = new PreciseHeadersTimeoutAgent({
+  const upstreamAgent = new UpstreamAgent({
     connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000, connect: { rejectUnauthorized: true },
   })
   await app.register(replyFrom, { disableRequestLogging: true, undici: upstreamAgent })
