@@ -62,6 +62,13 @@ t.test('RouteTable: upstream path (rewritePrefix, base path, query, trailing sla
   t.equal(up('/keep/x'), 'http://127.0.0.1:4004/keep/x', 'no rewritePrefix keeps the path')
   const encoded = table.matchUrl('/keep/a b/%C3%BC/%252e%252e/x%3Fy%23z') as { upstreamPath: string }
   t.equal(encoded.upstreamPath, '/keep/a%20b/%C3%BC/%252e%252e/x%3Fy%23z', 'segments are re-encoded for the upstream')
+  // An encoded reserved character is not the raw one (RFC 3986 §2.2): `a%3Bb` names `a;b`, where a raw `;` starts a
+  // path parameter for many servers, and `C%2B%2B` is not `C++`. Encoded unreserved characters are decoded (audit).
+  const reserved = table.matchUrl('/keep/a%3Bb/C%2B%2B/x%3Dy%26z/%7Euser/%61dmin') as { upstreamPath: string }
+  t.equal(reserved.upstreamPath, '/keep/a%3Bb/C%2B%2B/x%3Dy%26z/~user/admin', 'reserved characters stay encoded as the client sent them')
+  const rewritten = table.matchUrl('/api/orders/a%3bb') as { upstreamPath: string }
+  t.equal(rewritten.upstreamPath, '/orders/a%3Bb', 'also under a rewritten prefix')
+  t.equal((table.matchUrl('/keep/a;b') as { upstreamPath: string }).upstreamPath, '/keep/a;b', 'and a raw one stays raw')
 
   t.equal(table.matchUrl('/api/orders/%2F'), 'invalid', 'an encoded slash is refused')
   t.equal(table.matchUrl('/api/orders/a%5Cb'), 'invalid', 'an encoded backslash is refused')

@@ -10,10 +10,13 @@
  *   @fastify/reply-from refuses to forward any path whose decoded text holds `/..` or `../`, and the client gets
  *   this reason instead of the proxy library's.
  *
- * The upstream receives the normalised path, re-encoded, so it sees exactly what was matched.
+ * The upstream receives the normalised path, so it sees exactly what was matched, with each kept segment as the
+ * client encoded it: a percent-encoded reserved character stays encoded (`a%3Bb` is the name `a;b`, where a raw
+ * `;` starts a path parameter for many servers; `C%2B%2B` is not `C++`), an encoded unreserved one is decoded
+ * (RFC 3986 §6.2.2.2), and what is not allowed raw is encoded.
  */
 export type NormalisedPath =
-  | { ok: true; segments: string[]; path: string }
+  | { ok: true; segments: string[]; path: string; forwarded: string[] }
   | { ok: false; reason: string }
 
 const DOTTED_SEGMENT = "a path segment that begins with '..', or ends with '..' before another segment, cannot be forwarded"
@@ -33,10 +36,11 @@ export function normalisePath(rawPath: string): NormalisedPath {
     const segments = rawPath.split('/')
     segments.shift()
     if (segments[segments.length - 1] === '') segments.pop()
-    return { ok: true, segments, path: rawPath }
+    return { ok: true, segments, path: rawPath, forwarded: segments }
   }
   if (!rawPath.startsWith('/')) return { ok: false, reason: 'the path must start with /' }
   const segments: string[] = []
+  const forwarded: string[] = []
   for (const raw of rawPath.split('/')) {
     let segment = raw
     if (raw.includes('%')) {
@@ -52,9 +56,11 @@ export function normalisePath(rawPath: string): NormalisedPath {
     if (segment === '' || segment === '.') continue
     if (segment === '..') {
       segments.pop()
+      forwarded.pop()
       continue
     }
     segments.push(segment)
+    forwarded.push(raw === segment ? encodeSegment(segment) : asEncodedByClient(raw))
   }
   const trailingSlash = rawPath.length > 1 && rawPath.endsWith('/') && segments.length > 0
   for (let i = 0; i < segments.length; i++) {
@@ -63,8 +69,26 @@ export function normalisePath(rawPath: string): NormalisedPath {
       return { ok: false, reason: DOTTED_SEGMENT }
     }
   }
-  const path = `/${segments.map(encodeSegment).join('/')}${trailingSlash ? '/' : ''}`
-  return { ok: true, segments, path }
+  const path = `/${forwarded.join('/')}${trailingSlash ? '/' : ''}`
+  return { ok: true, segments, path, forwarded }
+}
+
+const UNRESERVED = /^[A-Za-z0-9\-._~]$/
+const PCHAR = /^[A-Za-z0-9\-._~!$&'()*+,;=:@]$/
+
+/** A segment holding percent-encoding (already checked to decode), as forwarded: see NormalisedPath. */
+function asEncodedByClient(raw: string): string {
+  let out = ''
+  for (let i = 0; i < raw.length; i++) {
+    const c = raw[i] as string
+    if (c === '%') {
+      const hex = raw.slice(i + 1, i + 3).toUpperCase()
+      const byte = String.fromCharCode(parseInt(hex, 16))
+      out += UNRESERVED.test(byte) ? byte : `%${hex}`
+      i += 2
+    } else out += PCHAR.test(c) ? c : encodeURIComponent(c)
+  }
+  return out
 }
 
 const PCHARS_ONLY = /^[A-Za-z0-9\-._~!$&'()*+,;=:@]*$/

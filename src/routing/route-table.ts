@@ -53,14 +53,14 @@ export class RouteTable {
   }
 
   /** The route for an already-normalised path, or undefined. */
-  match(normalised: { segments: readonly string[]; path: string }, query: string): RouteMatch | undefined {
+  match(normalised: { segments: readonly string[]; path: string; forwarded: readonly string[] }, query: string): RouteMatch | undefined {
     const { segments } = normalised
     for (const route of this.routes) {
       if (!startsWith(segments, route.segments)) continue
       // The normalised path is already the encoded segments: kept as it is unless the prefix is rewritten.
       if (route.rewriteSegments === undefined) return { route, upstreamPath: route.upstreamBasePath + normalised.path + query }
-      const all = [...route.rewriteSegments, ...segments.slice(route.segments.length)]
-      let path = `${route.upstreamBasePath}/${all.map(encodeSegment).join('/')}`
+      const all = [...route.rewriteSegments.map(encodeSegment), ...normalised.forwarded.slice(route.segments.length)]
+      let path = `${route.upstreamBasePath}/${all.join('/')}`
       if (normalised.path.length > 1 && normalised.path.endsWith('/') && all.length > 0) path += '/'
       return { route, upstreamPath: path + query }
     }
