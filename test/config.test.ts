@@ -409,9 +409,9 @@ t.test('normalisePath properties', async (t) => {
   fc.assert(fc.property(pathLike, check), { numRuns: 3000 })
   fc.assert(fc.property(fc.webPath(), (p) => check(p.startsWith('/') ? p : `/${p}`)), { numRuns: 1000 })
 
-  t.same(normalisePath('/api/orders/../admin'), { ok: true, segments: ['api', 'admin'], path: '/api/admin' })
-  t.same(normalisePath('/../../etc/passwd'), { ok: true, segments: ['etc', 'passwd'], path: '/etc/passwd' })
-  t.same(normalisePath('//api//orders/'), { ok: true, segments: ['api', 'orders'], path: '/api/orders/' })
+  t.same(normalisePath('/api/orders/../admin'), { ok: true, segments: ['api', 'admin'], path: '/api/admin', forwarded: ['api', 'admin'] })
+  t.same(normalisePath('/../../etc/passwd'), { ok: true, segments: ['etc', 'passwd'], path: '/etc/passwd', forwarded: ['etc', 'passwd'] })
+  t.same(normalisePath('//api//orders/'), { ok: true, segments: ['api', 'orders'], path: '/api/orders/', forwarded: ['api', 'orders'] })
   t.equal(normalisePath('/api/%2e%2e/admin').ok && (normalisePath('/api/%2e%2e/admin') as { path: string }).path, '/admin')
   t.equal(normalisePath('/a%2Fb').ok, false, 'an encoded slash is refused')
   t.equal(normalisePath('/a%5Cb').ok, false, 'an encoded backslash is refused')
