@@ -255,6 +255,12 @@ t.test('a client that leaves before the upstream answers cancels the upstream re
     socket.destroy()
   }
   t.ok(await eventuallyTrue(() => closed === 5), `every upstream request was cancelled (${closed} of 5)`)
+  // Pipelined: the second request's response never gets a close of its own; the connection's close cancels it (review).
+  const socket = await rawSocket(gw.port)
+  socket.write('GET /poll/p1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\nGET /poll/p2 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+  await eventuallyTrue(() => received.length === 7)
+  socket.destroy()
+  t.ok(await eventuallyTrue(() => closed === 7), `both pipelined upstream requests were cancelled (${closed - 5} of 2)`)
 })
 
 t.test('response headers go out when the upstream sends them, before a body that comes later (audit)', async (t) => {

@@ -224,3 +224,17 @@ t.test('a login whose claims would make an access token over 8 KiB is refused, n
   t.same(res.setCookies, [], 'no cookies')
   t.equal((await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' } })).status, 200, 'other users log in')
 })
+
+t.test('a refresh whose reloaded claims would make an access token over 8 KiB ends the session with a clear answer (review)', async (t) => {
+  const { gw } = await setup(t)
+  const login = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })
+  const roles = Array.from({ length: 400 }, (_, i) => `role-number-${i}`)
+  await writeUsers(gw.dir, [{ username: 'alice', password: 'alice-pw', sub: 'user-1', claims: { roles } }])
+  await gw.gateway.reload(await loadConfig(gw.configFile, {}))
+  const refreshed = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: login.json.refreshToken } })
+  t.equal(refreshed.status, 401)
+  t.equal(refreshed.json.error, 'session_expired')
+  t.match(refreshed.json.message, /over the 8192/)
+  const api = await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${login.json.accessToken}` } })
+  t.equal(api.status, 401, 'the session ended')
+})

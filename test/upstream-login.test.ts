@@ -75,9 +75,10 @@ t.test('login.provider: upstream — the legacy API checks the credentials', asy
 })
 
 t.test('a failing login service (5xx, an answer over 1 MiB) is a 502 that counts as no failed login; the client address goes along (audit)', async (t) => {
-  let mode: 'down' | 'huge' | 'ok' = 'down'
+  let mode: 'down' | 'limited' | 'huge' | 'ok' = 'down'
   const legacy = await startUpstream((_req, res) => {
     if (mode === 'down') return void res.writeHead(503, { 'retry-after': '5', 'content-type': 'application/json' }).end('{"error":"maintenance"}')
+    if (mode === 'limited') return void res.writeHead(429, { 'retry-after': '600' }).end()
     res.writeHead(200, { 'content-type': 'application/json' })
     if (mode === 'huge') return void res.end(JSON.stringify({ user: { id: 7, pad: 'x'.repeat(2 << 20) } }))
     res.end(JSON.stringify({ user: { id: 7 } }))
@@ -95,6 +96,9 @@ t.test('a failing login service (5xx, an answer over 1 MiB) is a 502 that counts
     t.equal(down.status, 502, `attempt ${i + 1}: the service failing is not a wrong password`)
     t.equal(down.json.error, 'bad_gateway')
   }
+  mode = 'limited'
+  const limited = await login()
+  t.equal(limited.status, 502, "the service's own 429 is not a wrong password either")
   mode = 'huge'
   const huge = await login()
   t.equal(huge.status, 502, 'an answer over 1 MiB is not read')
@@ -104,7 +108,7 @@ t.test('a failing login service (5xx, an answer over 1 MiB) is a 502 that counts
   t.equal(back.status, 200, 'once the service is back, the right password logs in: no attempt above counted as failed')
   t.equal(legacy.last()!.headers['x-forwarded-for'], '127.0.0.1', "the login service sees the client's address")
   const metrics = (await send(`${gw.url}/metrics`)).text
-  t.match(metrics, /sessiongate_logins_total\{result="error"\} 4/, 'counted as errors')
+  t.match(metrics, /sessiongate_logins_total\{result="error"\} 5/, 'counted as errors')
 })
 
 t.test('the example configurations pass `sessiongate check`', async (t) => {

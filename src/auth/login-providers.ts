@@ -47,13 +47,16 @@ export function resolvePointer(doc: unknown, pointer: string): unknown {
   return node
 }
 
+const WRONG_CREDENTIALS = new Set([400, 401, 403, 404, 422])
+
 /** The most of a login service's answer that is read: a subject and a few claims, far below this. */
 export const MAX_LOGIN_ANSWER_BYTES = 1 << 20
 
 /**
  * `login.provider: upstream`: the legacy API's own login endpoint checks the credentials. A 2xx JSON answer
- * gives the subject and claims by JSON pointer; a 4xx is a wrong password; a 5xx, no answer, an answer over
- * 1 MiB or not JSON is the login service failing (502, 504 when it is too slow), never counted as a failed login.
+ * gives the subject and claims by JSON pointer; 400, 401, 403, 404 or 422 is a wrong password; another status, no
+ * answer, an answer over 1 MiB or not JSON is the login service failing (502, 504 when it is too slow), never
+ * counted as a failed login.
  */
 export class UpstreamLoginProvider implements LoginProvider {
   constructor(private readonly upstream: NonNullable<GatewayConfig['login']['upstream']>) {}
@@ -75,13 +78,12 @@ export class UpstreamLoginProvider implements LoginProvider {
       if ((err as Error).name === 'TimeoutError') throw timedOut()
       throw new GatewayError('bad_gateway', 'The login service could not be reached.')
     }
-    if (response.status >= 500) {
-      await response.body?.cancel()
-      throw new GatewayError('bad_gateway', `The login service failed (${response.status}).`)
-    }
     if (response.status < 200 || response.status > 299) {
       await response.body?.cancel()
-      return undefined
+      // What a login endpoint says of wrong credentials; anything else (5xx, 429, 408, a redirect) is the service
+      // failing, which must not count against the user's rate limit.
+      if (WRONG_CREDENTIALS.has(response.status)) return undefined
+      throw new GatewayError('bad_gateway', `The login service failed (${response.status}).`)
     }
     let text: string
     try {

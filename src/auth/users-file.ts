@@ -54,11 +54,21 @@ export async function loadUsers(file: string, configPath: string, problems: Conf
     return undefined
   }
   const users = new Map<string, UserRecord>()
+  // A subject is one identity: two users with one `sub` (explicit, or a username equal to another's `sub`) would
+  // share sessions' logout-all, and a refresh, which reads the user by subject, could mint the other's claims.
+  const subjects = new Map<string, number>()
   for (const [i, u] of result.data.users.entries()) {
     if (users.has(u.username)) {
       problems.push({ path: `${file}: users[${i}].username`, message: `duplicate username ${u.username}` })
       continue
     }
+    const sub = u.sub ?? u.username
+    const first = subjects.get(sub)
+    if (first !== undefined) {
+      problems.push({ path: `${file}: users[${i}]${u.sub === undefined ? '.username' : '.sub'}`, message: `duplicate subject ${sub} (users[${first}] has it): each user needs a sub of its own` })
+      continue
+    }
+    subjects.set(sub, i)
     users.set(u.username, {
       username: u.username,
       sub: u.sub ?? u.username,

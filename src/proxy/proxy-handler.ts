@@ -1,5 +1,6 @@
 import type {} from '@fastify/reply-from'
 import type { ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { finished } from 'node:stream'
 import Negotiator from 'negotiator'
@@ -211,11 +212,21 @@ function flushHeaders(res: ServerResponse): void {
   if (!res.headersSent && !res.destroyed && !res.writableEnded) res.flushHeaders()
 }
 
-const kUpstreamCall = Symbol('upstream call')
+const kCalls = Symbol('upstream calls')
+type WithCalls = Socket & { [kCalls]?: Set<UpstreamCall> }
 
-/** The response closed before it finished: the client went away, and with it the need for the upstream's answer. */
-function cancelIfUnfinished(this: ServerResponse & { [kUpstreamCall]?: UpstreamCall }): void {
-  if (!this.writableFinished) this[kUpstreamCall]?.cancel()
+/** The upstream calls of a client connection's requests in flight; all cancelled when the connection closes. */
+function callsOn(socket: WithCalls): Set<UpstreamCall> {
+  let calls = socket[kCalls]
+  if (calls === undefined) {
+    calls = socket[kCalls] = new Set()
+    socket.once('close', cancelAll)
+  }
+  return calls
+}
+
+function cancelAll(this: WithCalls): void {
+  for (const call of this[kCalls] ?? []) call.cancel()
 }
 
 /** The catch-all handler: route match -> auth -> proxy, one way. */
@@ -258,9 +269,20 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
       rt, routeName: route.name, identity: authorised.identity, rotated,
       trusted: trustsPeer(request.socket.remoteAddress), query: upstream.query.slice(1), started: performance.now(), release,
     }
+    // The client may have gone while the auth step waited for the store: nothing to forward, nobody to answer.
+    if (request.socket.destroyed || reply.raw.destroyed) {
+      release?.()
+      return reply
+    }
+    // A close of the response before it finished is the client gone, and so is the socket's close for a request
+    // pipelined behind another (whose response never gets a close of its own): the upstream request is cancelled.
     const call = new UpstreamCall()
-    ;(reply.raw as ServerResponse & { [kUpstreamCall]?: UpstreamCall })[kUpstreamCall] = call
-    reply.raw.once('close', cancelIfUnfinished)
+    const calls = callsOn(request.socket)
+    calls.add(call)
+    reply.raw.once('close', () => {
+      calls.delete(call)
+      if (!reply.raw.writableFinished) call.cancel()
+    })
     return dispatchingAs(call, () => reply.from(match.route.upstreamOrigin + upstream.path, optionsFor(route.timeout)))
   }
 }

@@ -2,7 +2,7 @@ import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, RevocationUnannouncedError, StoreUnavailableError } from '../errors.js'
 import type { AccessState, SessionRecord, SessionStore } from '../session-store/session-store.js'
 import { AccessTokenIssuer, jtiForRefreshToken } from '../tokens/access-token.js'
-import { AccessTokenVerifier, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
+import { AccessTokenVerifier, MAX_TOKEN_LENGTH, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import type { KeyRing } from '../tokens/keys.js'
 import {
   hashRefreshToken,
@@ -137,11 +137,11 @@ export class Sessions {
     if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
     switch (result.kind) {
       case 'rotated':
-        return this.tokensFor(await this.asTheUserIsNow(result.session), successor)
+        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), successor))
       case 'grace': {
         const earlier = openSuccessor(result.sealedSuccessor, refreshToken)
         if (earlier === undefined) throw new GatewayError('session_expired')
-        return this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true)
+        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true))
       }
       case 'reused':
       case 'revoked':
@@ -162,6 +162,16 @@ export class Sessions {
     if (account) return { ...session, claims: structuredClone(account.claims) }
     await this.revoking(this.store.deleteSession(session.sid), () => this.revocationCache?.revokeSession(session.sid))
     throw new GatewayError('session_expired', 'The account is no longer known; log in again.')
+  }
+
+  /**
+   * A refresh whose claims (grown in a reloaded users file) make an access token every instance refuses ends the
+   * session with a clear answer, rather than handing out a token no request can use.
+   */
+  private async withinLimits(tokens: SessionTokens): Promise<SessionTokens> {
+    if (tokens.accessToken.length <= MAX_TOKEN_LENGTH) return tokens
+    await this.revoking(this.store.deleteSession(tokens.sid), () => this.revocationCache?.revokeSession(tokens.sid))
+    throw new GatewayError('session_expired', `The account's claims make an access token of ${tokens.accessToken.length} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts; log in again once they are fewer.`)
   }
 
   /**
