@@ -160,7 +160,7 @@ export class Sessions {
     if (!this.accounts) return session
     const account = this.accounts.get(session.sub)
     if (account) return { ...session, claims: structuredClone(account.claims) }
-    await this.revoking(this.store.deleteSession(session.sid), () => this.revocationCache?.revokeSession(session.sid))
+    await this.endSession(session.sid)
     throw new GatewayError('session_expired', 'The account is no longer known; log in again.')
   }
 
@@ -170,7 +170,7 @@ export class Sessions {
    */
   private async withinLimits(tokens: SessionTokens): Promise<SessionTokens> {
     if (tokens.accessToken.length <= MAX_TOKEN_LENGTH) return tokens
-    await this.revoking(this.store.deleteSession(tokens.sid), () => this.revocationCache?.revokeSession(tokens.sid))
+    await this.endSession(tokens.sid)
     throw new GatewayError('session_expired', `The account's claims make an access token of ${tokens.accessToken.length} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts; log in again once they are fewer.`)
   }
 
@@ -319,7 +319,7 @@ export class Sessions {
     if (refreshSid) sids.add(refreshSid)
     // The families end first, then the jti is denied: a denied jti then always belongs to an ended family, which
     // a strict check answered from memory (per session) relies on. A failure in between leaves the token refused.
-    for (const sid of sids) await this.revoking(this.store.deleteSession(sid), () => this.revocationCache?.revokeSession(sid))
+    for (const sid of sids) await this.endSession(sid)
     if (access) {
       const until = access.expiresAt + this.config.tokens.clockTolerance
       await this.revoking(this.store.denyAccessToken(access.sid, access.jti, until), () => this.revocationCache?.denyJti(access.sid, access.jti, until))
@@ -337,6 +337,11 @@ export class Sessions {
       if (err instanceof RevocationUnannouncedError) refuse(err.sids)
       throw err
     }
+  }
+
+  /** Ends the family `sid` in the store, refused by this instance's memory at once (see revoking()). */
+  private endSession(sid: string): Promise<boolean> {
+    return this.revoking(this.store.deleteSession(sid), () => this.revocationCache?.revokeSession(sid))
   }
 
   /**
