@@ -4,7 +4,6 @@
  * oversized header blocks and bodies, slow-loris connections, and a client Authorization header riding along
  * with the session cookies. A real gateway on a real redis-server, recording upstreams.
  */
-import { readFileSync } from 'node:fs'
 import { connect, type Socket } from 'node:net'
 import { decodeJwt } from 'jose'
 import t, { type Test } from 'tap'
@@ -160,12 +159,8 @@ t.test('spoofed X-Forwarded-For and identity headers are replaced or removed', a
 })
 
 t.test('Connection: authorization, x-user-id cannot strip the headers the gateway adds (GHSA-gwhp-pf74-vj37)', async (t) => {
-  const installed = JSON.parse(readFileSync(new URL('../node_modules/@fastify/reply-from/package.json', import.meta.url), 'utf8')) as { version: string }
-  const [major, minor, patch] = installed.version.split('.').map(Number) as [number, number, number]
-  t.ok(major > 12 || (major === 12 && (minor > 6 || (minor === 6 && patch >= 2))), `@fastify/reply-from ${installed.version} >= 12.6.2`)
-  const lock = JSON.parse(readFileSync(new URL('../package-lock.json', import.meta.url), 'utf8')) as { packages: Record<string, { version: string }> }
-  t.equal(lock.packages['node_modules/@fastify/reply-from']?.version, installed.version, 'package-lock pins the installed version')
-
+  // The gateway builds the upstream's headers itself, in one pass: a header named by the client's Connection header
+  // is dropped before the gateway's own are added, so it can never remove them.
   const token = await login('alice')
   const connections = [
     'authorization, x-user-id',

@@ -280,6 +280,80 @@ t.test('response headers go out when the upstream sends them, before a body that
   t.equal(await res.body.text(), 'data: hello\n\n')
 })
 
+t.test('HEAD, 204 and 304 pass with their headers and no body; an empty query is none; repeated Set-Cookie lines stay apart', async (t) => {
+  const up = await upstreamFor(t, (req, res) => {
+    if (req.url?.startsWith('/x/none')) return void res.writeHead(204, { 'x-kind': 'none' }).end()
+    if (req.url?.startsWith('/x/same')) return void res.writeHead(304, { etag: '"v1"' }).end()
+    res.writeHead(200, { 'content-type': 'text/plain', 'content-length': '11', 'set-cookie': ['a=1; Path=/', 'b=2; Path=/'], 'x-url': req.url ?? '' })
+    res.end(req.method === 'HEAD' ? undefined : 'hello world')
+  })
+  const gw = await gatewayFor(t, [pub('x', '/x', up.url)])
+  const head = await request(`${gw.url}/x/file?`, { method: 'HEAD' })
+  t.equal(head.statusCode, 200)
+  t.equal(head.headers['content-length'], '11', 'HEAD: the length of what GET would send')
+  t.equal(await head.body.text(), '', 'HEAD: no body')
+  t.equal(head.headers['x-url'], '/x/file', 'a lone "?" is not forwarded')
+  t.same(head.headers['set-cookie'], ['a=1; Path=/', 'b=2; Path=/'], 'two Set-Cookie lines, not one joined')
+  const none = await request(`${gw.url}/x/none`)
+  t.equal(none.statusCode, 204)
+  t.equal(none.headers['x-kind'], 'none')
+  t.equal(await none.body.text(), '')
+  const same = await request(`${gw.url}/x/same`, { headers: { 'if-none-match': '"v1"' } })
+  t.equal(same.statusCode, 304)
+  t.equal(same.headers.etag, '"v1"')
+  t.equal(await same.body.text(), '')
+})
+
+t.test('an upstream that breaks off mid-body cuts the client response short, and the next request is served (forwarder)', async (t) => {
+  let broken = 0
+  const up = await upstreamFor(t, (req, res) => {
+    if (req.url?.startsWith('/x/ok')) return void res.end('fine')
+    broken++
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': '100000' })
+    res.write(Buffer.alloc(1000, 1), () => setTimeout(() => req.socket.destroy(), 50))
+  })
+  const gw = await gatewayFor(t, [pub('x', '/x', up.url)])
+  const res = await request(`${gw.url}/x/big`)
+  t.equal(res.statusCode, 200, 'the head had gone out')
+  await t.rejects(res.body.arrayBuffer(), 'the body ends in an error, not as a complete short body')
+  t.equal(broken, 1)
+  const next = await send(`${gw.url}/x/ok`)
+  t.equal(next.status, 200)
+  t.equal(next.text, 'fine')
+})
+
+t.test('a client that leaves mid-body stops the upstream response (forwarder)', async (t) => {
+  let closed = 0
+  const timers = new Set<NodeJS.Timeout>()
+  t.teardown(() => timers.forEach(clearInterval))
+  const up = await upstreamFor(t, (req, res) => {
+    req.socket.once('close', () => closed++)
+    res.writeHead(200, { 'content-type': 'text/event-stream' })
+    const timer = setInterval(() => res.write('data: tick\n\n'), 20)
+    timers.add(timer)
+    res.once('close', () => clearInterval(timer))
+  })
+  const gw = await gatewayFor(t, [pub('events', '/events', up.url, { timeout: 0 })])
+  const socket = await rawSocket(gw.port)
+  socket.write('GET /events/x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+  let received = ''
+  socket.on('data', (c: Buffer) => (received += c.toString()))
+  t.ok(await eventuallyTrue(() => received.includes('data: tick')), 'events flow')
+  socket.destroy()
+  t.ok(await eventuallyTrue(() => closed === 1), 'the upstream connection of the abandoned stream was closed')
+})
+
+t.test('an upstream status outside 100-599 is a 502, not a crash (forwarder)', async (t) => {
+  const { createServer } = await import('node:net')
+  const odd = createServer((socket) => socket.once('data', () => socket.end('HTTP/1.1 601 Odd\r\ncontent-length: 2\r\n\r\nhi')))
+  await new Promise<void>((resolve) => odd.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => new Promise((resolve) => odd.close(resolve)))
+  const gw = await gatewayFor(t, [pub('odd', '/odd', `http://127.0.0.1:${(odd.address() as { port: number }).port}`)])
+  const res = await send(`${gw.url}/odd/x`)
+  t.equal(res.status, 502)
+  t.equal(res.json?.error, 'bad_gateway')
+})
+
 t.test('upstream failures: timeout 504, refused 502, reset 502, 503 passed through once', async (t) => {
   const timers = new Set<NodeJS.Timeout>()
   t.teardown(() => timers.forEach(clearTimeout))

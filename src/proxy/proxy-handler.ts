@@ -1,22 +1,19 @@
-import type {} from '@fastify/reply-from'
-import type { ServerResponse } from 'node:http'
-import type { Socket } from 'node:net'
 import { performance } from 'node:perf_hooks'
 import { finished } from 'node:stream'
 import Negotiator from 'negotiator'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Dispatcher } from 'undici'
 import { meetsRequirements, identityHeaders } from '../auth/claim-rules.js'
 import { carriesSessionCookies, clearedCookies, sessionCookies, setCookiesWithout, type CookieNames } from '../auth/cookies.js'
 import { passesCsrf } from '../auth/csrf.js'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { GatewayError, type ErrorCode } from '../errors.js'
-import { sendError } from '../http/send-error.js'
 import { normalisePath, splitUrl } from '../routing/normalise-path.js'
 import type { RouteMatch } from '../routing/route-table.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
-import { dispatchingAs, UpstreamCall } from './upstream-agent.js'
+import { UpstreamExchange, type HeadRewrite } from './upstream-exchange.js'
 import { upstreamHeaders, withoutGatewayCookies, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
 
 declare module 'fastify' {
@@ -26,11 +23,11 @@ declare module 'fastify' {
   }
 }
 
-type FromOptions = NonNullable<Parameters<FastifyReply['from']>[1]>
-
 interface Deps {
   current: () => Runtime
   metrics: Metrics
+  /** undici's keep-alive pools to the upstreams. */
+  agent: Dispatcher
   trustsPeer: (address: string | undefined) => boolean
 }
 
@@ -116,10 +113,8 @@ function prefersHtml(accept: string): boolean {
 }
 
 function upstreamError(error: unknown): GatewayError {
-  const e = error as { statusCode?: number; code?: string; cause?: { code?: string } }
-  const timedOut =
-    e.statusCode === 504 || e.code === 'FST_REPLY_FROM_GATEWAY_TIMEOUT' || e.code === 'FST_REPLY_FROM_CONNECT_TIMEOUT' ||
-    e.cause?.code === 'UND_ERR_HEADERS_TIMEOUT' || e.cause?.code === 'UND_ERR_CONNECT_TIMEOUT' || e.cause?.code === 'UND_ERR_BODY_TIMEOUT'
+  const code = (error as { code?: string }).code
+  const timedOut = code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT'
   return new GatewayError(timedOut ? 'gateway_timeout' : 'bad_gateway')
 }
 
@@ -130,108 +125,13 @@ function withoutOwnCookies(reply: FastifyReply, names: CookieNames): void {
   if (kept.length > 0) reply.header('set-cookie', kept)
 }
 
-/** What one proxied request carries from the auth step to reply-from's hooks. */
-interface Forwarding {
-  rt: Runtime
-  routeName: string
-  identity: UpstreamIdentity | 'public'
-  rotated: SessionTokens | undefined
-  trusted: boolean
-  query: string
-  started: number
-  /** Ends the hold on the grace of `rotated` (its cookies are about to go out). */
-  release: (() => void) | undefined
-}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    forwarding?: Forwarding
-  }
-}
-
-/**
- * reply-from's options, made once per timeout rather than per request: the hooks read what they need from
- * `request.forwarding` (no closures allocated on the hot path).
- */
-function forwardingOptions(metrics: Metrics) {
-  const byTimeout = new Map<number, FromOptions>()
-  const state = (request: FastifyRequest): Forwarding => request.forwarding as Forwarding
-  const hooks: FromOptions = {
-    // The query travels separately: reply-from refuses a source whose decoded text holds `../` (and fails on
-    // malformed percent-encoding), which is only meant for the path; the path here is already normalised.
-    queryString: (_search, _url, request) => state(request as FastifyRequest).query,
-    // An upstream's 503 is the client's to see (reply-from would silently retry a GET up to 10 times).
-    retryDelay: () => null,
-    rewriteRequestHeaders: (request, headers) => {
-      const f = state(request as FastifyRequest)
-      return upstreamHeaders(request as FastifyRequest, headers, f.rt.cookies, f.rt.routes.injectedHeaders, f.identity, f.trusted)
-    },
-    rewriteHeaders: (headers, request) => {
-      const f = state(request as FastifyRequest)
-      metrics.observeUpstream(f.routeName, (performance.now() - f.started) / 1000)
-      return withoutGatewayCookies(withoutHopByHop(headers), f.rt.cookies)
-    },
-    // A rotation's cookies go out with the upstream's answer, which may come long after faster responses
-    // carried newer ones: checked just before sending, so a slow response never sets an older pair.
-    onResponse: (request, reply, res) => {
-      const f = state(request as FastifyRequest)
-      reply.raw.once('pipe', flushHeadersIfBodyWaits)
-      if (!f.rotated) return void reply.send(res.stream)
-      f.release?.()
-      void f.rt.sessions.superseded(f.rotated.refreshToken).then((stale) => {
-        if (stale) withoutOwnCookies(reply as FastifyReply, f.rt.cookies)
-        reply.send(res.stream)
-      })
-    },
-    onError: (errorReply, { error }) => {
-      ;(errorReply.request as FastifyRequest).forwarding?.release?.()
-      // The client went away (its upstream request was cancelled): nobody to answer, nothing gone wrong.
-      if (errorReply.raw.destroyed) return
-      errorReply.request.log.warn({ err: error, route: errorReply.request.routeName }, 'upstream failed')
-      sendError(errorReply as FastifyReply, upstreamError(error))
-    },
-  }
-  return (timeout: number): FromOptions => {
-    let options = byTimeout.get(timeout)
-    if (!options) byTimeout.set(timeout, (options = { ...hooks, timeout }))
-    return options
-  }
-}
-
-/**
- * Fastify streams a body by piping it, and Node sends the headers with the first chunk: an upstream that answers
- * its headers at once and its body later (an event stream, a long poll) would keep the client waiting for them,
- * and a route's timeout would then replace its answer with a 504. Once the pipe is set up, the headers go out
- * unless the body has begun by the next turn of the event loop (the usual case costs no extra write).
- */
-function flushHeadersIfBodyWaits(this: ServerResponse): void {
-  setImmediate(flushHeaders, this)
-}
-
-function flushHeaders(res: ServerResponse): void {
-  if (!res.headersSent && !res.destroyed && !res.writableEnded) res.flushHeaders()
-}
-
-const kCalls = Symbol('upstream calls')
-type WithCalls = Socket & { [kCalls]?: Set<UpstreamCall> }
-
-/** The upstream calls of a client connection's requests in flight; all cancelled when the connection closes. */
-function callsOn(socket: WithCalls): Set<UpstreamCall> {
-  let calls = socket[kCalls]
-  if (calls === undefined) {
-    calls = socket[kCalls] = new Set()
-    socket.once('close', cancelAll)
-  }
-  return calls
-}
-
-function cancelAll(this: WithCalls): void {
-  for (const call of this[kCalls] ?? []) call.cancel()
+/** An empty query (`/a?`) is none. */
+function withoutEmptyQuery(path: string): string {
+  return path.endsWith('?') && path.indexOf('?') === path.length - 1 ? path.slice(0, -1) : path
 }
 
 /** The catch-all handler: route match -> auth -> proxy, one way. */
-export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
-  const optionsFor = forwardingOptions(metrics)
+export function proxyHandler({ current, metrics, agent, trustsPeer }: Deps) {
   return async function proxy(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const rt = current()
     const match = matchRoute(rt, request.url)
@@ -257,32 +157,43 @@ export function proxyHandler({ current, metrics, trustsPeer }: Deps) {
     let release: (() => void) | undefined
     if (rotated) {
       reply.header('set-cookie', sessionCookies(rt.config, rotated))
-      // The grace stays open until the headers carrying the new cookies go out (onResponse, onError) or the request
-      // ends otherwise (finished() also answers for a response already closed); at most the route's timeout (a stream
-      // without one: five minutes) plus the grace.
+      // The grace stays open until the headers carrying the new cookies go out (the head's rewrite, or a failure
+      // before it) or the request ends otherwise (finished() also answers for a response already closed); at most the
+      // route's timeout (a stream without one: five minutes) plus the grace.
       const ceiling = (route.timeout > 0 ? route.timeout : 300_000) + rt.config.tokens.reuseGrace
       release = rt.sessions.holdGrace(rotated, ceiling).release
       finished(reply.raw, release)
     }
-    const upstream = splitUrl(match.upstreamPath)
-    request.forwarding = {
-      rt, routeName: route.name, identity: authorised.identity, rotated,
-      trusted: trustsPeer(request.socket.remoteAddress), query: upstream.query.slice(1), started: performance.now(), release,
+    const started = performance.now()
+    // The upstream's head, on its way to the client: timed, hop-by-hop headers and the gateway's cookies dropped,
+    // and a rotation's cookies checked just before they go out, so that a slow response never sets an older pair
+    // than faster ones already carried.
+    const rewriteHead: HeadRewrite = ({ headers }) => {
+      metrics.observeUpstream(route.name, (performance.now() - started) / 1000)
+      const kept = withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
+      if (!rotated) return kept
+      release?.()
+      return rt.sessions.superseded(rotated.refreshToken).then((stale) => {
+        if (stale) withoutOwnCookies(reply, rt.cookies)
+        return kept
+      })
     }
     // The client may have gone while the auth step waited for the store: nothing to forward, nobody to answer.
     if (request.socket.destroyed || reply.raw.destroyed) {
       release?.()
-      return reply
+      return reply.hijack()
     }
-    // A close of the response before it finished is the client gone, and so is the socket's close for a request
-    // pipelined behind another (whose response never gets a close of its own): the upstream request is cancelled.
-    const call = new UpstreamCall()
-    const calls = callsOn(request.socket)
-    calls.add(call)
-    reply.raw.once('close', () => {
-      calls.delete(call)
-      if (!reply.raw.writableFinished) call.cancel()
-    })
-    return dispatchingAs(call, () => reply.from(match.route.upstreamOrigin + upstream.path, optionsFor(route.timeout)))
+    const headers = upstreamHeaders(request, match.route.upstreamHost, rt.cookies, rt.routes.injectedHeaders, authorised.identity, trustsPeer(request.socket.remoteAddress))
+    const exchange = new UpstreamExchange(request, reply, rewriteHead)
+    try {
+      await exchange.start(agent, { origin: match.route.upstreamOrigin, path: withoutEmptyQuery(match.upstreamPath), headers, timeout: route.timeout })
+    } catch (error) {
+      release?.()
+      // The client went away (its upstream request was cancelled): nobody to answer, nothing gone wrong.
+      if (reply.raw.destroyed) return reply.hijack()
+      request.log.warn({ err: error, route: route.name }, 'upstream failed')
+      throw upstreamError(error)
+    }
+    return reply
   }
 }

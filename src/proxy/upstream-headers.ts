@@ -22,7 +22,7 @@ export interface UpstreamIdentity {
 }
 
 /**
- * The headers the upstream receives, built in one pass over the proxy's copy of the request headers. Left out:
+ * The headers the upstream receives, built in one pass over the request's headers. Host is the upstream's. Left out:
  * hop-by-hop headers (and those the request's Connection header names), client copies of every route's
  * injected headers (and `_` look-alikes), Forwarded/X-Real-IP unless the peer is a trusted proxy, the gateway's
  * cookies and, on authenticated routes, the client's Authorization. Added: the verified Bearer, the identity
@@ -30,18 +30,20 @@ export interface UpstreamIdentity {
  */
 export function upstreamHeaders(
   request: FastifyRequest,
-  headers: IncomingHttpHeaders,
+  /** The upstream's `host[:port]`. */
+  host: string,
   names: CookieNames,
   /** Lower-case names of every header any route injects. */
   injectedNames: ReadonlySet<string>,
   identity: UpstreamIdentity | 'public',
   trustedPeer: boolean,
 ): IncomingHttpHeaders {
-  const connection = request.headers.connection
+  const headers = request.headers
+  const connection = headers.connection
   const named = typeof connection === 'string' ? connection.split(',').map((n) => n.trim().toLowerCase()) : undefined
-  const out: IncomingHttpHeaders = {}
+  const out: IncomingHttpHeaders = { host }
   for (const name in headers) {
-    if (ANSWERED_HERE.has(name) || injectedNames.has(name) || name === 'cookie') continue
+    if (ANSWERED_HERE.has(name) || injectedNames.has(name) || name === 'cookie' || name === 'host') continue
     // `X_User_Id` reads as `X-User-Id` to CGI, WSGI, Rack and PHP upstreams: look-alikes of injected names go too.
     if (name.includes('_') && injectedNames.has(name.replace(/_/g, '-'))) continue
     if (!trustedPeer && (name === 'forwarded' || name === 'x-real-ip')) continue

@@ -61,10 +61,8 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       if (crossOrigin) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
-      const headers = upstreamHeaders(request, { ...raw.headers }, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
+      const headers = upstreamHeaders(request, match.route.upstreamHost, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
-      // upstreamHeaders marks removed headers undefined (undici skips them); node's http client, under ws, would not.
-      for (const name of Object.keys(headers)) if (headers[name] === undefined) delete headers[name]
       const target = match.route.upstreamOrigin.replace(/^http/, 'ws') + match.upstreamPath
       const protocols = raw.headers['sec-websocket-protocol']?.split(',').map((p) => p.trim())
       delete headers['sec-websocket-protocol']

@@ -7,8 +7,9 @@
  *   would mean different things to the gateway and to the upstream);
  * - malformed percent-encoding is refused;
  * - a segment that begins with `..` (`...`, `..a`), or ends with `..` before another segment (`a../b`), is refused:
- *   @fastify/reply-from refuses to forward any path whose decoded text holds `/..` or `../`, and the client gets
- *   this reason instead of the proxy library's.
+ *   path filters and upstream servers read text holding `/..` or `../` as traversal in different ways
+ *   (@fastify/reply-from, which the gateway forwarded with before, refused it outright), so the gateway refuses
+ *   it with its own reason rather than forward what the upstream may resolve differently.
  *
  * The upstream receives the normalised path, so it sees exactly what was matched, with each kept segment as the
  * client encoded it: a percent-encoded reserved character stays encoded (`a%3Bb` is the name `a;b`, where a raw

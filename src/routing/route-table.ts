@@ -7,6 +7,8 @@ export interface Route {
   /** Decoded prefix segments: `/api/orders` -> ['api', 'orders']. */
   segments: string[]
   upstreamOrigin: string
+  /** The Host header the upstream is sent (`host[:port]` of its URL). */
+  upstreamHost: string
   /** The upstream URL's own path, prepended to what is forwarded (no trailing slash). */
   upstreamBasePath: string
   /** What replaces the matched prefix (no trailing slash), or undefined to keep it. */
@@ -38,7 +40,7 @@ export class RouteTable {
           config.rewritePrefix === undefined
             ? undefined
             : config.rewritePrefix.split('/').filter(Boolean).map((s) => decodeURIComponent(s))
-        return { config, segments: prefixSegments, upstreamOrigin: upstream.origin, upstreamBasePath: base, rewriteSegments: rewrite }
+        return { config, segments: prefixSegments, upstreamOrigin: upstream.origin, upstreamHost: upstream.host, upstreamBasePath: base, rewriteSegments: rewrite }
       })
       .sort((a, b) => b.segments.length - a.segments.length)
     this.injectedHeaders = new Set(routes.flatMap((r) => Object.keys(r.headers).map((h) => h.toLowerCase())))

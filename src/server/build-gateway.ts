@@ -1,8 +1,8 @@
 import { fastifyCookie } from '@fastify/cookie'
-import replyFrom from '@fastify/reply-from'
 import { METHODS, STATUS_CODES } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
+import { Agent } from 'undici'
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { databasePath } from '../config/schema.js'
@@ -11,7 +11,6 @@ import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
 import { sendError } from '../http/send-error.js'
 import { proxyHandler } from '../proxy/proxy-handler.js'
-import { UpstreamAgent } from '../proxy/upstream-agent.js'
 import { trustedProxies } from '../proxy/trusted-proxies.js'
 import { originForm } from '../routing/normalise-path.js'
 import { websocketUpgradeHandler } from '../proxy/websocket-proxy.js'
@@ -202,7 +201,6 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   })
   // Declared up front, so that every request object has the same shape (set later, they would change it).
   app.decorateRequest('routeName', undefined)
-  app.decorateRequest('forwarding', undefined)
   app.addHook('onResponse', (request, reply, done) => {
     metrics.countRequest(request.routeName ?? 'gateway', reply.statusCode)
     done()
@@ -211,13 +209,11 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // No parsing hook: cookies are parsed where they are read (requestCookies), so that Bearer and public requests
   // do not pay for it. The gateway sets its cookies as headers, never through reply.setCookie.
   await app.register(fastifyCookie, { hook: false })
-  // Keep-alive pools to the upstreams. rejectUnauthorized: given options rather than an agent, reply-from turns
-  // certificate checks off (`tls.rejectUnauthorized || false`); an https upstream is verified against the system CAs
-  // (plus NODE_EXTRA_CA_CERTS) before it is sent a token.
-  const upstreamAgent = new UpstreamAgent({
+  // Keep-alive pools to the upstreams. An https upstream is verified against the system CAs (plus
+  // NODE_EXTRA_CA_CERTS) before it is sent a token (said outright: @fastify/reply-from, used before, turned it off).
+  const upstreamAgent = new Agent({
     connections: 256, pipelining: 1, keepAliveTimeout: 30_000, connectTimeout: 5000, connect: { rejectUnauthorized: true },
   })
-  await app.register(replyFrom, { disableRequestLogging: true, undici: upstreamAgent })
 
   // Gateway endpoints parse JSON bodies (bounded by server.bodyLimit); an empty body is no body, and so is one that
   // does not parse on a route that says so (logout).
@@ -262,9 +258,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   // Proxied traffic: bodies stream through untouched (no parsing, no bodyLimit), in both directions.
   await app.register(async (proxied) => {
     proxied.removeAllContentTypeParsers()
-    // The body is handed on as the raw stream: reply-from pipes it to the upstream (done(null) would send none).
+    // The body is handed on as the raw stream, piped to the upstream by undici (done(null) would send none).
     proxied.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
-    proxied.all('/*', proxyHandler({ current, metrics, trustsPeer }))
+    proxied.all('/*', proxyHandler({ current, metrics, agent: upstreamAgent, trustsPeer }))
   })
 
   // CONNECT (a tunnel request) and an Expect other than 100-continue: Node would close the socket without a word,
