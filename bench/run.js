@@ -36,10 +36,15 @@ const children = []
 const profiled = []
 /** Profiled gateways are stopped gracefully, so that they write their profile. */
 async function stopProfiled() {
-  await Promise.all(profiled.map((child) => new Promise((resolve) => {
+  await Promise.all(profiled.map(stopped))
+}
+/** Stops a child gracefully (a profiled gateway writes its profile) and waits for it to be gone. */
+function stopped(child) {
+  return new Promise((resolve) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
     child.once('exit', resolve)
     child.kill('SIGTERM')
-  })))
+  })
 }
 const tmp = mkdtempSync(join(os.tmpdir(), 'sg-bench-'))
 const cleanup = () => {
@@ -425,6 +430,10 @@ for (let i = 0; i < 100; i++) manyBearers.push((await login(strict, 'token')).bo
  * on what else the scheduler ran at the time.
  */
 async function measure(system, duration = DURATION, paced = false) {
+  // This process's garbage is collected before the slice, not during it, on the core the load generator uses
+  // (`npm run bench` runs it with --expose-gc): once it held the s6 sessions, a collection in a slice took up to
+  // ~180 ms of that core, a stall in the measured latency of whatever system was on.
+  globalThis.gc?.()
   const commandsBefore = await redisCommands()
   const before = [cpuSeconds(system.pid), cpuSeconds(redisProc.pid), syscalls(system.pid)]
   const result = await generate(system, duration, paced)
@@ -568,6 +577,10 @@ phase('warm-up')
 const raw = await rounds(SYSTEMS, ROUNDS, { onSlice: () => process.stdout.write('.') })
 console.log()
 phase('full-load rounds')
+// The processes no later phase measures stop here (the s3 gateways, nginx): idle, their timers and collections still
+// ran on the measured core, ~10 % of it together, and stalled requests of the fixed-load table.
+const retired = new Set([expiring.pid, expiringCached.pid, nginx?.pid])
+if (!process.env.BENCH_QUICK && !process.env.BENCH_ONLY) await Promise.all(children.filter((c) => retired.has(c.pid)).map(stopped))
 const rows = Object.fromEntries(Object.entries(raw).map(([k, v]) => [k, summary(v)]))
 /** The median of the per-round ratios of a row's req/s to another row's in the same round; undefined if either is absent. */
 const ratio = (name, ref) =>
@@ -793,9 +806,12 @@ Command: \`npm run bench\` (BENCH_SECONDS=${DURATION}, BENCH_ROUNDS=${ROUNDS}, B
 ${PIN ? 'Pinned with taskset: each measured proxy alone on core 1; the load generator, the upstream and Redis on core 0.' : 'Not pinned.'}
 Every system runs in its own process on 127.0.0.1. The systems take turns in slices of ${DURATION} s, the order reversed every
 other round; figures are medians of the rounds, and every ratio is the median of the ratios taken within a round
-(slices seconds apart), so that the drift of a shared VM hits both sides of a ratio alike.
+(slices seconds apart), so that the drift of a shared VM hits both sides of a ratio alike. The bench's own process
+collects its garbage before each slice, not during one, and the processes no later phase measures (the s3 gateways,
+nginx) are stopped after the full-load rounds.
 "CPU µs/req" is the user + system time the measured process (and redis-server) spent per answered request, read from /proc.
-Upstream: node:http answering ~100 bytes of JSON. Bare proxy: Fastify + @fastify/http-proxy, logger off. Every row but s2, s3 and
+Upstream: node:http answering ~100 bytes of JSON. Bare proxy: Fastify + @fastify/http-proxy, logger off. sessiongate forwards
+with undici's dispatcher, writing the upstream's response straight onto the client's (src/proxy/upstream-exchange.ts). Every row but s2, s3 and
 "100 tokens in turn" sends s1's request (\`Authorization: Bearer\` with a ~250-byte token, forwarded untouched by the bare proxy, nginx and
 the public routes), so that the ratios measure the auth step, not the token's bytes. sessiongate: LOG_LEVEL=warn,
 Redis store, EdDSA tokens; "strict" (the default) answers a session the instance has seen from memory past a revocation barrier
