@@ -6,7 +6,7 @@ import { carriesSessionCookies, clearedCookies, requestCookies, sessionCookies }
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
-import type { SessionTokens } from '../sessions/sessions.js'
+import { OversizedAccessTokenError, type SessionTokens } from '../sessions/sessions.js'
 import { MAX_TOKEN_LENGTH, TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { REGISTERED_CLAIMS } from '../tokens/registered-claims.js'
 import { oneMethodRoute } from './one-method-route.js'
@@ -75,13 +75,15 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       throw new GatewayError('invalid_credentials')
     }
     await rt.rateLimit.succeeded(request.ip, username)
-    const tokens = await rt.sessions.start(identity.sub, identity.claims)
-    if (tokens.accessToken.length > MAX_TOKEN_LENGTH) {
-      // Every instance refuses a token this large: a session it could never use is ended, not handed out.
-      await rt.sessions.logout(undefined, tokens.refreshToken)
+    let tokens: SessionTokens
+    try {
+      tokens = await rt.sessions.start(identity.sub, identity.claims)
+    } catch (err) {
+      if (!(err instanceof OversizedAccessTokenError)) throw err
+      // Every instance refuses a token this large: the session it could never use was ended, not handed out.
       metrics.logins.inc({ result: 'error' })
-      const message = `The login succeeded, but its claims make an access token of ${tokens.accessToken.length} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts: the user needs fewer or shorter claims.`
-      request.log.error({ sub: identity.sub, bytes: tokens.accessToken.length }, 'login refused: access token too large')
+      const message = `The login succeeded, but its claims make an access token of ${err.bytes} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts: the user needs fewer or shorter claims.`
+      request.log.error({ sub: identity.sub, bytes: err.bytes }, 'login refused: access token too large')
       throw new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', message)
     }
     metrics.logins.inc({ result: 'success' })

@@ -38,6 +38,20 @@ export interface SessionEvents {
   onDenied?(reason: string): void
 }
 
+/** The session's claims make an access token over MAX_TOKEN_LENGTH: the session was ended. */
+export class OversizedAccessTokenError extends Error {
+  readonly code = 'ACCESS_TOKEN_TOO_LARGE'
+  constructor(readonly bytes: number) {
+    super(`The account's claims make an access token of ${bytes} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts.`)
+  }
+}
+
+/** A refresh that meets it: the session is over, and the client is told why. */
+function refusedAsExpired(error: unknown): never {
+  if (error instanceof OversizedAccessTokenError) throw new GatewayError('session_expired', `${error.message} Log in again once they are fewer.`)
+  throw error
+}
+
 /**
  * Sessions: logins, one-time-use refresh rotation (single flight per process, reuse grace across
  * instances), reuse detection, access-token checks and logout. The only code that both mints tokens and
@@ -75,7 +89,7 @@ export class Sessions {
     const session = await this.store.createSession({
       sid, sub, claims, refreshHash: hashRefreshToken(refreshToken), idleTtlMs: t.refreshIdleTtl, absoluteTtlMs: t.refreshAbsoluteTtl,
     })
-    return this.tokensFor(session, refreshToken)
+    return this.withinLimits(await this.tokensFor(session, refreshToken))
   }
 
   /** Rotates a refresh token. Concurrent calls with the same token in this process share one rotation (shared()). */
@@ -137,11 +151,11 @@ export class Sessions {
     if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
     switch (result.kind) {
       case 'rotated':
-        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), successor))
+        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), successor)).catch(refusedAsExpired)
       case 'grace': {
         const earlier = openSuccessor(result.sealedSuccessor, refreshToken)
         if (earlier === undefined) throw new GatewayError('session_expired')
-        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true))
+        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true)).catch(refusedAsExpired)
       }
       case 'reused':
       case 'revoked':
@@ -165,13 +179,14 @@ export class Sessions {
   }
 
   /**
-   * A refresh whose claims (grown in a reloaded users file) make an access token every instance refuses ends the
-   * session with a clear answer, rather than handing out a token no request can use.
+   * Claims that make an access token every instance refuses (a user with many roles, or grown in a reloaded users
+   * file) end the session, rather than hand out a token no request can use. The one check for a login and a refresh;
+   * each caller says it its own way.
    */
   private async withinLimits(tokens: SessionTokens): Promise<SessionTokens> {
     if (tokens.accessToken.length <= MAX_TOKEN_LENGTH) return tokens
     await this.endSession(tokens.sid)
-    throw new GatewayError('session_expired', `The account's claims make an access token of ${tokens.accessToken.length} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts; log in again once they are fewer.`)
+    throw new OversizedAccessTokenError(tokens.accessToken.length)
   }
 
   /**
