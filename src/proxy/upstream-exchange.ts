@@ -175,7 +175,7 @@ export class UpstreamExchange implements CoreHandler {
     this.answered = true
     clearTimeout(this.timer)
     if (statusCode > 599) {
-      this.abortRequest?.(new InvalidUpstreamStatus(`The upstream answered status ${statusCode}.`))
+      this.fail(new InvalidUpstreamStatus(`The upstream answered status ${statusCode}.`))
       return false
     }
     this.resume = resume
@@ -186,9 +186,22 @@ export class UpstreamExchange implements CoreHandler {
       (headers) => {
         if (this.respond(statusCode, headers)) this.drained()
       },
-      (error: Error) => this.abortRequest?.(error),
+      (error: Error) => this.fail(error),
     )
     return false
+  }
+
+  /**
+   * Ends the exchange with `error` before its head went out. The upstream request is aborted, and the head fails here
+   * too: undici may have completed the request already (a HEAD's response ends at its head, whatever the handler
+   * answered), and then its abort does nothing and onError never comes.
+   */
+  private fail(error: Error): void {
+    this.abortRequest?.(error)
+    if (this.responding || this.failed) return
+    clearTimeout(this.timer)
+    this.failed = true
+    this.settle.reject(error)
   }
 
   /** Writes the head to the client. False when the body must wait (the head did not go out, or may not yet). */
@@ -200,13 +213,18 @@ export class UpstreamExchange implements CoreHandler {
       const mine = name === 'set-cookie' ? headers[name] : undefined
       headers[name] = mine === undefined ? value : ([] as string[]).concat(mine as string | string[], value as string | string[])
     }
+    // A 204 has no body: it carries neither Content-Length nor Content-Type (RFC 9110 §8.6, §15.3.5).
+    if (statusCode === 204) {
+      delete headers['content-length']
+      delete headers['content-type']
+    }
     // An HTTP/1 connection is not reused before the request's body has been read: the upstream answered first.
     if (!this.request.raw.complete) headers.connection = 'close'
     try {
       this.res.writeHead(statusCode, headers)
     } catch (error) {
       // A header Node will not send (a character it refuses): nothing went out, the gateway answers 502.
-      this.abortRequest?.(error as Error)
+      this.fail(error as Error)
       return false
     }
     this.reply.hijack()
@@ -257,6 +275,7 @@ export class UpstreamExchange implements CoreHandler {
     clearTimeout(this.timer)
     this.completed = true
     if (!this.responding) {
+      if (this.failed) return
       this.failed = true
       return this.settle.reject(error)
     }

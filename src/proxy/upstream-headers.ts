@@ -74,7 +74,8 @@ export function upstreamHeaders(
 
 /** Response headers from the upstream, less its hop-by-hop ones (and those its Connection header names). */
 export function withoutHopByHop<T extends Record<string, unknown>>(headers: T): T {
-  const connection = headers.connection
+  // Repeated Connection lines come as an array: every one of them names headers to drop.
+  const connection = Array.isArray(headers.connection) ? headers.connection.join(',') : headers.connection
   const named = typeof connection === 'string' ? connection.split(',').map((n) => n.trim().toLowerCase()) : []
   // A new object with the kept headers: deleting from the upstream's object would make it slow to copy.
   const out: Record<string, unknown> = {}
