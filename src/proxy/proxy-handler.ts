@@ -168,7 +168,7 @@ export function proxyHandler({ current, metrics, agent, trustsPeer }: Deps) {
     // The upstream's head, on its way to the client: timed, hop-by-hop headers and the gateway's cookies dropped,
     // and a rotation's cookies checked just before they go out, so that a slow response never sets an older pair
     // than faster ones already carried.
-    const rewriteHead: HeadRewrite = ({ headers }) => {
+    const rewriteHead: HeadRewrite = (headers) => {
       metrics.observeUpstream(route.name, (performance.now() - started) / 1000)
       const kept = withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
       if (!rotated) return kept

@@ -24,18 +24,14 @@ export interface UpstreamRequest {
   timeout: number
 }
 
-/** What the proxy decides once the upstream's response head is in, before it goes to the client. */
-export interface ResponseHead {
-  statusCode: number
-  /** The upstream's headers (lower-case names, repeated ones as arrays), to be rewritten in place or replaced. */
-  headers: Record<string, string | string[]>
-}
+/** Response headers: lower-case names, repeated ones as arrays. */
+type Headers = Record<string, string | string[]>
 
 /**
- * Turns the upstream's response head into the one the client gets: may be asynchronous (a rotation's cookies
- * are checked against the store just before they go out). Returns the headers to send.
+ * Turns the upstream's response headers into those the client gets: may be asynchronous (a rotation's cookies
+ * are checked against the store just before they go out).
  */
-export type HeadRewrite = (head: ResponseHead) => Record<string, string | string[]> | Promise<Record<string, string | string[]>>
+export type HeadRewrite = (headers: Headers) => Headers | Promise<Headers>
 
 /** The upstream's response status is not one an HTTP response may carry. */
 export class InvalidUpstreamStatus extends Error {
@@ -179,8 +175,7 @@ export class UpstreamExchange implements CoreHandler {
       return false
     }
     this.resume = resume
-    const head: ResponseHead = { statusCode, headers: util.parseHeaders(rawHeaders) as Record<string, string | string[]> }
-    const rewritten = this.rewriteHead(head)
+    const rewritten = this.rewriteHead(util.parseHeaders(rawHeaders) as Headers)
     if (!(rewritten instanceof Promise)) return this.respond(statusCode, rewritten)
     rewritten.then(
       (headers) => {
@@ -198,14 +193,19 @@ export class UpstreamExchange implements CoreHandler {
    */
   private fail(error: Error): void {
     this.abortRequest?.(error)
-    if (this.responding || this.failed) return
+    if (!this.responding) this.failHead(error)
+  }
+
+  /** The head will not go out: the Fastify reply answers `error` (once). */
+  private failHead(error: Error): void {
+    if (this.failed) return
     clearTimeout(this.timer)
     this.failed = true
     this.settle.reject(error)
   }
 
   /** Writes the head to the client. False when the body must wait (the head did not go out, or may not yet). */
-  private respond(statusCode: number, upstreamHeaders: Record<string, string | string[]>): boolean {
+  private respond(statusCode: number, upstreamHeaders: Headers): boolean {
     if (this.cancelled || this.failed) return false
     const headers = this.reply.getHeaders() as OutgoingHttpHeaders
     for (const name in upstreamHeaders) {
@@ -274,11 +274,7 @@ export class UpstreamExchange implements CoreHandler {
   onError(error: Error): void {
     clearTimeout(this.timer)
     this.completed = true
-    if (!this.responding) {
-      if (this.failed) return
-      this.failed = true
-      return this.settle.reject(error)
-    }
+    if (!this.responding) return this.failHead(error)
     // The body broke off: the client must see a cut response, not a complete-looking short one.
     if (!this.cancelled) this.request.log.warn({ err: error, route: this.request.routeName }, 'upstream failed during the response body')
     this.res.destroy()

@@ -39,15 +39,14 @@ export function upstreamHeaders(
   trustedPeer: boolean,
 ): IncomingHttpHeaders {
   const headers = request.headers
-  const connection = headers.connection
-  const named = typeof connection === 'string' ? connection.split(',').map((n) => n.trim().toLowerCase()) : undefined
+  const named = connectionNamed(headers.connection)
   const out: IncomingHttpHeaders = { host }
   for (const name in headers) {
     if (ANSWERED_HERE.has(name) || injectedNames.has(name) || name === 'cookie' || name === 'host') continue
     // `X_User_Id` reads as `X-User-Id` to CGI, WSGI, Rack and PHP upstreams: look-alikes of injected names go too.
     if (name.includes('_') && injectedNames.has(name.replace(/_/g, '-'))) continue
     if (!trustedPeer && (name === 'forwarded' || name === 'x-real-ip')) continue
-    if (named !== undefined && named.includes(name)) continue
+    if (named.includes(name)) continue
     out[name] = headers[name]
   }
   const cookie = request.headers.cookie === undefined ? undefined : cookieHeaderWithout(request.headers.cookie, names)
@@ -72,11 +71,18 @@ export function upstreamHeaders(
   return out
 }
 
+/**
+ * The lower-case header names a Connection header lists (RFC 9110 §7.6.1), which are hop-by-hop too. Repeated
+ * Connection lines (an array, as undici parses a response) each name some.
+ */
+function connectionNamed(connection: unknown): string[] {
+  const value = Array.isArray(connection) ? connection.join(',') : connection
+  return typeof value === 'string' ? value.split(',').map((n) => n.trim().toLowerCase()) : []
+}
+
 /** Response headers from the upstream, less its hop-by-hop ones (and those its Connection header names). */
 export function withoutHopByHop<T extends Record<string, unknown>>(headers: T): T {
-  // Repeated Connection lines come as an array: every one of them names headers to drop.
-  const connection = Array.isArray(headers.connection) ? headers.connection.join(',') : headers.connection
-  const named = typeof connection === 'string' ? connection.split(',').map((n) => n.trim().toLowerCase()) : []
+  const named = connectionNamed(headers.connection)
   // A new object with the kept headers: deleting from the upstream's object would make it slow to copy.
   const out: Record<string, unknown> = {}
   for (const name in headers) if (!HOP_BY_HOP_SET.has(name) && !named.includes(name)) out[name] = headers[name]
