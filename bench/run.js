@@ -523,9 +523,11 @@ const probe = await measure({ url: `${strict.url}/api/items`, headers: { cookie 
 const reserveSize = Math.max(100, Math.round(probe.requests.average * DURATION * S3_SHARE * 3))
 const expiringPool = []
 const expiringCachedPool = []
-for (let i = 0; i < reserveSize; i++) {
-  expiringPool.push(await cookieSession(expiring))
-  expiringCachedPool.push(await cookieSession(expiringCached))
+// Logins 8 at a time (the gateways are not pinned yet: both cores serve them).
+for (let done = 0; done < reserveSize; done += 8) {
+  const n = Math.min(8, reserveSize - done)
+  expiringPool.push(...(await Promise.all(Array.from({ length: n }, () => cookieSession(expiring)))))
+  expiringCachedPool.push(...(await Promise.all(Array.from({ length: n }, () => cookieSession(expiringCached)))))
 }
 const firstActive = Math.round(reserveSize / 4)
 // The bare control of s3: the same client work, cookies shaped like the gateway's (they never rotate there).
@@ -563,6 +565,18 @@ for (const pid of [process.pid, redisProc.pid, upstreamPid]) pin(pid, 0)
 for (const pid of [barePid, strict.pid, cached.pid, expiring.pid, expiringCached.pid, ...(nginx ? [nginx.pid] : [])]) pin(pid, 1)
 const phase = (name) => console.error(`bench: ${name} done at ${((performance.now() - benchStarted) / 1000).toFixed(0)} s`)
 phase('set-up')
+// The VM's stalls, with every process idle: a busy loop on each core at once (bench/vm-stalls.js). They are what
+// decides the p99 of a 1-second slice at the fixed load (see the latency table).
+const STALL_PROBE_MS = 3000
+const vmStalls = await Promise.all([0, 1].map((core) => new Promise((resolve) => {
+  const args = [process.execPath, join(ROOT, 'bench/vm-stalls.js'), String(STALL_PROBE_MS)]
+  execFile(PIN ? 'taskset' : args[0], PIN ? ['-c', String(core), ...args] : args.slice(1), (err, out) => resolve(err ? null : { core, ...JSON.parse(out) }))
+})))
+const stallText = vmStalls.every(Boolean)
+  ? vmStalls.map((v) => `core ${v.core} ${(v.stalls / v.seconds).toFixed(1)} stalls per second (${(v.stalledMs / v.seconds).toFixed(1)} ms per second lost, longest ${v.longestMs.toFixed(1)} ms)`).join('; ')
+  : 'not measured (the probe failed)'
+console.log(`bench: the VM's stalls, every process idle: ${stallText}`)
+phase('VM stall probe')
 console.log(`bench: ${os.cpus().length} cores, Node ${process.version}, Redis ${redisVersion}; ${ROUNDS} rounds x ${DURATION}s per system, ${CONNECTIONS} connections`)
 // Warm-up, not counted: two passes over the systems. A Node process needs several seconds under load before its code
 // is fully optimised (measured: the slices right after a 3-second warm-up still cost 10-60 % more CPU per request).
@@ -594,12 +608,25 @@ if (process.env.BENCH_QUICK || process.env.BENCH_ONLY) {
     console.log(quickLine(k, r, ratio(k, refOf(k))))
     console.log(`${''.padEnd(42)} Redis calls per request: ${commandsText(r.redisCommands)}`)
   }
+  // BENCH_PACED_ROUNDS given as well: the latency table's fixed load on the same systems, with as many rounds as asked
+  // (the full run's 5 do not fit more in its 3 minutes; see the latency table's note on the VM's stalls).
+  if (process.env.BENCH_PACED_ROUNDS) {
+    const pacedOnly = await rounds(SYSTEMS, PACED_ROUNDS, { paced: true, onSlice: () => process.stdout.write(':') })
+    console.log()
+    const bareP99s = pacedOnly.bare.map((r) => r.latency.p99)
+    for (const [k, results] of Object.entries(pacedOnly)) {
+      const r = summary(results)
+      const p99s = results.map((x) => x.latency.p99)
+      console.log(`fixed load: ${k.padEnd(42)} p50 ${r.p50.toFixed(2)} p99 ${r.p99.toFixed(2)} (median of ${results.length} slices; pooled ${r.p99All?.toFixed(2)}) median of per-round p99 − bare p99 ${median(p99s.map((x, i) => x - bareP99s[i])).toFixed(2)} ms; slices ${p99s.map((x) => x.toFixed(1)).join(' ')}`)
+    }
+  }
   process.exit(0)
 }
 
 // S4: refresh throughput — chains of token-mode refreshes, each connection presenting its latest token. The refresh
-// path has not run on this gateway before: an unmeasured pass first, as for every other row (a run ends with up
-// to one request per connection in flight, whose rotated token never comes back, so each pass starts new chains).
+// path has not run on this gateway before: an unmeasured pass first, as for every other row, of 4 s (measured apart,
+// in successive 3-s windows of rotations a fresh gateway spent 375, 255, then 232-238 µs of CPU per rotation). A run ends
+// with up to one request per connection in flight, whose rotated token never comes back, so each pass starts new chains.
 const chains = []
 /** New chains: a login each (scrypt: done before the slice, and before its CPU is sampled). */
 const newChains = async () => {
@@ -623,7 +650,7 @@ const refreshChains = (duration) =>
     }],
   })
 await newChains()
-await refreshChains(2)
+await refreshChains(4)
 await newChains()
 const s4Cpu = [cpuSeconds(strict.pid), cpuSeconds(redisProc.pid)]
 const s4 = await refreshChains(3)
@@ -789,11 +816,11 @@ const S1MANY = 's1 bearer, strict, 100 tokens in turn'
 const why = {
   [TARGET.s1strict]: `CPU per request: s1 strict ${us(cpuOf(S1))}, the same gateway's public route ${us(cpuOf(PUB))} (the auth step: ${us(cpuOf(S1) - cpuOf(PUB))}), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios(S1, 'bare'))}.`,
   [TARGET.s1cache]: `The revocation-cache gateway's public route, which has no auth step at all, measured ${pct(ratio(PUBC, 'bare'))} of the bare proxy in this run (per round ${pctSpread(roundRatios(PUBC, 'bare'))}), and s1 with the cache ${pctSpread(roundRatios(S1C, 'bare'))} per round. CPU per request: s1 with the cache ${us(cpuOf(S1C))}, the same gateway's public route ${us(cpuOf(PUBC))} (the auth step: ${us(cpuOf(S1C) - cpuOf(PUBC))} in this run; 4.5 µs measured in one process, README), bare ${us(cpuOf('bare'))}. Where the same gateway's public route, with no auth step, also falls short of 95 %, the gap is the spread between two processes doing the same proxy work on this VM. Needed: a quieter machine, or slices long enough to average the VM's phases out (not within the 3-minute bound).`,
-  [TARGET.s1p99]: `Per-round p99 at the fixed load: bare ${spread(perRound(pacedRaw, 'bare', (r) => r.latency.p99))} ms, strict ${spread(perRound(pacedRaw, S1, (r) => r.latency.p99))} ms, revocation cache ${spread(perRound(pacedRaw, S1C, (r) => r.latency.p99))} ms; p50 bare ${ms(paced.bare.p50)}, strict ${ms(paced[S1].p50)}, cache ${ms(paced[S1C].p50)} ms. A 1-second slice at this rate has ~25 requests above its p99, so one scheduler stall of the VM (tens of ms) decides it; strict also waits for a Redis round trip (the revocation barrier's PING), and Redis shares core 0 with the load generator and the upstream. Needed: a machine without such stalls (dedicated cores); the p50 difference is what the auth step costs in latency.`,
+  [TARGET.s1p99]: `Per-round p99 at the fixed load: bare ${spread(perRound(pacedRaw, 'bare', (r) => r.latency.p99))} ms, strict ${spread(perRound(pacedRaw, S1, (r) => r.latency.p99))} ms, revocation cache ${spread(perRound(pacedRaw, S1C, (r) => r.latency.p99))} ms; p50 bare ${ms(paced.bare.p50)}, strict ${ms(paced[S1].p50)}, cache ${ms(paced[S1C].p50)} ms. A 1-second slice at this rate has ~25 requests above its p99, so the VM's stalls decide it. With every process idle (measured at set-up, see the latency table), the VM took each core away from a busy loop: ${stallText}; each stall holds every request in flight on that core. strict also waits for a Redis round trip (the revocation barrier's PING): two more hops between the cores per request, each a chance to meet a stall, and Redis shares core 0 with the load generator and the upstream. Needed: a machine without such stalls (dedicated cores), or many more slices than the 3-minute bound leaves (\`BENCH_ONLY='^s1 bearer, (strict|revocation cache)$' BENCH_PACED_ROUNDS=24 npm run bench\` runs the fixed load alone with 24 rounds; the README has its figures); the p50 difference is what the auth step costs in latency.`,
   [TARGET.s2]: `CPU per request: s2 ${us(cpuOf('s2 cookie'))}, s1 strict ${us(cpuOf(S1))} (the same gateway; cookie mode parses the Cookie header and strips the gateway's cookies before forwarding), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios('s2 cookie', 'bare'))}.`,
   [TARGET.s3]: `CPU per request: s3 strict ${us(cpuOf(S3))}, s3 with the revocation cache ${us(cpuOf(S3C))}, the bare proxy driven by the same client ${us(cpuOf(S3BARE))}. In strict mode a session the gateway has seen is answered from memory past the shared revocation barrier, as in "${S1MANY}" (${us(cpuOf(S1MANY) - cpuOf(S1))} more per request than one token in this run); Redis calls per request: ${commandsText(rows[S3].redisCommands)} (the PINGs are the barriers, shared by the requests of an event-loop turn; the script calls are the rotations). What separates s3 from its bare control is the refreshes (${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests, ~0.5–0.7 ms of gateway CPU each: the rotation script, an EdDSA signature (jose over WebCrypto: a thread-pool hop on the same core), sealing the successor, the new cookies) and the grace answers to requests that carried the old cookies while a rotation's answer was on its way; that cost per request is higher in the full runs than in runs of the s3 rows alone (BENCH_ONLY=s3: 65–77 % against the same client), where s3's gateways serve one slice in four instead of one in twelve, each slice starting with the refreshes of every session whose token expired in between. Redis CPU per request: strict ${us(rows[S3].redisCpuUs)}, cache ${us(rows[S3C].redisCpuUs)}. A cookie-mode refresh costs ~370–420 µs of gateway CPU once its code is warm, but 900–1,000 µs in the first seconds of a process's refreshes (measured apart, chains of refreshes back to back: it takes ~20 s of them to settle), and s3's gateways refresh only in bursts of a few hundred at the start of their slices; an unmeasured pass of refresh chains before the rounds (tried in this session's runs: 6-10 s, ~3,000-5,000 refreshes per gateway at ~1,000 µs each, still the cold phase) made no difference visible through the VM's noise, and 20 s per gateway does not fit the 3-minute bound. Needed: a cheaper refresh (signature and seal are most of its own CPU) and, to settle the full-run gap, a profile per slice.`,
   [TARGET.s4]: `CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}; p50 ${s4.latency.p50} ms. A rotation is a Lua script, an EdDSA signature and sealing the successor; the throughput moves with the VM's speed (scrypt logins in this run: ${s5.requests.average.toFixed(1)}/s).`,
-  [TARGET.s6]: `Per-round p99: 100 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[0], (r) => r.latency.p99))} ms, 100,000 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[1], (r) => r.latency.p99))} ms; p50 ${ms(s6small.p50)} vs ${ms(s6large.p50)} ms; Redis CPU per request ${us(s6small.redisCpuUs)} vs ${us(s6large.redisCpuUs)}. The store's size does not change the work per request (in strict mode a shared PING per event-loop turn, and two hash lookups the first time the instance sees a session); the p99s of 1-second slices are decided by the VM's stalls. Needed: a machine without them.`,
+  [TARGET.s6]: `Per-round p99: 100 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[0], (r) => r.latency.p99))} ms, 100,000 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[1], (r) => r.latency.p99))} ms; p50 ${ms(s6small.p50)} vs ${ms(s6large.p50)} ms; Redis CPU per request ${us(s6small.redisCpuUs)} vs ${us(s6large.redisCpuUs)}. The store's size does not change the work per request (in strict mode a shared PING per event-loop turn, and two hash lookups the first time the instance sees a session); the p99s of 1-second slices are decided by the VM's stalls (${stallText}, with every process idle). Needed: a machine without them.`,
   [TARGET.s7]: `Session hash ${perSession.toFixed(0)} B, subject index ${perIndex.toFixed(0)} B.`,
 }
 const missed = targets.filter(([, ok]) => !ok).map(([what]) => `- **${what}**: ${why[what]}`)
@@ -844,7 +871,10 @@ p99 is decided by queueing and by scheduler stalls of the VM, as the first table
 "p99" is the median of the slices' own p99s, as everywhere, and is what the targets read; "p99, all requests" is the
 p99 of every request of the ${PACED_ROUNDS} slices taken together (what one run of ${PACED_ROUNDS * DURATION} s would report; pooled from the upper
 quarter of each slice's latency distribution, which wrk prints). Where the second is far above the first, the VM's
-stalls hit most slices, not one.` : ''}${WRK ? '' : `
+stalls hit most slices, not one.` : ''}
+The VM's own stalls, measured at set-up with every process idle (a busy loop pinned to each core for ${STALL_PROBE_MS / 1000} s, counting
+every gap over 0.5 ms between two of its clock readings): ${stallText}. Requests in flight during a stall wait it out,
+whatever the system, and at this rate a slice's p99 lies among them.${WRK ? '' : `
 Without wrk this table uses autocannon's per-connection rate, which sends each second's allowance in a burst: it is not a
 fixed load, and its p99 says little. Install wrk for this table.`}
 
