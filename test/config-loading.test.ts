@@ -184,6 +184,18 @@ t.test('a clockTolerance not shorter than accessTtl, or a reuseGrace over a minu
   t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
 })
 
+t.test('cookies.secure: false is a warning unless the gateway listens on a loopback address only', async (t) => {
+  const open = await load(['cookies: { secure: false }', LOGIN].join('\n'))
+  t.same(open.warnings.map((w) => `${w.path}: ${w.message}`), [
+    'cookies.secure: is false while the gateway listens on 0.0.0.0: browsers send the session cookies over plain http too, where they can be read and replayed (false is for local development on 127.0.0.1; behind a TLS-terminating proxy keep it true)',
+  ], 'the default host, 0.0.0.0')
+  t.same((await load(['cookies: { secure: false }', LOGIN].join('\n'), { HOST: '10.0.0.5' })).warnings.map((w) => w.path), ['cookies.secure'], 'HOST counts too')
+  for (const host of ['127.0.0.1', '127.1.2.3', 'localhost', '::1']) {
+    t.same((await load([`server: { host: "${host}" }`, 'cookies: { secure: false }', LOGIN].join('\n'))).warnings, [], `${host}: only this machine can reach it`)
+  }
+  t.same((await load(['cookies: { secure: true }', LOGIN].join('\n'))).warnings, [], 'secure: true, the default')
+})
+
 t.test('an empty file, or one of comments only, says so before what it lacks (audit)', async (t) => {
   for (const text of ['', '# only a comment\n']) {
     const lines = await problemLines(t, text)

@@ -11,8 +11,24 @@ import type { GatewayConfig } from './schema.js'
 export function configWarnings(config: GatewayConfig, users: Map<string, UserRecord> | undefined): ConfigProblem[] {
   return [
     ...unusedLoginWarnings(config.login), ...templateWarnings(config), ...unknownClaimWarnings(config, users),
-    ...lifetimeWarnings(config.tokens), ...sharedStoreKeyWarnings(config),
+    ...lifetimeWarnings(config.tokens), ...sharedStoreKeyWarnings(config), ...insecureCookieWarnings(config),
   ]
+}
+
+/** Addresses only this machine can reach. */
+const LOOPBACK_HOST = /^(localhost|127(\.\d{1,3}){3}|::1|\[::1\])$/i
+
+/**
+ * Cookies without `Secure` on a gateway that listens beyond this machine: browsers send the session cookies over
+ * plain http too, where anyone on the path can read and replay them. Meant for local development on a loopback
+ * address (the demo); behind a TLS-terminating proxy the cookies still need it (the browser's side is https).
+ */
+function insecureCookieWarnings(config: GatewayConfig): ConfigProblem[] {
+  if (config.cookies.secure || LOOPBACK_HOST.test(config.server.host)) return []
+  return [{
+    path: 'cookies.secure',
+    message: `is false while the gateway listens on ${config.server.host}: browsers send the session cookies over plain http too, where they can be read and replayed (false is for local development on 127.0.0.1; behind a TLS-terminating proxy keep it true)`,
+  }]
 }
 
 /**
