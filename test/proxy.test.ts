@@ -263,6 +263,40 @@ t.test('a client that leaves before the upstream answers cancels the upstream re
   t.ok(await eventuallyTrue(() => closed === 7), `both pipelined upstream requests were cancelled (${closed - 5} of 2)`)
 })
 
+t.test('a client that leaves before the response ended is logged (info) and counted as 499, before the head or mid-body', async (t) => {
+  const lines: Record<string, unknown>[] = []
+  const stream = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }
+  const received: string[] = []
+  const up = await upstreamFor(t, (req, res) => {
+    received.push(req.url ?? '')
+    if (req.url?.startsWith('/slow/body')) {
+      res.writeHead(200, { 'content-type': 'text/plain' })
+      res.write('first part')
+    }
+  })
+  const gw = await startGateway({ config: { routes: [pub('slow', '/slow', up.url, { timeout: 0 })] }, logger: { level: 'info', stream } })
+  t.teardown(() => gw.close())
+  const left = (path: string) => lines.filter((l) => l.msg === 'client left before the response ended: upstream request cancelled' && String(l.reqId ?? '') !== '' && l.route === 'slow' && lines.some((m) => m.reqId === l.reqId && (m.req as { url?: string } | undefined)?.url === path))
+  const before = await rawSocket(gw.port)
+  before.write('GET /slow/head HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+  await eventuallyTrue(() => received.length === 1)
+  before.destroy()
+  t.ok(await eventuallyTrue(() => left('/slow/head').length === 1), 'before the head: one info line')
+  t.equal(left('/slow/head')[0]?.level, 30)
+  t.equal(left('/slow/head')[0]?.responding, false)
+  const midBody = await rawSocket(gw.port)
+  let got = ''
+  midBody.on('data', (chunk: Buffer) => { got += chunk.toString() })
+  midBody.write('GET /slow/body HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')
+  await eventuallyTrue(() => got.includes('first part'))
+  midBody.destroy()
+  t.ok(await eventuallyTrue(() => left('/slow/body').length === 1), 'mid-body: one info line')
+  t.equal(left('/slow/body')[0]?.responding, true)
+  const metrics = await (await request(`${gw.url}/metrics`)).body.text()
+  t.match(metrics, /sessiongate_requests_total\{route="slow",status="499"\} 2\n/, 'both counted as 499, client closed request')
+  t.notMatch(metrics, /route="slow",status="200"/, 'not as the status whose head went out')
+})
+
 t.test('response headers go out when the upstream sends them, before a body that comes later (audit)', async (t) => {
   let sendEvent: () => void = () => {}
   const stream = await upstreamFor(t, (_req, res) => {

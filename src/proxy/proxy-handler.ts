@@ -189,7 +189,7 @@ export function proxyHandler({ current, metrics, agent, trustsPeer }: Deps) {
       await exchange.start(agent, { origin: match.route.upstreamOrigin, path: withoutEmptyQuery(match.upstreamPath), headers, timeout: route.timeout })
     } catch (error) {
       release?.()
-      // The client went away (its upstream request was cancelled): nobody to answer, nothing gone wrong.
+      // The client went away (its upstream request was cancelled, and logged): nobody to answer, nothing gone wrong.
       if (reply.raw.destroyed) return reply.hijack()
       request.log.warn({ err: error, route: route.name }, 'upstream failed')
       throw upstreamError(error)

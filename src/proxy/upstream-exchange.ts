@@ -143,10 +143,11 @@ export class UpstreamExchange implements CoreHandler {
     return this.head
   }
 
-  /** The client went away: the upstream request is aborted now, or as soon as undici starts it. */
+  /** The client went away: the upstream request is aborted now, or as soon as undici starts it. Logged (info). */
   cancel(): void {
     if (this.cancelled || this.completed) return
     this.cancelled = true
+    this.request.log.info({ route: this.request.routeName, responding: this.responding }, 'client left before the response ended: upstream request cancelled')
     this.abortRequest?.(new errors.RequestAbortedError())
   }
 

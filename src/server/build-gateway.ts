@@ -205,6 +205,11 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     metrics.countRequest(request.routeName ?? 'gateway', reply.statusCode)
     done()
   })
+  // A client that left before its response ended has no onResponse: counted as 499, nginx's "client closed request".
+  app.addHook('onRequestAbort', (request, done) => {
+    metrics.countRequest(request.routeName ?? 'gateway', 499)
+    done()
+  })
 
   // No parsing hook: cookies are parsed where they are read (requestCookies), so that Bearer and public requests
   // do not pay for it. The gateway sets its cookies as headers, never through reply.setCookie.
