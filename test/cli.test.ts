@@ -93,6 +93,10 @@ t.test('usage errors: exit 2 with one line on stderr', async (t) => {
   const noPassword = await cli(['hash-password'], { input: '' })
   t.equal(noPassword.code, 2, 'an empty stdin is a usage error')
   t.equal(nonEmptyLines(noPassword.stderr).length, 1)
+  const tooLong = await cli(['hash-password'], { input: `${'a'.repeat(1025)}\n` })
+  t.equal(tooLong.code, 2, 'a password login would refuse (over 1,024 characters) is a usage error (audit)')
+  t.same(nonEmptyLines(tooLong.stderr), ['sessiongate: the password is over 1024 characters: login refuses such a password'])
+  t.equal(tooLong.stdout, '', 'no hash')
 })
 
 t.test('--help on each command exits 0', async (t) => {

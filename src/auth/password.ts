@@ -3,6 +3,8 @@ import { randomBytes, scrypt as scryptCallback, timingSafeEqual, type ScryptOpti
 /** Password hashes: `scrypt$ln=15,r=8,p=1$<salt base64>$<hash base64>` (parameters travel with the hash). */
 const FORMAT = /^scrypt\$ln=(\d{1,2}),r=(\d{1,2}),p=(\d{1,2})\$([A-Za-z0-9+/]+={0,2})\$([A-Za-z0-9+/]+={0,2})$/
 const DEFAULT = { ln: 15, r: 8, p: 1 }
+/** The longest password a login takes (characters); `hash-password` refuses a longer one. */
+export const MAX_PASSWORD_LENGTH = 1024
 const KEY_LENGTH = 32
 
 interface ParsedHash {

@@ -1,4 +1,4 @@
-import { hashPassword } from '../auth/password.js'
+import { hashPassword, MAX_PASSWORD_LENGTH } from '../auth/password.js'
 import { HELP, parse, UsageError } from './usage.js'
 
 async function readStdin(): Promise<string> {
@@ -18,6 +18,7 @@ export async function hashPasswordCommand(args: string[]): Promise<number> {
   if (process.stdin.isTTY) process.stderr.write('Password (then Enter, Ctrl-D): ')
   const password = (await readStdin()).split(/\r?\n/)[0] ?? ''
   if (password === '') throw new UsageError('no password on stdin')
+  if (password.length > MAX_PASSWORD_LENGTH) throw new UsageError(`the password is over ${MAX_PASSWORD_LENGTH} characters: login refuses such a password`)
   process.stdout.write(`${await hashPassword(password, cost)}\n`)
   return 0
 }

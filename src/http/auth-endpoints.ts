@@ -2,6 +2,7 @@ import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyReques
 import { decodeJwt } from 'jose'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { fromForeignPage } from '../auth/csrf.js'
+import { MAX_PASSWORD_LENGTH } from '../auth/password.js'
 import { carriesSessionCookies, clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
@@ -19,7 +20,6 @@ declare module 'fastify' {
 }
 
 const MAX_USERNAME = 256
-const MAX_PASSWORD = 1024
 
 interface Deps {
   current: () => Runtime
@@ -48,12 +48,12 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     }
     if (
       typeof username !== 'string' || typeof password !== 'string' || username === '' || password === '' ||
-      username.length > MAX_USERNAME || password.length > MAX_PASSWORD
+      username.length > MAX_USERNAME || password.length > MAX_PASSWORD_LENGTH
     ) {
       metrics.logins.inc({ result: 'invalid_request' })
       throw new GatewayError(
         'invalid_request',
-        `Send JSON {"username": "...", "password": "..."}: non-empty strings, the username at most ${MAX_USERNAME} characters and the password at most ${MAX_PASSWORD}.`,
+        `Send JSON {"username": "...", "password": "..."}: non-empty strings, the username at most ${MAX_USERNAME} characters and the password at most ${MAX_PASSWORD_LENGTH}.`,
       )
     }
     try {
