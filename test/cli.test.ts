@@ -252,3 +252,24 @@ t.test('a host that does not resolve, or a Redis database the server does not ha
   t.match(db.stderr, /^redis\.url: database 99 does not exist on this Redis server/m)
   t.notMatch(db.stderr, /\n\s+at /, 'no stack trace')
 })
+
+t.test('check whose reader stops early (`check | head -1`) ends quietly, without an EPIPE stack trace (audit)', async (t) => {
+  const file = join(dir, 'many-problems.yaml')
+  writeFileSync(file, ['routes:', ...Array.from({ length: 3000 }, (_, i) => `  - { name: r${i}, prefix: /p${i}, upstream: ftp://x${i} }`)].join('\n'))
+  const result = await new Promise<{ code: number | null; stderr: string; first: string }>((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [bin, 'check', '--config', file], { cwd: root, env: cleanEnv(), stdio: 'pipe' })
+    let stderr = ''
+    let first = ''
+    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d))
+    // The reader takes the first chunk and goes away, as `head -1` does.
+    child.stdout.setEncoding('utf8').once('data', (d: string) => {
+      first = d
+      child.stdout.destroy()
+    })
+    child.on('error', reject)
+    child.on('close', (code) => resolvePromise({ code, stderr, first }))
+  })
+  t.match(result.first, /^routes\[0\]\.upstream: must be an http\(s\) URL\n/, 'the first line came')
+  t.equal(result.stderr, '', 'nothing on stderr: no EPIPE, no stack trace')
+  t.equal(result.code, 1, 'still the exit code of a configuration with problems')
+})

@@ -184,6 +184,23 @@ t.test('a clockTolerance not shorter than accessTtl, or a reuseGrace over a minu
   t.same((await load(LOGIN)).warnings, [], 'no warning for the defaults')
 })
 
+t.test('a problem with a value from REDIS_URL, HOST or PORT names the variable, not only the file setting it replaced (audit)', async (t) => {
+  t.same(await problemLines(t, LOGIN, { REDIS_URL: 'http://x' }), ["redis.url: must be a redis://, rediss:// or memory:// URL (from the environment's REDIS_URL, which overrides the file)"])
+  t.same(await problemLines(t, LOGIN, { PORT: '70000' }), ["server.port: must be at most 65535 (from the environment's PORT, which overrides the file)"])
+  t.same(await problemLines(t, LOGIN, { HOST: 'not a host!' }), ["server.host: must be an IP address or a host name, like 0.0.0.0 or 127.0.0.1 (from the environment's HOST, which overrides the file)"])
+  t.same(await problemLines(t, LOGIN, { PORT: 'abc' }), ['PORT (environment): must be an integer'], 'as before')
+  t.same(await problemLines(t, ['server: { port: 70000 }', LOGIN].join('\n')), ['server.port: must be at most 65535'], "the file's own value: no variable named")
+})
+
+t.test('server.host is an IP address or a host name (audit)', async (t) => {
+  for (const host of ['0.0.0.0', '127.0.0.1', '::', '::1', 'localhost', 'gateway.internal', 'my_gateway', 'api-1.example.com.']) {
+    t.equal((await load([`server: { host: "${host}" }`, LOGIN].join('\n'))).config.server.host, host, host)
+  }
+  for (const host of ['not a host!', 'http://x', '-x', 'a..b', '[::1]', '1.2.3.4:80']) {
+    t.same(await problemLines(t, [`server: { host: "${host}" }`, LOGIN].join('\n')), ['server.host: must be an IP address or a host name, like 0.0.0.0 or 127.0.0.1'], host)
+  }
+})
+
 t.test('cookies.secure: false is a warning unless the gateway listens on a loopback address only', async (t) => {
   const open = await load(['cookies: { secure: false }', LOGIN].join('\n'))
   t.same(open.warnings.map((w) => `${w.path}: ${w.message}`), [

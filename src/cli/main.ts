@@ -10,9 +10,22 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   run: async () => (await import('./run.js')).runCommand,
 }
 
+/**
+ * A reader that stops early (`sessiongate check | head -1`) closes the pipe: the commands that print and end stop
+ * there too, as Unix tools do, instead of dying on an unhandled EPIPE with a stack trace. (The gateway itself, whose
+ * stdout is its log, is left to fail loudly.)
+ */
+function quietOnClosedStdout(): void {
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE') throw err
+    process.exit(process.exitCode ?? 0)
+  })
+}
+
 /** The `sessiongate` command line; resolves to the exit code. */
 export async function main(argv: string[]): Promise<number> {
   const [first, ...rest] = argv
+  if (first !== undefined && !first.startsWith('-') && first !== 'run') quietOnClosedStdout()
   try {
     if (first === '--help' || first === '-h' || first === 'help') {
       process.stdout.write(HELP.main)

@@ -31,10 +31,10 @@ export function configFileFrom(flag: string | undefined, env: NodeJS.ProcessEnv)
 
 /**
  * Environment overrides of CONTRACT §1: REDIS_URL, HOST, PORT win over the file. Returns the YAML paths whose file
- * value they replaced (a problem there is the override's, not the file's variables').
+ * value they replaced, each with its variable (a problem there is the override's, not the file's).
  */
-function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): string[] {
-  const replaced: string[] = []
+function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv, problems: ConfigProblem[]): Map<string, string> {
+  const replaced = new Map<string, string>()
   const section = (name: string): Record<string, unknown> => {
     const current = doc[name]
     if (current === undefined || current === null) doc[name] = {}
@@ -45,18 +45,18 @@ function applyEnvOverrides(doc: Record<string, unknown>, env: NodeJS.ProcessEnv,
     delete redis.cluster
     delete redis.sentinel
     redis.url = env.REDIS_URL
-    replaced.push('redis.url')
+    replaced.set('redis.url', 'REDIS_URL')
   }
   if (env.HOST) {
     section('server').host = env.HOST
-    replaced.push('server.host')
+    replaced.set('server.host', 'HOST')
   }
   if (env.PORT) {
     const port = Number(env.PORT)
     if (!/^\d+$/.test(env.PORT)) problems.push({ path: 'PORT (environment)', message: 'must be an integer' })
     else {
       section('server').port = port
-      replaced.push('server.port')
+      replaced.set('server.port', 'PORT')
     }
   }
   return replaced
@@ -114,9 +114,14 @@ function syntaxProblem(error: YAMLError, file: string): ConfigProblem {
   return { path: `${file}:${error.linePos?.[0]?.line ?? '?'}`, message: `YAML syntax error: ${message}${hint}` }
 }
 
-/** Problems with the schema's wording; a value made from variables says which, as the file does not show it. */
-function schemaProblems(issues: z.core.$ZodIssue[], variablesByPath: Map<string, string[]>): ConfigProblem[] {
+/**
+ * Problems with the schema's wording; a value made from variables says which, as the file does not show it, and so
+ * does a value an environment override put in place of the file's.
+ */
+function schemaProblems(issues: z.core.$ZodIssue[], variablesByPath: Map<string, string[]>, overridden: Map<string, string>): ConfigProblem[] {
   return issues.flatMap(describeIssue).map((problem) => {
+    const override = overridden.get(problem.path)
+    if (override !== undefined) return { ...problem, message: `${problem.message} (from the environment's ${override}, which overrides the file)` }
     const variables = variablesByPath.get(problem.path)
     if (variables === undefined) return problem
     return { ...problem, message: `${problem.message} (from ${variables.map((name) => `\${${name}}`).join(', ')})` }
@@ -188,7 +193,8 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   const doc = raw as Record<string, unknown>
   // A section written with nothing under it (`redis:`) is an omitted one: its defaults apply.
   for (const section of ['server', 'redis', 'tokens', 'cookies', 'csrf', 'login', 'routes']) if (doc[section] === null) delete doc[section]
-  for (const path of applyEnvOverrides(doc, env, problems)) variablesByPath.delete(path)
+  const overridden = applyEnvOverrides(doc, env, problems)
+  for (const path of overridden.keys()) variablesByPath.delete(path)
   // reportInput: issues keep the offending value, so that a value of the wrong type is not reported as missing.
   let parsed = configSchema.safeParse(doc, { reportInput: true })
   // A whole reference read one way (`12345` the number, `"${PORT}"` the text) where the setting's type wants the other.
@@ -200,7 +206,7 @@ export async function loadConfig(file: string, env: NodeJS.ProcessEnv = process.
   if (!parsed.success) {
     // A value that is wrong only because of its reference (a missing variable, a malformed `${`) is reported once.
     const reported = new Set(problems.map((p) => p.path))
-    problems.push(...schemaProblems(parsed.error.issues, variablesByPath).filter((p) => !reported.has(p.path)))
+    problems.push(...schemaProblems(parsed.error.issues, variablesByPath, overridden).filter((p) => !reported.has(p.path)))
   }
 
   // Read even when the schema failed, so that one run reports the problems of every file.

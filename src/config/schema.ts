@@ -118,6 +118,11 @@ function isSentinelNode(value: string): boolean {
 }
 
 /** `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6). */
+/** What `server.host` may be: an IP address, or a host name (labels of letters, digits, `-` and `_`, as Docker's service names have). */
+function isListenHost(value: string): boolean {
+  return isIP(value) !== 0 || /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(value)
+}
+
 function isIpOrCidr(value: string): boolean {
   const [address, bits, ...rest] = value.split('/')
   if (rest.length > 0 || address === undefined) return false
@@ -252,7 +257,7 @@ const baseConfigSchema = z
   .strictObject({
     server: z
       .strictObject({
-        host: z.string().min(1).default('0.0.0.0'),
+        host: z.string().min(1).refine(isListenHost, 'must be an IP address or a host name, like 0.0.0.0 or 127.0.0.1').default('0.0.0.0'),
         port: z.number().int().min(0).max(65535).default(8080),
         trustProxy: z
           .union([
