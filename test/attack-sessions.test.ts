@@ -224,7 +224,7 @@ t.test('cookie injection: a value holding "; sg_access=..." never authenticates 
   t.ok(before.setCookies.some((c) => c.startsWith('sg_access=')), 'the client gets a new access cookie')
 })
 
-t.test('duplicate cookies with the same name: never the forged one, never a crash', async (t) => {
+t.test('duplicate cookies with the same name: never the forged one, the genuine one beside it wins, never a crash', async (t) => {
   const s = await setup(t)
   const victim = new CookieClient(s.gw.url)
   t.equal((await victim.login('alice', 'alice-pw')).status, 200)
@@ -236,11 +236,16 @@ t.test('duplicate cookies with the same name: never the forged one, never a cras
 
   const cases: [string, () => string, number][] = [
     ['access: genuine then forged', () => `sg_access=${access}; sg_access=${forgedAccess}`, 200],
-    ['access: forged then genuine, no refresh cookie', () => `sg_access=${forgedAccess}; sg_access=${access}`, 401],
+    // A cookie planted from a sibling subdomain comes first or last; the genuine one beside it still serves (audit:
+    // the first value alone decided, so a planted cookie ended the session's cookies).
+    ['access: forged then genuine, no refresh cookie', () => `sg_access=${forgedAccess}; sg_access=${access}`, 200],
+    ['access: altered then genuine', () => `sg_access=${forgedFrom(access)}; sg_access=${access}`, 200],
+    ['access: forged twice', () => `sg_access=${forgedAccess}; sg_access=${forgedFrom(access)}`, 401],
     ['access: forged then genuine, genuine refresh', () => `sg_access=${forgedAccess}; sg_access=${access}; sg_refresh=${refreshCookie}`, 200],
-    ['refresh: forged then genuine, no access', () => `sg_refresh=${forgedRefresh}; sg_refresh=${refreshCookie}`, 401],
+    ['refresh: forged then genuine, no access', () => `sg_refresh=${forgedRefresh}; sg_refresh=${refreshCookie}`, 200],
+    ['refresh: forged twice, no access', () => `sg_refresh=${forgedRefresh}; sg_refresh=${forgedRefresh.slice(0, -1)}${forgedRefresh.endsWith('A') ? 'B' : 'A'}`, 401],
     ['refresh: genuine then forged, no access', () => `sg_refresh=${refreshCookie}; sg_refresh=${forgedRefresh}`, 200],
-    ['both doubled, forged first', () => `sg_access=${forgedAccess}; sg_refresh=${forgedRefresh}; sg_access=${access}; sg_refresh=${refreshCookie}`, 401],
+    ['both doubled, forged first', () => `sg_access=${forgedAccess}; sg_refresh=${forgedRefresh}; sg_access=${access}; sg_refresh=${refreshCookie}`, 200],
     ['both doubled, genuine first', () => `sg_access=${access}; sg_refresh=${refreshCookie}; sg_access=${forgedAccess}; sg_refresh=${forgedRefresh}`, 200],
     ['an empty first access cookie', () => `sg_access=; sg_access=${forgedAccess}`, 401],
   ]
@@ -260,12 +265,20 @@ t.test('duplicate cookies with the same name: never the forged one, never a cras
   // The same through two separate Cookie header lines (joined by Node's parser) on a raw socket.
   for (const order of [[forgedAccess, access], [access, forgedAccess]]) {
     const res = await rawRequest(s.gw.port, { path: '/api/orders', headers: [['Cookie', `sg_access=${order[0]}`], ['Cookie', `sg_access=${order[1]}`]] })
-    const expected = order[0] === access ? 200 : 401
-    t.equal(res.status, expected, `two Cookie lines, ${expected === 200 ? 'genuine' : 'forged'} first: ${expected}`)
-    if (expected === 200) checkForwarded(t, s, forged, 'user-1', 'two Cookie lines')
+    const first = order[0] === access ? 'genuine' : 'forged'
+    t.equal(res.status, 200, `two Cookie lines, ${first} first: 200`)
+    checkForwarded(t, s, forged, 'user-1', `two Cookie lines, ${first} first`)
   }
   const sid = decodeJwt(access).sid as string
   t.equal((await sessionHash(s, sid)).rev, '0', 'the forged duplicates revoked nothing')
+  // The auth endpoints read the cookies the same way: a refresh, then a logout, each behind a planted cookie.
+  const viaEndpoint = await send(`${s.gw.url}/auth/refresh`, { method: 'POST', headers: { cookie: `sg_refresh=${forgedRefresh}; sg_refresh=${refreshCookie}`, 'x-csrf': '1' } })
+  t.equal(viaEndpoint.status, 200, 'POST /auth/refresh: the genuine refresh cookie beside a planted one rotates')
+  const newAccess = viaEndpoint.setCookies.find((c) => c.startsWith('sg_access='))?.split(';')[0]?.slice('sg_access='.length) as string
+  const newRefresh = viaEndpoint.setCookies.find((c) => c.startsWith('sg_refresh='))?.split(';')[0]?.slice('sg_refresh='.length) as string
+  const logout = await send(`${s.gw.url}/auth/logout`, { method: 'POST', headers: { cookie: `sg_access=${forgedAccess}; sg_refresh=${forgedRefresh}; sg_access=${newAccess}; sg_refresh=${newRefresh}`, 'x-csrf': '1' } })
+  t.equal(logout.status, 204)
+  await refusedOnApi(t, s, { cookie: `sg_access=${newAccess}; sg_refresh=${newRefresh}` }, 'after a logout behind planted cookies: the genuine session ended')
   t.equal((await send(`${s.gw.url}/healthz`)).status, 200)
 })
 

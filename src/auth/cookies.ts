@@ -36,6 +36,26 @@ export function requestCookies(request: Pick<FastifyRequest, 'cookies' | 'header
   return request.cookies
 }
 
+/**
+ * Every value the Cookie header holds for `name`, in order: usually one or none, but a browser sends two cookies of
+ * one name when a sibling subdomain, or another path, set one too ("cookie tossing"; `__Host-` names, the default
+ * with `secure: true`, rule it out). The first one is what `requestCookies` gives; the rest only cost a look when
+ * the name occurs twice.
+ */
+export function cookieValues(request: Pick<FastifyRequest, 'cookies' | 'headers'>, name: string): string[] {
+  const first = requestCookies(request)[name]
+  if (first === undefined) return []
+  const header = request.headers.cookie ?? ''
+  if (header.indexOf(`${name}=`) === header.lastIndexOf(`${name}=`)) return [first]
+  const values: string[] = []
+  for (const pair of header.split(';')) {
+    // Each pair decoded by the cookie parser on its own (a name that merely ends with ours is not ours).
+    const value = pair.includes(`${name}=`) ? fastifyCookie.parse(pair)[name] : undefined
+    if (value !== undefined) values.push(value)
+  }
+  return values
+}
+
 /** Whether the request carries either of the gateway's cookies (a 401 then clears them). */
 export function carriesSessionCookies(request: Pick<FastifyRequest, 'cookies' | 'headers'>, names: CookieNames): boolean {
   const cookies = requestCookies(request)

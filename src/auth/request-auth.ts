@@ -3,11 +3,17 @@ import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
 import type { SessionTokens, Sessions } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
-import { requestCookies, type CookieNames } from './cookies.js'
+import { cookieValues, type CookieNames } from './cookies.js'
 
 /** How a request presents itself: the gateway's cookies (browser), a Bearer token (API client) or nothing. */
 export type Credentials =
-  | { mode: 'cookie'; access: string | undefined; refresh: string | undefined }
+  | {
+      mode: 'cookie'
+      access: string | undefined
+      /** Further access cookies of the same name (a planted one beside ours), tried in turn after `access`. */
+      otherAccess?: string[]
+      refresh: string | undefined
+    }
   | { mode: 'bearer'; token: string; otherScheme?: true }
   | { mode: 'none' }
 
@@ -22,12 +28,23 @@ const BEARER = /^Bearer +([^ ]+) *$/i
 /** An Authorization header of another scheme (Basic, Digest...): no bearer token at all. */
 const OTHER_SCHEME = /^(?!bearer(?: |$))[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: |$)/i
 
-/** The gateway's cookies win over a client Authorization header: the upstream only ever sees our token. */
-export function credentialsOf(request: Pick<FastifyRequest, 'cookies' | 'headers'>, names: CookieNames): Credentials {
-  const cookies = requestCookies(request)
-  const access = nonEmpty(cookies[names.access])
-  const refresh = nonEmpty(cookies[names.refresh])
-  if (access !== undefined || refresh !== undefined) return { mode: 'cookie', access, refresh }
+/**
+ * The gateway's cookies win over a client Authorization header: the upstream only ever sees our token. Where a
+ * cookie name comes twice (one planted from a sibling subdomain beside ours), the refresh token is the first this
+ * gateway issued (its MAC checks out: no store call), and every access token is tried in turn, so that a planted
+ * cookie can neither end a session's cookies nor make each request refresh.
+ */
+export function credentialsOf(
+  request: Pick<FastifyRequest, 'cookies' | 'headers'>,
+  names: CookieNames,
+  sessions: Pick<Sessions, 'sidOfRefreshToken'>,
+): Credentials {
+  const [access, ...otherAccess] = cookieValues(request, names.access).filter((value) => value !== '')
+  const refreshes = cookieValues(request, names.refresh).filter((value) => value !== '')
+  const refresh = refreshes.length > 1 ? (refreshes.find((token) => sessions.sidOfRefreshToken(token) !== undefined) ?? refreshes[0]) : refreshes[0]
+  if (access !== undefined || refresh !== undefined) {
+    return otherAccess.length > 0 ? { mode: 'cookie', access, otherAccess, refresh } : { mode: 'cookie', access, refresh }
+  }
   const header = request.headers.authorization
   if (typeof header === 'string') {
     const m = BEARER.exec(header)
@@ -35,10 +52,6 @@ export function credentialsOf(request: Pick<FastifyRequest, 'cookies' | 'headers
     return OTHER_SCHEME.test(header) ? { mode: 'bearer', token: '', otherScheme: true } : { mode: 'bearer', token: '' }
   }
   return { mode: 'none' }
-}
-
-function nonEmpty(value: string | undefined): string | undefined {
-  return value === undefined || value === '' ? undefined : value
 }
 
 export function unauthenticated(mode: Credentials['mode'], message?: string): GatewayError {
@@ -77,6 +90,13 @@ export async function authenticate(
       current = await sessions.authenticate(credentials.access)
     } catch (err) {
       if (!(err instanceof TokenRefusedError)) throw err
+    }
+    for (const other of credentials.otherAccess ?? []) {
+      if (current !== undefined) break
+      current = await sessions.authenticate(other).catch((err: unknown) => {
+        if (err instanceof TokenRefusedError) return undefined
+        throw err
+      })
     }
   }
   // A refused access token (expired, revoked, of another key...) leaves the refresh cookie to decide: of the same

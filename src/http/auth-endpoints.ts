@@ -98,7 +98,8 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     if (fromBody !== undefined && typeof fromBody !== 'string') {
       throw new GatewayError('invalid_request', 'refreshToken must be a string.')
     }
-    const fromCookie = requestCookies(request)[rt.cookies.refresh]
+    const cookies = credentialsOf(request, rt.cookies, rt.sessions)
+    const fromCookie = cookies.mode === 'cookie' ? cookies.refresh : undefined
     const token = fromBody ?? fromCookie
     const viaCookie = fromBody === undefined
     if (token === undefined || token === '') {
@@ -122,14 +123,14 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const rt = current()
     // Sent by a page of another origin (a forged form): nothing to do, and the browser's cookies stay.
     if (fromForeignPage(request.headers, rt.config.csrf)) return reply.code(204).send()
-    const credentials = credentialsOf(request, rt.cookies)
-    const accessText =
-      credentials.mode === 'cookie' ? credentials.access : credentials.mode === 'bearer' ? credentials.token : undefined
+    const credentials = credentialsOf(request, rt.cookies, rt.sessions)
+    const accessTexts =
+      credentials.mode === 'cookie' ? [credentials.access, ...(credentials.otherAccess ?? [])] : credentials.mode === 'bearer' ? [credentials.token] : []
     const body = request.body as { refreshToken?: unknown } | undefined
     const refreshToken =
       typeof body?.refreshToken === 'string' && body.refreshToken !== '' ? body.refreshToken : credentials.mode === 'cookie' ? credentials.refresh : undefined
     let access: VerifiedAccessToken | undefined
-    if (accessText) access = await verifiedForLogout(rt, accessText)
+    for (const text of accessTexts) if (access === undefined && text) access = await verifiedForLogout(rt, text)
     await rt.sessions.logout(access, refreshToken)
     return sendLoggedOut(reply, rt)
   }, { unreadableBodyIsNone: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
@@ -192,7 +193,7 @@ async function verifiedForLogout(rt: Runtime, token: string): Promise<VerifiedAc
 /** The request's session; a 401 clears the gateway's cookies when it carried them (as on the proxy path). */
 async function authenticateOrThrow(request: FastifyRequest, reply: FastifyReply, rt: Runtime): Promise<Authenticated> {
   try {
-    const auth = await authenticate(credentialsOf(request, rt.cookies), rt.sessions, rt.config.tokens)
+    const auth = await authenticate(credentialsOf(request, rt.cookies, rt.sessions), rt.sessions, rt.config.tokens)
     if (!auth) throw unauthenticated('none')
     return auth
   } catch (err) {

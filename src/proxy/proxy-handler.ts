@@ -64,7 +64,7 @@ export async function authorise(request: FastifyRequest, rt: Runtime, match: Rou
   if (route.auth === 'public') return { identity: 'public', auth: undefined }
   // Anonymous, as on an optional route: a client's Authorization is removed, not passed on unchecked.
   if (route.corsPreflight && isCorsPreflight(request)) return { identity: { token: undefined, headers: {} }, auth: undefined }
-  const credentials = credentialsOf(request, rt.cookies)
+  const credentials = credentialsOf(request, rt.cookies, rt.sessions)
   if (credentials.mode === 'cookie' && !passesCsrf(request, rt.config.csrf)) throw new GatewayError('csrf')
   const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
   if (!auth) {

@@ -57,7 +57,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       } as unknown as FastifyRequest
       // Before the auth step, which may rotate the session: a cross-origin page must not spend a refresh token. A
       // public route authenticates nobody (and the upstream never sees the gateway's cookies): nothing to protect.
-      const crossOrigin = match.route.config.auth !== 'public' && credentialsOf(request, rt.cookies).mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)
+      const crossOrigin = match.route.config.auth !== 'public' && credentialsOf(request, rt.cookies, rt.sessions).mode === 'cookie' && !fromOwnOrAllowedOrigin(raw.headers, rt.config.csrf.allowedOrigins)
       if (crossOrigin) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
