@@ -192,6 +192,30 @@ t.test('a problem with a value from REDIS_URL, HOST or PORT names the variable, 
   t.same(await problemLines(t, ['server: { port: 70000 }', LOGIN].join('\n')), ['server.port: must be at most 65535'], "the file's own value: no variable named")
 })
 
+t.test('one problem does not hide another: lifetimes against each other, reserved claims, duplicate users (audit)', async (t) => {
+  t.same(await problemLines(t, withTokens('  accessTtl: 0', '  refreshIdleTtl: 1.5')), [
+    'tokens.refreshIdleTtl: must be a duration like 500ms, 30s, 15m, 2h, 7d or an integer number of seconds',
+    'tokens.accessTtl: must be at least 1s',
+    'tokens.refreshAhead: must be shorter than tokens.accessTtl',
+  ], 'a bad refreshIdleTtl hides no comparison of the others')
+  t.same(await problemLines(t, withTokens('  refreshAbsoluteTtl: xx', '  refreshAhead: 1h')), [
+    'tokens.refreshAbsoluteTtl: must be a duration like 500ms, 30s, 15m, 2h, 7d or an integer number of seconds',
+    'tokens.refreshAhead: must be shorter than tokens.accessTtl',
+  ], 'nor does a bad refreshAbsoluteTtl')
+  t.same(await problemLines(t, 'login: { provider: upstream, upstream: { url: "http://127.0.0.1:1/login", subject: /id, claims: { sub: /a, roles: 5 } } }'), [
+    'login.upstream.claims.roles: must be a string, not a number',
+    'login.upstream.claims: must not set iss, aud, sub, iat, nbf, exp, jti, sid',
+  ], 'a claim of the wrong type hides no reserved claim')
+  const hash = await hashPassword('pw', 10)
+  const usersFile = join(dir, 'duplicate-users.yaml')
+  writeFileSync(usersFile, `users:\n  - { username: a, password: "${hash}" }\n  - { username: a, password: "scrypt$bad" }\n  - { username: b, sub: a, password: "${hash}" }\n`)
+  t.same(await problemLines(t, `login: { users: ${usersFile} }`), [
+    `${usersFile}: users[1].password: is a password hash of a kind this gateway does not read: store a hash from \`sessiongate hash-password\` (scrypt)`,
+    `${usersFile}: users[1].username: duplicate username a`,
+    `${usersFile}: users[2].sub: duplicate subject a (users[0] has it): each user needs a sub of its own`,
+  ], 'a bad password hides no duplicate username or subject')
+})
+
 t.test('server.host is an IP address or a host name (audit)', async (t) => {
   for (const host of ['0.0.0.0', '127.0.0.1', '::', '::1', 'localhost', 'gateway.internal', 'my_gateway', 'api-1.example.com.']) {
     t.equal((await load([`server: { host: "${host}" }`, LOGIN].join('\n'))).config.server.host, host, host)

@@ -31,8 +31,34 @@ const usersFileSchema = z.strictObject({
         .refine((c) => !setsRegisteredClaim(c), REGISTERED_CLAIMS_REFUSED)
         .default({}),
     }),
-  ),
+  ).superRefine(duplicateIdentities, { when: () => true }), // also beside other problems: one run reports them all
 })
+
+/**
+ * A subject is one identity: two users with one `sub` (explicit, or a username equal to another's `sub`) would share
+ * sessions' logout-all, and a refresh, which reads the user by subject, could mint the other's claims. Read from
+ * the raw entries, so that a bad password elsewhere does not hide a duplicate (an unreadable name is reported).
+ */
+function duplicateIdentities(entries: unknown[], ctx: z.RefinementCtx<unknown[]>): void {
+  const usernames = new Set<string>()
+  const subjects = new Map<string, number>()
+  for (const [i, entry] of entries.entries()) {
+    const { username, sub } = (typeof entry === 'object' && entry !== null ? entry : {}) as { username?: unknown; sub?: unknown }
+    if (typeof username !== 'string' || (sub !== undefined && typeof sub !== 'string')) continue
+    if (usernames.has(username)) {
+      ctx.addIssue({ code: 'custom', path: [i, 'username'], message: `duplicate username ${username}`, input: username })
+      continue
+    }
+    usernames.add(username)
+    const subject = sub ?? username
+    const first = subjects.get(subject)
+    if (first !== undefined) {
+      ctx.addIssue({ code: 'custom', path: [i, sub === undefined ? 'username' : 'sub'], message: `duplicate subject ${subject} (users[${first}] has it): each user needs a sub of its own`, input: subject })
+      continue
+    }
+    subjects.set(subject, i)
+  }
+}
 
 /** Reads the users file; problems are named `<file>: users[i].field`. */
 export async function loadUsers(file: string, configPath: string, problems: ConfigProblem[]): Promise<Map<string, UserRecord> | undefined> {
@@ -54,21 +80,8 @@ export async function loadUsers(file: string, configPath: string, problems: Conf
     return undefined
   }
   const users = new Map<string, UserRecord>()
-  // A subject is one identity: two users with one `sub` (explicit, or a username equal to another's `sub`) would
-  // share sessions' logout-all, and a refresh, which reads the user by subject, could mint the other's claims.
-  const subjects = new Map<string, number>()
-  for (const [i, u] of result.data.users.entries()) {
-    if (users.has(u.username)) {
-      problems.push({ path: `${file}: users[${i}].username`, message: `duplicate username ${u.username}` })
-      continue
-    }
-    const sub = u.sub ?? u.username
-    const first = subjects.get(sub)
-    if (first !== undefined) {
-      problems.push({ path: `${file}: users[${i}]${u.sub === undefined ? '.username' : '.sub'}`, message: `duplicate subject ${sub} (users[${first}] has it): each user needs a sub of its own` })
-      continue
-    }
-    subjects.set(sub, i)
+  // Usernames and subjects are unique here (duplicateIdentities).
+  for (const u of result.data.users) {
     users.set(u.username, {
       username: u.username,
       sub: u.sub ?? u.username,

@@ -235,7 +235,8 @@ const loginSchema = z.strictObject({
       subject: jsonPointer,
       claims: z
         .record(z.string(), jsonPointer)
-        .refine((c) => !setsRegisteredClaim(c), REGISTERED_CLAIMS_REFUSED)
+        // Also when a value failed (a claim mapped to a number): the reserved names are reported in the same run.
+        .refine((c) => typeof c !== 'object' || c === null || !setsRegisteredClaim(c), { error: REGISTERED_CLAIMS_REFUSED, when: () => true })
         .default({}),
       timeout: duration('10s', '0 would fail every login'),
     })
@@ -401,17 +402,18 @@ function storeAndCookieProblems(config: ParsedConfig, ctx: Ctx): void {
   }
 }
 
+/** The lifetimes against each other: each comparison whose two values could be read (an unreadable one was reported). */
 function tokenProblems(config: ParsedConfig, ctx: Ctx): void {
   const t = config.tokens
-  if ([t.accessTtl, t.refreshIdleTtl, t.refreshAbsoluteTtl, t.refreshAhead].some((d) => typeof d !== 'number')) return
-  if (t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
-  if (t.refreshIdleTtl < t.accessTtl) {
+  const read = (d: unknown): d is number => typeof d === 'number'
+  if (read(t.accessTtl) && t.accessTtl < 1000) ctx.issues.push({ code: 'custom', path: ['tokens', 'accessTtl'], message: 'must be at least 1s', input: t.accessTtl })
+  if (read(t.refreshIdleTtl) && read(t.accessTtl) && t.refreshIdleTtl < t.accessTtl) {
     ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshIdleTtl'], message: 'must not be shorter than tokens.accessTtl', input: t.refreshIdleTtl })
   }
-  if (t.refreshAbsoluteTtl < t.refreshIdleTtl) {
+  if (read(t.refreshAbsoluteTtl) && read(t.refreshIdleTtl) && t.refreshAbsoluteTtl < t.refreshIdleTtl) {
     ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAbsoluteTtl'], message: 'must not be shorter than tokens.refreshIdleTtl', input: t.refreshAbsoluteTtl })
   }
-  if (t.refreshAhead >= t.accessTtl) {
+  if (read(t.refreshAhead) && read(t.accessTtl) && t.refreshAhead >= t.accessTtl) {
     ctx.issues.push({ code: 'custom', path: ['tokens', 'refreshAhead'], message: 'must be shorter than tokens.accessTtl', input: t.refreshAhead })
   }
 }
