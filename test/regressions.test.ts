@@ -305,6 +305,13 @@ t.test('CONNECT, an unsupported Expect and two Host headers get the JSON error, 
   t.equal(twoHosts.status, 400, 'two Host headers')
   t.equal(twoHosts.json?.error, 'invalid_request')
   t.match(twoHosts.json?.message, /more than one Host/)
+  // Node keeps the first Authorization and drops the second: which token was meant is a guess (audit).
+  for (const path of ['/open/x', '/auth/session']) {
+    const twoAuthorizations = await rawRequest(gw.port, { path, headers: [['Authorization', 'Bearer a'], ['authorization', 'Bearer b']] })
+    t.equal(twoAuthorizations.status, 400, `${path}: two Authorization headers`)
+    t.equal(twoAuthorizations.json?.error, 'invalid_request')
+    t.match(twoAuthorizations.json?.message, /more than one Authorization header/)
+  }
   t.equal(up.requests.length, 0, 'none of them was forwarded')
   const fine = await rawRequest(gw.port, { path: '/open/x' })
   t.equal(fine.status, 200, 'one Host header passes')

@@ -71,13 +71,19 @@ function answerAndClose(socket: Duplex, error: GatewayError, extra: Record<strin
   socket.end(`HTTP/1.1 ${error.statusCode} ${STATUS_CODES[error.statusCode]}\r\n${head}\r\n${body}`)
 }
 
-function hasOneHost(raw: string[]): boolean {
+/**
+ * A header a request may carry once only, carried twice: `Host` (RFC 9112 §3.2), or `Authorization` (not a list: Node
+ * keeps the first and drops the other, so which token the client meant is a guess). Undefined when neither.
+ */
+function repeatedSingleHeader(raw: string[]): 'Host' | 'Authorization' | undefined {
   let hosts = 0
+  let authorizations = 0
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] as string
-    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return false
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return 'Host'
+    if (name.length === 13 && name.toLowerCase() === 'authorization' && ++authorizations > 1) return 'Authorization'
   }
-  return true
+  return undefined
 }
 
 /** A `redis.url` database the server refused (ioredis would use database 0 instead) stops the start. */
@@ -193,9 +199,10 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
       return sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', 'An HTTP/1.1 request must carry a Host header.'))
     }
     // Node keeps the first of two Host headers; RFC 9112 §3.2 says such a request is answered 400, whichever the
-    // upstream or a proxy in front would have read.
-    if (!hasOneHost(request.raw.rawHeaders)) {
-      return sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', 'The request carries more than one Host header.'))
+    // upstream or a proxy in front would have read. Two Authorization headers likewise.
+    const repeated = repeatedSingleHeader(request.raw.rawHeaders)
+    if (repeated !== undefined) {
+      return sendError(reply.header('connection', 'close'), new GatewayError('invalid_request', `The request carries more than one ${repeated} header.`))
     }
     done()
   })

@@ -158,6 +158,8 @@ export class AccessTokenVerifier {
     if (typeof sub !== 'string' || typeof sid !== 'string' || typeof jti !== 'string' || typeof exp !== 'number') {
       throw new TokenRefusedError('claims of the wrong type')
     }
+    // An empty jti could be denied by no logout, an empty sid names no session: as good as missing.
+    if (sub === '' || sid === '' || jti === '') throw new TokenRefusedError('empty claims')
     return { token, sub, sid, jti, expiresAt: exp * 1000, payload }
   }
 }
