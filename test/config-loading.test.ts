@@ -216,6 +216,14 @@ t.test('one problem does not hide another: lifetimes against each other, reserve
   ], 'a bad password hides no duplicate username or subject')
 })
 
+t.test('a users file that is not valid YAML: one line with the position, not cut off at its colon (audit)', async (t) => {
+  const usersFile = join(dir, 'broken-users.yaml')
+  writeFileSync(usersFile, 'users:\n  - username: a\n  password: [\n')
+  t.same(await problemLines(t, `login: { users: ${usersFile} }`), [
+    `login.users: cannot read users file ${usersFile}: All mapping items must start at the same column (line 3, column 1)`,
+  ])
+})
+
 t.test('server.host is an IP address or a host name (audit)', async (t) => {
   for (const host of ['0.0.0.0', '127.0.0.1', '::', '::1', 'localhost', 'gateway.internal', 'my_gateway', 'api-1.example.com.']) {
     t.equal((await load([`server: { host: "${host}" }`, LOGIN].join('\n'))).config.server.host, host, host)

@@ -186,6 +186,18 @@ t.test('Expect: 100-continue is answered by the gateway, not forwarded: the uplo
   t.equal(up.last()?.body, 'hello')
 })
 
+t.test('a malformed percent-encoding in the path gets invalid_path in our words, not the router\'s (audit)', async (t) => {
+  const { up, gw } = await openGateway(t)
+  const { rawRequest } = await import('./helpers/client.js')
+  for (const path of ['/auth/sess%ZZion', '/open/a%2', '/api/%G0', '/open/%FF', '/open/%C3%28']) {
+    const res = await rawRequest(gw.port, { path })
+    t.equal(res.status, 400, `${path} -> 400`)
+    t.equal(res.json?.error, 'invalid_path')
+    t.equal(res.json?.message, 'The request path is not acceptable: a %-escape in it is not two hex digits, or does not decode to UTF-8.', path)
+  }
+  t.equal(up.requests.length, 0, 'nothing was forwarded')
+})
+
 t.test("a path segment the proxy cannot forward ('...', 'a../b') gets invalid_path with its reason, not the library's (audit)", async (t) => {
   const { up, gw } = await openGateway(t)
   const { rawRequest } = await import('./helpers/client.js')

@@ -3,6 +3,7 @@ import { parse as parseYaml } from 'yaml'
 import { z } from 'zod'
 import type { ConfigProblem } from '../errors.js'
 import { describeIssue } from '../config/describe-issue.js'
+import { yamlErrorReason } from '../config/yaml-errors.js'
 import { REGISTERED_CLAIMS_REFUSED, setsRegisteredClaim } from '../tokens/registered-claims.js'
 import { parsePasswordHash } from './password.js'
 
@@ -66,7 +67,7 @@ export async function loadUsers(file: string, configPath: string, problems: Conf
   try {
     doc = parseYaml(await readFile(file, 'utf8'))
   } catch (err) {
-    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (err as Error).message.split('\n')[0]
+    const reason = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : yamlErrorReason(err as Error)
     problems.push({ path: configPath, message: `cannot read users file ${file}: ${reason}` })
     return undefined
   }

@@ -139,7 +139,9 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     rewriteUrl: (req: { url?: string }) => originForm(req.url ?? '/'),
     childLoggerFactory: lazyChildLogger,
     frameworkErrors: (error, _request, reply) => {
-      sendError(reply, new GatewayError('invalid_path', `The request is malformed: ${error.message}`))
+      // The router's own wording quotes the path back ("'/a%ZZ' is not a valid url component"): said in ours.
+      const reason = (error as { code?: string }).code === 'FST_ERR_BAD_URL' ? 'a %-escape in it is not two hex digits, or does not decode to UTF-8' : error.message
+      sendError(reply, new GatewayError('invalid_path', `The request path is not acceptable: ${reason}.`))
     },
   } as FastifyServerOptions)
 
