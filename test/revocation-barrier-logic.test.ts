@@ -2,7 +2,7 @@
 // in test/strict-barrier.test.ts with a real redis-server).
 import t, { type Test } from 'tap'
 import type { AccessState, AnnouncementState, RevocationEvent, SessionStore } from '../src/session-store/session-store.js'
-import { RevocationCache } from '../src/sessions/revocation-cache.js'
+import { RevocationCache, REVOCATION_COVER_MS } from '../src/sessions/revocation-cache.js'
 
 const turn = () => new Promise((resolve) => setImmediate(resolve))
 
@@ -340,4 +340,69 @@ t.test('a failed logout refuses the session from memory only when the store appl
   const others = [await known('u3'), await known('u3')]
   await t.rejects(sessions.logoutAll('u3'), RevocationUnannouncedError)
   t.same(others.map((o) => o.state()), ['revoked', 'revoked'], 'logout-all applied but unannounced: every family refused here')
+})
+
+/** A session known to be fine past a passed barrier, sent just now: the cover starts. */
+async function covered() {
+  const c = await strictCache()
+  const pending = c.pastBarrier('s1', 'j1')
+  await turn()
+  c.checks[c.checks.length - 1]?.resolve('ok')
+  await pending
+  return c
+}
+
+t.test('a passed barrier covers the requests of the next REVOCATION_COVER_MS after it was sent: no barrier of their own', async (t) => {
+  const { cache, barriers, checks } = await covered()
+  const sent = barriers.length
+  t.equal(cache.immediate('s1', 'j1'), 'ok', 'a known session: answered at once, no await')
+  const firstSight = cache.check('s2', 'j2', Date.now() + 60_000)
+  await turn()
+  t.equal(barriers.length, sent, 'a session seen for the first time: no barrier either')
+  t.equal(checks.at(-1)?.sid, 's2', 'but the store is asked (its answer is read after the request came)')
+  checks.at(-1)?.resolve('revoked')
+  t.equal(await firstSight, 'revoked')
+  t.equal(cache.immediate('s2', 'j2'), 'revoked')
+  await sleep(REVOCATION_COVER_MS + 10)
+  t.equal(cache.immediate('s1', 'j1'), undefined, 'the cover lapsed (no request kept it going): the request must wait')
+  const after = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  t.equal(barriers.length, sent + 1, 'for a barrier of its own')
+  barriers.at(-1)?.(true)
+  t.equal(await after, 'ok')
+  t.equal(cache.immediate('s1', 'j1'), 'ok', 'which covers again')
+})
+
+t.test('a revocation that arrives during the cover is answered at once; the cover keeps itself going while it is used', async (t) => {
+  const { cache, barriers, publish } = await covered()
+  const sent = barriers.length
+  await sleep(REVOCATION_COVER_MS / 4 + 5)
+  t.equal(cache.immediate('s1', 'j1'), 'ok')
+  await turn()
+  t.equal(barriers.length, sent + 1, 'a quarter span on: a new barrier goes out behind the request, which did not wait for it')
+  barriers.at(-1)?.(true)
+  await turn()
+  await sleep(REVOCATION_COVER_MS * 0.75 + 10)
+  t.equal(cache.immediate('s1', 'j1'), 'ok', 'past the first barrier cover, within the second')
+  publish({ type: 'session', sid: 's1' })
+  t.equal(cache.immediate('s1', 'j1'), 'revoked', 'a revocation heard of: refused at once, cover or not')
+})
+
+t.test('no cover from a barrier that fails, or that was sent before the subscription dropped or memory was forgotten', async (t) => {
+  const { cache, barriers, checks, up } = await strictCache()
+  const failing = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  barriers.at(-1)?.(false)
+  t.equal(await failing, undefined, 'a failed barrier: the caller asks the store')
+  t.equal(cache.immediate('s1', 'j1'), undefined, 'and no cover')
+  const pending = cache.check('s1', 'j1', Date.now() + 60_000)
+  await turn()
+  const beforeDrop = barriers.at(-1)
+  up(false)
+  up(true)
+  beforeDrop?.(true)
+  await turn()
+  checks.at(-1)?.resolve('ok')
+  await pending
+  t.equal(cache.immediate('s1', 'j1'), undefined, 'a barrier sent before a drop and a return covers nothing after them')
 })

@@ -1,11 +1,13 @@
 // The default, strict revocation check on one Redis: sessions an instance has seen are answered from memory past a
 // revocation barrier (one PING on the pub/sub connection, shared), never past a revocation made anywhere before it.
+import { connect, createServer, type Socket } from 'node:net'
 import t, { type Test } from 'tap'
 import { send } from './helpers/client.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { aclUserUrl, startRedis, type TestRedis } from './helpers/redis-server.js'
 import { startStack } from './helpers/stack.js'
 import { startUpstream } from './helpers/upstream.js'
+import { REVOCATION_COVER_MS } from '../src/sessions/revocation-cache.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -68,6 +70,82 @@ t.test('strict mode: a revocation made on one instance is refused by the next re
   for (const p of [one, two]) t.equal((await call(b, p.accessToken)).status, 200)
   t.equal((await send(`${a.url}/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${one.accessToken}` } })).status, 204)
   for (const p of [one, two]) t.equal((await call(b, p.accessToken)).status, 401, 'logout-all on A: every family refused on B at once')
+})
+
+/**
+ * A TCP relay to Redis whose answers to the gateway can be held back (`hold()`, then `release()`): what a slow or
+ * congested link does to one instance's pub/sub, in order, nothing lost.
+ */
+async function holdingRelay(t: Test, redis: TestRedis) {
+  const downstream = new Set<Socket>()
+  let held = false
+  const server = createServer((client) => {
+    const toRedis = connect(redis.port, '127.0.0.1')
+    client.pipe(toRedis)
+    toRedis.on('data', (chunk: Buffer) => client.write(chunk))
+    downstream.add(toRedis)
+    if (held) toRedis.pause()
+    const end = () => {
+      downstream.delete(toRedis)
+      client.destroy()
+      toRedis.destroy()
+    }
+    client.on('error', end).on('close', end)
+    toRedis.on('error', end).on('close', end)
+  })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => {
+    for (const socket of downstream) socket.destroy()
+    server.close()
+  })
+  return {
+    url: `redis://127.0.0.1:${(server.address() as { port: number }).port}/0`,
+    hold: () => {
+      held = true
+      for (const socket of downstream) socket.pause()
+    },
+    release: () => {
+      held = false
+      for (const socket of downstream) socket.resume()
+    },
+  }
+}
+
+t.test('strict mode: a revocation whose announcement is slow to reach B is refused by B once the client is told of it (the barrier cover and the hold)', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const relay = await holdingRelay(t, redis)
+  const { a, b } = await twoInstances(t, redis, { redisUrl: relay.url })
+  for (let round = 0; round < 3; round++) {
+    const pair = await login(a)
+    t.equal((await call(b, pair.accessToken)).status, 200, 'B knows the session')
+    t.equal((await call(b, pair.accessToken)).status, 200, 'and answers it from memory, within a barrier cover')
+    relay.hold() // nothing from Redis reaches B now: neither the revocation nor any barrier answer
+    const logout = await send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })
+    t.equal(logout.status, 204)
+    // Told of the logout, the client asks B at once. B's cover, from before the logout, must not answer it.
+    const next = call(b, pair.accessToken)
+    await sleep(100)
+    relay.release()
+    t.equal((await next).status, 401, `round ${round}: refused, though the announcement reached B late`)
+  }
+  // Told by a 401 instead: the client sees its token refused on A (which applied the logout) before the logout's
+  // own answer, and asks B at once.
+  for (let round = 0; round < 3; round++) {
+    const pair = await login(a)
+    t.equal((await call(b, pair.accessToken)).status, 200)
+    t.equal((await call(b, pair.accessToken)).status, 200)
+    relay.hold()
+    const logout = send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })
+    let refusedOnA = false
+    for (let i = 0; i < 500 && !refusedOnA; i++) refusedOnA = (await call(a, pair.accessToken)).status === 401
+    t.ok(refusedOnA, 'A refuses the token')
+    const next = call(b, pair.accessToken)
+    await sleep(100)
+    relay.release()
+    t.equal((await next).status, 401, `round ${round}: then B refuses it too, though the announcement reached B late`)
+    t.equal((await logout).status, 204)
+  }
 })
 
 t.test('strict mode: sessions seen before cost no check of their own, only the shared barrier; a new session is asked once', async (t) => {
@@ -179,12 +257,15 @@ t.test('strict mode: the pub/sub connection killed, revocations made meanwhile a
   t.equal((await call(b, fresh.accessToken)).status, 401, 'and still refused at once after a logout')
 })
 
-t.test('strict mode, a frozen Redis (connections open, no answers): no request is answered from memory, 503 until it thaws', async (t) => {
+t.test('strict mode, a frozen Redis (connections open, no answers): once the last barrier cover has lapsed, no request is answered from memory, 503 until it thaws', async (t) => {
   const { redis, gw } = await startStack(t)
   t.teardown(() => redis.thaw()) // were an assertion to fail while it is frozen
   const pair = await login(gw)
   t.equal((await call(gw, pair.accessToken)).status, 200, 'a session the instance has seen')
   redis.freeze()
+  // Within REVOCATION_COVER_MS of the last barrier sent, memory may still answer (no revocation made since can have
+  // been told to anyone yet); after it, the frozen barrier holds every request.
+  await sleep(REVOCATION_COVER_MS + 20)
   const during = await Promise.all([call(gw, pair.accessToken), call(gw, pair.accessToken), call(gw, pair.accessToken)])
   t.same(during.map((r) => r.status), [503, 503, 503], 'the barrier gets no answer: the store is asked, and cannot say')
   t.equal(during[0]?.json.error, 'session_store_unavailable')

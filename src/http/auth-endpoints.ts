@@ -132,6 +132,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     let access: VerifiedAccessToken | undefined
     for (const text of accessTexts) if (access === undefined && text) access = await verifiedForLogout(rt, text)
     await rt.sessions.logout(access, refreshToken)
+    if (access !== undefined || refreshToken !== undefined) await rt.sessions.revealingRevocation()
     return sendLoggedOut(reply, rt)
   }, { unreadableBodyIsNone: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
 
@@ -141,6 +142,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const auth = await authenticateOrThrow(request, reply, rt)
     await rt.sessions.logoutAll(auth.token.sub)
     await rt.sessions.logout(auth.token, undefined)
+    await rt.sessions.revealingRevocation()
     return sendLoggedOut(reply, rt)
   })
 

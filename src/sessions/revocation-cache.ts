@@ -27,6 +27,18 @@ import type { AccessState, AnnouncementState, SessionStore } from '../session-st
 const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
 
 /**
+ * How long a passed barrier covers later requests (strict mode), and how long every answer that reveals a
+ * revocation is held back (REVOCATION_HOLD_MS, the same span, on every instance sharing the Redis). A request
+ * checked at most this long after a barrier PING was *sent* is answered from memory with no round trip of its own;
+ * a revocation is applied in Redis before its PING arrived there, or is one no client can know of yet: the logout,
+ * logout-all or reuse answer that tells of it, and every 401 that shows it, leave only this long after it was
+ * applied (and were read), and an instance's clock measures the span as the revoker's does (both monotonic).
+ * While requests keep coming, a new barrier goes out every quarter of the span, so the cover never lapses unless a
+ * PING takes longer than three quarters of it; then requests wait for a barrier of their own, as before.
+ */
+export const REVOCATION_COVER_MS = 50
+
+/**
  * How often an instance asks again whether it may announce revocations, and whether a revocation went unannounced:
  * a right taken away at runtime (ACL) ends answering from memory within this bound, and one given back restores it.
  */
@@ -46,6 +58,10 @@ export class RevocationCache {
   private gathering: Promise<boolean> | undefined
   /** Strict mode, with a store that can tell its barrier and announce revocations (probed when subscribed). */
   private barrierUsable = false
+  /** When (performance.now()) the latest barrier that passed in this epoch was sent; -Infinity: none. */
+  private coveredSince = Number.NEGATIVE_INFINITY
+  /** When the latest barrier was sent. */
+  private lastBarrierSentAt = Number.NEGATIVE_INFINITY
   readonly strict: boolean
   private readonly onAnnouncementsRefused: (() => void) | undefined
   private readonly probeIntervalMs: number
@@ -100,6 +116,7 @@ export class RevocationCache {
    */
   setSubscribed(up: boolean): void {
     this.epoch++
+    this.coveredSince = Number.NEGATIVE_INFINITY
     if (!up) {
       this.knownSessions.clear()
       this.deniedJtis.clear()
@@ -146,6 +163,7 @@ export class RevocationCache {
   /** Every session is asked of the store again; an answer fetched before is not cached after. Denials stay. */
   private forget(): void {
     this.epoch++
+    this.coveredSince = Number.NEGATIVE_INFINITY
     this.knownSessions.clear()
   }
 
@@ -184,7 +202,7 @@ export class RevocationCache {
    */
   immediate(sid: string, jti: string): AccessState | undefined {
     const known = this.known(sid, jti)
-    return this.strict && known === 'ok' ? undefined : known
+    return this.strict && known === 'ok' && !this.covered() ? undefined : known
   }
 
   /**
@@ -194,8 +212,22 @@ export class RevocationCache {
   check(sid: string, jti: string, expiresAt: number): Promise<AccessState | undefined> {
     if (!this.strict) return this.state(sid, jti, expiresAt)
     if (!this.barrierUsable || !this.subscribed) return NOT_KNOWN
+    // Within a barrier's cover: from memory, or (first sight) the store, whose answer is read after the request came.
+    if (this.covered()) return this.state(sid, jti, expiresAt)
     // One reaction per request on the shared barrier; a session known here needs no further await.
     return this.nextBarrier().then((passed) => (passed ? (this.known(sid, jti) ?? this.state(sid, jti, expiresAt)) : undefined))
+  }
+
+  /**
+   * Whether a barrier sent at most REVOCATION_COVER_MS ago has passed (strict mode, barrier usable, subscribed, and
+   * nothing forgotten since it was sent). Keeps the cover going while it is used: a new barrier every quarter span.
+   */
+  private covered(): boolean {
+    if (!this.barrierUsable || !this.subscribed) return false
+    const now = performance.now()
+    if (now - this.coveredSince > REVOCATION_COVER_MS) return false
+    if (this.gathering === undefined && now - this.lastBarrierSentAt > REVOCATION_COVER_MS / 4) void this.nextBarrier()
+    return true
   }
 
   /**
@@ -208,7 +240,14 @@ export class RevocationCache {
     const barrier = new Promise<boolean>((resolve) => {
       setImmediate(() => {
         this.gathering = undefined
-        resolve((this.store.revocationBarrier as () => Promise<boolean>)())
+        // Taken before the PING is written: the cover it gives is counted from no later than its sending.
+        const sentAt = performance.now()
+        const epoch = this.epoch
+        this.lastBarrierSentAt = sentAt
+        resolve((this.store.revocationBarrier as () => Promise<boolean>)().then((passed) => {
+          if (passed && epoch === this.epoch && this.subscribed) this.coveredSince = Math.max(this.coveredSince, sentAt)
+          return passed
+        }))
       })
     })
     this.gathering = barrier

@@ -11,7 +11,7 @@ import {
   RefreshTokens,
   sealSuccessor,
 } from '../tokens/refresh-token.js'
-import type { RevocationCache } from './revocation-cache.js'
+import { REVOCATION_COVER_MS, type RevocationCache } from './revocation-cache.js'
 
 /** The shortest interval between two extensions of a held grace. */
 const HOLD_MIN_INTERVAL_MS = 100
@@ -63,6 +63,13 @@ export class Sessions {
   private readonly refreshTokens: RefreshTokens
   private readonly inFlight = new Map<string, { early: boolean; rotation: Promise<SessionTokens | undefined> }>()
   private readonly checksInFlight = new Map<string, Promise<AccessState>>()
+  /**
+   * How long an answer that may tell of a revocation waits before it goes out: REVOCATION_COVER_MS wherever some
+   * instance may answer from a barrier's cover (one Redis, not Cluster or sentinel, whatever this instance's own
+   * mode), so that no client learns of a revocation before every instance would refuse what it revoked; 0 with the
+   * in-process store (one instance) and where no cover is used.
+   */
+  readonly revocationHoldMs: number
 
   constructor(
     readonly store: SessionStore,
@@ -77,6 +84,7 @@ export class Sessions {
     private readonly accounts?: ReadonlyMap<string, { claims: Record<string, unknown> }>,
   ) {
     this.verifier = new AccessTokenVerifier(keys, config.tokens)
+    this.revocationHoldMs = store.revocationBarrier !== undefined && config.redis.cluster === undefined && config.redis.sentinel === undefined ? REVOCATION_COVER_MS : 0
     this.issuer = new AccessTokenIssuer(keys, config.tokens)
     this.refreshTokens = new RefreshTokens(keys)
   }
@@ -146,6 +154,8 @@ export class Sessions {
       unlessSuperseded,
     })
     if (result.kind === 'superseded') return undefined
+    // Every other answer but a rotation may tell of a revocation (reused, revoked, a family ended by a logout).
+    if (result.kind !== 'rotated' && result.kind !== 'grace') await this.revealingRevocation()
     // `revoked`: a token of a family ended by an earlier detection, refused again; not a new detection.
     this.events.onRefresh?.(result.kind)
     if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
@@ -175,6 +185,7 @@ export class Sessions {
     const account = this.accounts.get(session.sub)
     if (account) return { ...session, claims: structuredClone(account.claims) }
     await this.endSession(session.sid)
+    await this.revealingRevocation()
     throw new GatewayError('session_expired', 'The account is no longer known; log in again.')
   }
 
@@ -186,6 +197,7 @@ export class Sessions {
   private async withinLimits(tokens: SessionTokens): Promise<SessionTokens> {
     if (tokens.accessToken.length <= MAX_TOKEN_LENGTH) return tokens
     await this.endSession(tokens.sid)
+    await this.revealingRevocation()
     throw new OversizedAccessTokenError(tokens.accessToken.length)
   }
 
@@ -268,6 +280,8 @@ export class Sessions {
     const state = this.revocationCache?.immediate(verified.sid, verified.jti) ?? (await this.accessState(verified))
     if (state !== 'ok') {
       this.events.onDenied?.(state)
+      // Denied, revoked, or a session gone: tells of a revocation (or of an expiry, which is no secret).
+      await this.revealingRevocation()
       throw new TokenRefusedError(state)
     }
     return verified
@@ -324,6 +338,16 @@ export class Sessions {
   /** The sid a refresh token names, when the gateway issued it. */
   sidOfRefreshToken(token: string): string | undefined {
     return this.refreshTokens.parse(token)?.sid
+  }
+
+  /**
+   * Waits revocationHoldMs: called before every answer that may tell of a revocation (a token refused as denied,
+   * revoked or of a session gone; a refresh refused as reused, revoked or of an ended family; the endpoints' logout
+   * and logout-all), so that it never reaches a client while an instance could still accept what was revoked from
+   * a barrier's cover. A signature, an expiry or a malformed token tells of none and is refused at once.
+   */
+  revealingRevocation(): Promise<void> {
+    return this.revocationHoldMs > 0 ? new Promise((resolve) => setTimeout(resolve, this.revocationHoldMs)) : Promise.resolve()
   }
 
   /** Logout: the family ends and the presented access token's jti is denied until its exp. */
