@@ -76,15 +76,20 @@ t.test('strict mode: a revocation made on one instance is refused by the next re
  * A TCP relay to Redis whose answers to the gateway can be held back (`hold()`, then `release()`): what a slow or
  * congested link does to one instance's pub/sub, in order, nothing lost.
  */
-async function holdingRelay(t: Test, redis: TestRedis) {
+async function holdingRelay(t: Test, redis: TestRedis, { subscriberOnly = false } = {}) {
   const downstream = new Set<Socket>()
   let held = false
   const server = createServer((client) => {
     const toRedis = connect(redis.port, '127.0.0.1')
-    client.pipe(toRedis)
+    // subscriberOnly: only the connection that subscribes is held (the revocations, the barrier answers).
+    client.on('data', (chunk: Buffer) => {
+      if (!subscriberOnly || /subscribe/i.test(chunk.toString('latin1'))) {
+        downstream.add(toRedis)
+        if (held) toRedis.pause()
+      }
+      toRedis.write(chunk)
+    })
     toRedis.on('data', (chunk: Buffer) => client.write(chunk))
-    downstream.add(toRedis)
-    if (held) toRedis.pause()
     const end = () => {
       downstream.delete(toRedis)
       client.destroy()
@@ -144,6 +149,29 @@ t.test('strict mode: a revocation whose announcement is slow to reach B is refus
     await sleep(100)
     relay.release()
     t.equal((await next).status, 401, `round ${round}: then B refuses it too, though the announcement reached B late`)
+    t.equal((await logout).status, 204)
+  }
+})
+
+t.test('strict mode: /auth/session that finds the session gone after the token passed from the cover holds its 401 too (review)', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const relay = await holdingRelay(t, redis, { subscriberOnly: true })
+  const { a, b } = await twoInstances(t, redis, { redisUrl: relay.url })
+  for (let round = 0; round < 3; round++) {
+    const pair = await login(a)
+    const sid = JSON.parse(Buffer.from(pair.accessToken.split('.')[1] as string, 'base64url').toString()).sid as string
+    t.equal((await call(b, pair.accessToken)).status, 200)
+    t.equal((await call(b, pair.accessToken)).status, 200)
+    relay.hold() // B's store reads still work; what B hears of revocations does not come
+    const logout = send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })
+    for (let i = 0; i < 500 && (await redis.client.exists(`sg:{${sid}}:s`)) === 1; i++) await sleep(1)
+    const session = await send(`${b.url}/auth/session`, { headers: { authorization: `Bearer ${pair.accessToken}` } })
+    t.equal(session.status, 401, 'B finds the session gone in the store')
+    const next = call(b, pair.accessToken)
+    await sleep(100)
+    relay.release()
+    t.equal((await next).status, 401, `round ${round}: told so, the client finds the token refused by B`)
     t.equal((await logout).status, 204)
   }
 })

@@ -91,9 +91,10 @@ export async function authenticate(
     } catch (err) {
       if (!(err instanceof TokenRefusedError)) throw err
     }
+    // Further copies (planted beside ours) are tried without a hold each: one refusal's hold per request at most.
     for (const other of credentials.otherAccess ?? []) {
       if (current !== undefined) break
-      current = await sessions.authenticate(other).catch((err: unknown) => {
+      current = await sessions.authenticate(other, { holdRefusal: false }).catch((err: unknown) => {
         if (err instanceof TokenRefusedError) return undefined
         throw err
       })

@@ -154,6 +154,8 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     if (auth.rotated) reply.header('set-cookie', sessionCookies(rt.config, auth.rotated))
     const session = await rt.sessions.session(auth.token.sid)
     if (!session) {
+      // Gone since the token's check (a logout in between): tells of a revocation, so held like any such answer.
+      await rt.sessions.revealingRevocation()
       if (carriesSessionCookies(request, rt.cookies)) reply.header('set-cookie', clearedCookies(rt.config))
       throw unauthenticated(auth.mode)
     }

@@ -37,6 +37,11 @@ const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
  * PING takes longer than three quarters of it; then requests wait for a barrier of their own, as before.
  */
 export const REVOCATION_COVER_MS = 50
+/**
+ * The hold: the cover and 2 ms more (a timer may fire up to 1 ms early by the finer clock covered() reads, and
+ * monotonic clocks that NTP slews may run apart by a fraction of that).
+ */
+export const REVOCATION_HOLD_MS = REVOCATION_COVER_MS + 2
 
 /**
  * How often an instance asks again whether it may announce revocations, and whether a revocation went unannounced:
@@ -244,10 +249,13 @@ export class RevocationCache {
         const sentAt = performance.now()
         const epoch = this.epoch
         this.lastBarrierSentAt = sentAt
-        resolve((this.store.revocationBarrier as () => Promise<boolean>)().then((passed) => {
-          if (passed && epoch === this.epoch && this.subscribed) this.coveredSince = Math.max(this.coveredSince, sentAt)
-          return passed
-        }))
+        resolve((this.store.revocationBarrier as () => Promise<boolean>)().then(
+          (passed) => {
+            if (passed && epoch === this.epoch && this.subscribed) this.coveredSince = Math.max(this.coveredSince, sentAt)
+            return passed
+          },
+          () => false, // a store whose barrier fails rather than answering false: no cover, and no unhandled rejection
+        ))
       })
     })
     this.gathering = barrier

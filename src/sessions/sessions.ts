@@ -11,7 +11,7 @@ import {
   RefreshTokens,
   sealSuccessor,
 } from '../tokens/refresh-token.js'
-import { REVOCATION_COVER_MS, type RevocationCache } from './revocation-cache.js'
+import { REVOCATION_HOLD_MS, type RevocationCache } from './revocation-cache.js'
 
 /** The shortest interval between two extensions of a held grace. */
 const HOLD_MIN_INTERVAL_MS = 100
@@ -64,10 +64,9 @@ export class Sessions {
   private readonly inFlight = new Map<string, { early: boolean; rotation: Promise<SessionTokens | undefined> }>()
   private readonly checksInFlight = new Map<string, Promise<AccessState>>()
   /**
-   * How long an answer that may tell of a revocation waits before it goes out: REVOCATION_COVER_MS wherever some
-   * instance may answer from a barrier's cover (one Redis, not Cluster or sentinel, whatever this instance's own
-   * mode), so that no client learns of a revocation before every instance would refuse what it revoked; 0 with the
-   * in-process store (one instance) and where no cover is used.
+   * How long an answer that may tell of a revocation waits before it goes out: REVOCATION_HOLD_MS with a Redis store
+   * (another instance may answer from a barrier's cover, whatever this instance's own mode or connection), so that a
+   * client acting on the answer finds what was revoked refused by every instance; 0 with the in-process store.
    */
   readonly revocationHoldMs: number
 
@@ -84,7 +83,7 @@ export class Sessions {
     private readonly accounts?: ReadonlyMap<string, { claims: Record<string, unknown> }>,
   ) {
     this.verifier = new AccessTokenVerifier(keys, config.tokens)
-    this.revocationHoldMs = store.revocationBarrier !== undefined && config.redis.cluster === undefined && config.redis.sentinel === undefined ? REVOCATION_COVER_MS : 0
+    this.revocationHoldMs = store.kind === 'redis' ? REVOCATION_HOLD_MS : 0
     this.issuer = new AccessTokenIssuer(keys, config.tokens)
     this.refreshTokens = new RefreshTokens(keys)
   }
@@ -154,6 +153,8 @@ export class Sessions {
       unlessSuperseded,
     })
     if (result.kind === 'superseded') return undefined
+    // This instance refuses the family's access tokens at once; its answer waits for the others (the hold).
+    if (result.kind === 'reused' || result.kind === 'revoked') this.revocationCache?.revokeSession(parsed.sid)
     // Every other answer but a rotation may tell of a revocation (reused, revoked, a family ended by a logout).
     if (result.kind !== 'rotated' && result.kind !== 'grace') await this.revealingRevocation()
     // `revoked`: a token of a family ended by an earlier detection, refused again; not a new detection.
@@ -169,7 +170,6 @@ export class Sessions {
       }
       case 'reused':
       case 'revoked':
-        this.revocationCache?.revokeSession(parsed.sid)
         throw new GatewayError('refresh_token_reused')
       default:
         throw new GatewayError('session_expired')
@@ -274,14 +274,15 @@ export class Sessions {
    * A verified, not denied, not revoked access token; TokenRefusedError otherwise.
    * StoreUnavailableError when the store cannot say (unless onOutage is verify-only).
    */
-  async authenticate(token: string): Promise<VerifiedAccessToken> {
+  async authenticate(token: string, { holdRefusal = true }: { holdRefusal?: boolean } = {}): Promise<VerifiedAccessToken> {
     // Answers known in memory (a token verified before, a session the revocation cache knows) skip the awaits.
     const verified = this.verifier.cached(token) ?? (await this.verifier.verify(token))
     const state = this.revocationCache?.immediate(verified.sid, verified.jti) ?? (await this.accessState(verified))
     if (state !== 'ok') {
+      // Denied, revoked, or a session gone: tells of a revocation (or of an expiry, which is no secret); counted
+      // once the hold is over, as /metrics would tell of it too. `holdRefusal: false`: the caller holds its answer.
+      if (holdRefusal) await this.revealingRevocation()
       this.events.onDenied?.(state)
-      // Denied, revoked, or a session gone: tells of a revocation (or of an expiry, which is no secret).
-      await this.revealingRevocation()
       throw new TokenRefusedError(state)
     }
     return verified
@@ -346,8 +347,13 @@ export class Sessions {
    * and logout-all), so that it never reaches a client while an instance could still accept what was revoked from
    * a barrier's cover. A signature, an expiry or a malformed token tells of none and is refused at once.
    */
-  revealingRevocation(): Promise<void> {
-    return this.revocationHoldMs > 0 ? new Promise((resolve) => setTimeout(resolve, this.revocationHoldMs)) : Promise.resolve()
+  async revealingRevocation(): Promise<void> {
+    if (this.revocationHoldMs <= 0) return
+    // By performance.now(), the clock the covers are measured with: a timer may fire a little early by it.
+    const until = performance.now() + this.revocationHoldMs
+    for (let left = this.revocationHoldMs; left > 0; left = until - performance.now()) {
+      await new Promise((resolve) => setTimeout(resolve, Math.ceil(left)))
+    }
   }
 
   /** Logout: the family ends and the presented access token's jti is denied until its exp. */
