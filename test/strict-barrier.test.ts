@@ -135,16 +135,18 @@ t.test('strict mode: a revocation whose announcement is slow to reach B is refus
     t.equal((await next).status, 401, `round ${round}: refused, though the announcement reached B late`)
   }
   // Told by a 401 instead: the client sees its token refused on A (which applied the logout) before the logout's
-  // own answer, and asks B at once.
-  for (let round = 0; round < 3; round++) {
+  // own answer, and asks B at once; as a Bearer token, then as an access cookie.
+  for (let round = 0; round < 6; round++) {
+    const viaCookie = round >= 3
+    const onA = (token: string) => (viaCookie ? send(`${a.url}/api/x`, { headers: { cookie: `sg_access=${token}` } }) : call(a, token))
     const pair = await login(a)
     t.equal((await call(b, pair.accessToken)).status, 200)
     t.equal((await call(b, pair.accessToken)).status, 200)
     relay.hold()
     const logout = send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${pair.accessToken}` } })
     let refusedOnA = false
-    for (let i = 0; i < 500 && !refusedOnA; i++) refusedOnA = (await call(a, pair.accessToken)).status === 401
-    t.ok(refusedOnA, 'A refuses the token')
+    for (let i = 0; i < 500 && !refusedOnA; i++) refusedOnA = (await onA(pair.accessToken)).status === 401
+    t.ok(refusedOnA, `A refuses the token (${viaCookie ? 'cookie' : 'Bearer'})`)
     const next = call(b, pair.accessToken)
     await sleep(100)
     relay.release()

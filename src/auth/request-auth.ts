@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
+import type { AccessState } from '../session-store/session-store.js'
 import type { SessionTokens, Sessions } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { cookieValues, type CookieNames } from './cookies.js'
@@ -25,6 +26,8 @@ export interface Authenticated {
 }
 
 const BEARER = /^Bearer +([^ ]+) *$/i
+/** The refusals that come from the session's state, not from the token itself: they may tell of a revocation. */
+const REVOCATION_STATES: ReadonlySet<string> = new Set<AccessState>(['denied', 'revoked', 'missing'])
 /** An Authorization header of another scheme (Basic, Digest...): no bearer token at all. */
 const OTHER_SCHEME = /^(?!bearer(?: |$))[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: |$)/i
 
@@ -86,19 +89,20 @@ export async function authenticate(
   }
   let current: VerifiedAccessToken | undefined
   if (credentials.access !== undefined) {
-    try {
-      current = await sessions.authenticate(credentials.access)
-    } catch (err) {
-      if (!(err instanceof TokenRefusedError)) throw err
+    // Each copy of the cookie in turn (one planted beside ours, say), refused without a hold each; the request's
+    // answer is held once if a refusal told of a revocation (Sessions.revealingRevocation), so that planted copies
+    // cannot add a hold each.
+    let revocationSeen = false
+    for (const candidate of [credentials.access, ...(credentials.otherAccess ?? [])]) {
+      try {
+        current = await sessions.authenticate(candidate, { holdRefusal: false })
+        break
+      } catch (err) {
+        if (!(err instanceof TokenRefusedError)) throw err
+        if (REVOCATION_STATES.has(err.reason)) revocationSeen = true
+      }
     }
-    // Further copies (planted beside ours) are tried without a hold each: one refusal's hold per request at most.
-    for (const other of credentials.otherAccess ?? []) {
-      if (current !== undefined) break
-      current = await sessions.authenticate(other, { holdRefusal: false }).catch((err: unknown) => {
-        if (err instanceof TokenRefusedError) return undefined
-        throw err
-      })
-    }
+    if (current === undefined && revocationSeen) await sessions.revealingRevocation()
   }
   // A refused access token (expired, revoked, of another key...) leaves the refresh cookie to decide: of the same
   // ended family it fails like the token; of a live session (cookies of two sessions, the access one logged out)

@@ -27,14 +27,14 @@ import type { AccessState, AnnouncementState, SessionStore } from '../session-st
 const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
 
 /**
- * How long a passed barrier covers later requests (strict mode), and how long every answer that reveals a
- * revocation is held back (REVOCATION_HOLD_MS, the same span, on every instance sharing the Redis). A request
- * checked at most this long after a barrier PING was *sent* is answered from memory with no round trip of its own;
- * a revocation is applied in Redis before its PING arrived there, or is one no client can know of yet: the logout,
- * logout-all or reuse answer that tells of it, and every 401 that shows it, leave only this long after it was
- * applied (and were read), and an instance's clock measures the span as the revoker's does (both monotonic).
- * While requests keep coming, a new barrier goes out every quarter of the span, so the cover never lapses unless a
- * PING takes longer than three quarters of it; then requests wait for a barrier of their own, as before.
+ * How long a passed barrier covers later requests (strict mode). A request checked at most this long after a barrier
+ * PING was *sent* is answered from memory with no round trip of its own. A revocation it may miss was applied in
+ * Redis less than this long before: every instance refuses a revoked token within this span. And no client has been
+ * told of it yet: the answers that tell of a revocation (logout, logout-all, reuse, a 401 from the session's state)
+ * are held REVOCATION_HOLD_MS on every instance with a Redis store, measured by monotonic clocks. (A client timing
+ * answers can guess a refusal from a fast answer that does not come: that window is the price, README.) While
+ * requests keep coming, a new barrier goes out every quarter of the span, so the cover lapses only when a PING takes
+ * longer than three quarters of it; requests then wait for a barrier of their own, as before.
  */
 export const REVOCATION_COVER_MS = 50
 /**
