@@ -31,6 +31,7 @@ const { loadConfig } = await import('../dist/config/load.js')
 const { RedisSessionStore } = await import('../dist/session-store/redis-store.js')
 const { AccessTokenIssuer } = await import('../dist/tokens/access-token.js')
 const { newSessionId } = await import('../dist/tokens/refresh-token.js')
+const { StoreKeys } = await import('../dist/session-store/keys.js')
 
 const children = []
 const profiled = []
@@ -678,10 +679,11 @@ const logSink = { warn() {}, error() {}, info() {}, debug() {}, child() { return
 const issuer = new AccessTokenIssuer(loaded.keys, loaded.config.tokens)
 const dbUrl = (db) => redisUrl.replace(/\/0$/, `/${db}`)
 const storeClients = []
+/** A session store on database `db`, and its Redis client. */
 function storeOn(db) {
   const client = new Redis(dbUrl(db), { enableAutoPipelining: true })
   storeClients.push(client)
-  return new RedisSessionStore(client, 'sg:', logSink)
+  return { store: new RedisSessionStore(client, 'sg:', logSink), client }
 }
 async function createSessions(store, n) {
   const sids = []
@@ -696,22 +698,48 @@ async function createSessions(store, n) {
   }
   return sids
 }
-// S6: one redis-server, two databases (100 sessions in one, 100,000 in the other), a gateway on each, driven with
-// 100 of its sessions' tokens in turn (strict: every request is a Redis round trip).
+/**
+ * `n` more sessions in the database of `store`'s client, copies of the session `sid` made by the store (its hash and
+ * its subject index, DUMP and RESTORE in a script, in Redis): the keys, sizes and expiries of real sessions, under
+ * new ids, in a second or so where the store's own calls took ~15 s of the bench's 3 minutes on this VM. Only the 100
+ * real sessions are ever requested; the copies make the keyspace the gateway's lookups run in.
+ */
+async function copySessions(client, sid, sub, n) {
+  const keys = new StoreKeys('sg:')
+  const script = `
+local session = redis.call('DUMP', ARGV[1])
+local subject = redis.call('DUMP', ARGV[2])
+local sessionTtl = math.max(redis.call('PTTL', ARGV[1]), 0)
+local subjectTtl = math.max(redis.call('PTTL', ARGV[2]), 0)
+for i = 3, #ARGV do
+  redis.call('RESTORE', 'sg:{' .. ARGV[i] .. '}:s', sessionTtl, session)
+  redis.call('RESTORE', 'sg:{u:' .. ARGV[i] .. '}:sids', subjectTtl, subject)
+end
+return #ARGV - 2`
+  for (let done = 0; done < n; done += 10_000) {
+    const batch = Array.from({ length: Math.min(10_000, n - done) }, () => newSessionId())
+    await client.eval(script, 0, keys.session(sid), keys.subjectSessions(sub), ...batch)
+  }
+}
+// S6: one redis-server, two databases (100 sessions in one, 100,000 in the other: 100 made by the store and 99,900
+// copies of them), a gateway on each, driven with the 100 real sessions' tokens in turn.
 // Nothing is measured while they are made: this process moves to core 1, idle meanwhile, so that its client work and
-// Redis's run side by side (on one core with Redis, the 100,000 took ~20 s of the bench's 3 minutes), and the two
-// gateways start at the same time.
+// Redis's run side by side, and the two gateways start at the same time.
 const S6 = {}
 pin(process.pid, 1)
 const made = await Promise.all([[1, 100], [2, 100_000]].map(async ([db, n]) => {
-  const [sids, gw] = await Promise.all([createSessions(storeOn(db), n), startGateway(`s6-${n}`, { redis: { url: dbUrl(db) } })])
-  return { n, sids, gw }
+  const { store, client } = storeOn(db)
+  const [sids, gw] = await Promise.all([createSessions(store, 100), startGateway(`s6-${n}`, { redis: { url: dbUrl(db) } })])
+  if (n > 100) await copySessions(client, sids[0], `user-${sids[0].slice(0, 6)}`, n - 100)
+  return { n, sids, gw, keys: await client.dbsize() }
 }))
 pin(process.pid, 0)
-for (const { n, sids, gw } of made) {
+const s6Keys = {}
+for (const { n, sids, gw, keys } of made) {
   pin(gw.pid, 1)
   const bearers = await Promise.all(sids.slice(-100).map(async (sid) => (await issuer.issue({ sub: 'u', sid, claims: {} })).token))
   S6[`s6 ${n.toLocaleString('en')} sessions in Redis`] = { url: `${gw.url}/api/items`, pid: gw.pid, bearers }
+  s6Keys[n] = keys
 }
 phase('100,000 sessions made')
 // The latency table: the same moderate load on every system (PACED_CONNECTIONS connections, each waiting
@@ -731,7 +759,7 @@ const paced = Object.fromEntries(Object.entries(pacedRaw).map(([k, v]) => [k, su
 const [s6small, s6large] = Object.keys(S6).map((k) => paced[k])
 
 // S7: Redis memory per session.
-const store = storeOn(0)
+const { store } = storeOn(0)
 await redis.flushdb()
 const sample = await createSessions(store, 10_000)
 let bytes = 0
@@ -800,7 +828,7 @@ const extra = [
   `- s3: ${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests carried a transparent refresh in strict mode, ${((100 * rows[S3C].refreshed) / rows[S3C].total).toFixed(1)} % with the revocation cache (sessions in use steered towards 5 % refreshes slice by slice, from reserves of ${reserveSize}; accessTtl 2s, refreshAhead 1s, reuseGrace 2m); against the bare proxy driven by the same client script: ${pct(ratio(S3, S3BARE))}, with the revocation cache ${pct(ratio(S3C, S3BARE))}.`,
   `- s4 refresh throughput: ${s4.requests.average.toFixed(0)} rotations/s (POST /auth/refresh in token mode, ${CONNECTIONS} connections, 3 s; p50 ${s4.latency.p50} ms, p99 ${s4.latency.p99} ms; ${s4.non2xx + s4.errors} failed of ${s4.requests.total}; CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}).`,
   `- s5 login throughput: ${s5.requests.average.toFixed(1)} logins/s with 8 connections (p50 ${s5.latency.p50} ms) — bounded by scrypt (N=2^15, r=8, p=1: ~160 ms of CPU per hash here) ${PIN ? `on the one core the gateway is pinned to (libuv's 4 threads share it)` : `on libuv's 4 threads`}, by design.`,
-  `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (past the shared barrier once seen; a script each the first time): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(p99Of(s6small))} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(p99Of(s6large))} ms (p99 difference ${(100 * s6diff).toFixed(0)} %).`,
+  `- s6 per-request latency at the fixed load of the latency table, strict mode, 100 tokens in turn (from memory within the barrier cover once seen; a script each the first time): with 100 sessions in Redis p50 ${ms(s6small.p50)} ms, p99 ${ms(p99Of(s6small))} ms; with 100,000 p50 ${ms(s6large.p50)} ms, p99 ${ms(p99Of(s6large))} ms (p99 difference ${(100 * s6diff).toFixed(0)} %). Keys in the two databases: ${s6Keys[100]?.toLocaleString('en')} and ${s6Keys[100_000]?.toLocaleString('en')} (a session hash and a subject index each; of the 100,000, 99,900 are copies of one real session made in Redis).`,
   `- s7 Redis memory per session: ${perSession.toFixed(0)} bytes for the session hash (MEMORY USAGE summed over 10,000 sessions) + ${perIndex.toFixed(0)} bytes for a one-session subject index = ${(perSession + perIndex).toFixed(0)} bytes.`,
 ]
 // Missed targets: what this run's own figures say about why (CPU per request, the spread between rounds). The
@@ -816,11 +844,11 @@ const S1MANY = 's1 bearer, strict, 100 tokens in turn'
 const why = {
   [TARGET.s1strict]: `CPU per request: s1 strict ${us(cpuOf(S1))}, the same gateway's public route ${us(cpuOf(PUB))} (the auth step: ${us(cpuOf(S1) - cpuOf(PUB))}), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios(S1, 'bare'))}.`,
   [TARGET.s1cache]: `The revocation-cache gateway's public route, which has no auth step at all, measured ${pct(ratio(PUBC, 'bare'))} of the bare proxy in this run (per round ${pctSpread(roundRatios(PUBC, 'bare'))}), and s1 with the cache ${pctSpread(roundRatios(S1C, 'bare'))} per round. CPU per request: s1 with the cache ${us(cpuOf(S1C))}, the same gateway's public route ${us(cpuOf(PUBC))} (the auth step: ${us(cpuOf(S1C) - cpuOf(PUBC))} in this run; 4.5 µs measured in one process, README), bare ${us(cpuOf('bare'))}. Where the same gateway's public route, with no auth step, also falls short of 95 %, the gap is the spread between two processes doing the same proxy work on this VM. Needed: a quieter machine, or slices long enough to average the VM's phases out (not within the 3-minute bound).`,
-  [TARGET.s1p99]: `Per-round p99 at the fixed load: bare ${spread(perRound(pacedRaw, 'bare', (r) => r.latency.p99))} ms, strict ${spread(perRound(pacedRaw, S1, (r) => r.latency.p99))} ms, revocation cache ${spread(perRound(pacedRaw, S1C, (r) => r.latency.p99))} ms; p50 bare ${ms(paced.bare.p50)}, strict ${ms(paced[S1].p50)}, cache ${ms(paced[S1C].p50)} ms. A 1-second slice at this rate has ~25 requests above its p99, so the VM's stalls decide it. With every process idle (measured at set-up, see the latency table), the VM took each core away from a busy loop: ${stallText}; each stall holds every request in flight on that core. strict also waits for a Redis round trip (the revocation barrier's PING): two more hops between the cores per request, each a chance to meet a stall, and Redis shares core 0 with the load generator and the upstream. Needed: a machine without such stalls (dedicated cores), or many more slices than the 3-minute bound leaves (\`BENCH_ONLY='^s1 bearer, (strict|revocation cache)$' BENCH_PACED_ROUNDS=24 npm run bench\` runs the fixed load alone with 24 rounds; the README has its figures); the p50 difference is what the auth step costs in latency.`,
+  [TARGET.s1p99]: `Per-round p99 at the fixed load: bare ${spread(perRound(pacedRaw, 'bare', (r) => r.latency.p99))} ms, strict ${spread(perRound(pacedRaw, S1, (r) => r.latency.p99))} ms, revocation cache ${spread(perRound(pacedRaw, S1C, (r) => r.latency.p99))} ms; p50 bare ${ms(paced.bare.p50)}, strict ${ms(paced[S1].p50)}, cache ${ms(paced[S1C].p50)} ms. A 1-second slice at this rate has ~25 requests above its p99, so the VM's stalls decide it. With every process idle (measured at set-up, see the latency table), the VM took each core away from a busy loop: ${stallText}; each stall holds every request in flight on that core. strict waits for a Redis round trip (the revocation barrier's PING, two more hops between the cores, each a chance to meet a stall) only when no barrier has passed in the last 50 ms (the barrier cover: PINGs per request at full load ${commandsText({ ping: rows[S1]?.redisCommands?.ping ?? 0 })}); the revocation cache, with none at all, moves with the stalls as much. Needed: a machine without such stalls (dedicated cores), or many more slices than the 3-minute bound leaves (\`BENCH_ONLY='^s1 bearer, (strict|revocation cache)$' BENCH_PACED_ROUNDS=24 npm run bench\` runs the fixed load alone with 24 rounds; the README has its figures); the p50 difference is what the auth step costs in latency.`,
   [TARGET.s2]: `CPU per request: s2 ${us(cpuOf('s2 cookie'))}, s1 strict ${us(cpuOf(S1))} (the same gateway; cookie mode parses the Cookie header and strips the gateway's cookies before forwarding), bare ${us(cpuOf('bare'))}; per-round ratios ${pctSpread(roundRatios('s2 cookie', 'bare'))}.`,
   [TARGET.s3]: `CPU per request: s3 strict ${us(cpuOf(S3))}, s3 with the revocation cache ${us(cpuOf(S3C))}, the bare proxy driven by the same client ${us(cpuOf(S3BARE))}. In strict mode a session the gateway has seen is answered from memory past the shared revocation barrier, as in "${S1MANY}" (${us(cpuOf(S1MANY) - cpuOf(S1))} more per request than one token in this run); Redis calls per request: ${commandsText(rows[S3].redisCommands)} (the PINGs are the barriers, shared by the requests of an event-loop turn; the script calls are the rotations). What separates s3 from its bare control is the refreshes (${((100 * rows[S3].refreshed) / rows[S3].total).toFixed(1)} % of requests, ~0.5–0.7 ms of gateway CPU each: the rotation script, an EdDSA signature (jose over WebCrypto: a thread-pool hop on the same core), sealing the successor, the new cookies) and the grace answers to requests that carried the old cookies while a rotation's answer was on its way; that cost per request is higher in the full runs than in runs of the s3 rows alone (BENCH_ONLY=s3: 65–77 % against the same client), where s3's gateways serve one slice in four instead of one in twelve, each slice starting with the refreshes of every session whose token expired in between. Redis CPU per request: strict ${us(rows[S3].redisCpuUs)}, cache ${us(rows[S3C].redisCpuUs)}. A cookie-mode refresh costs ~370–420 µs of gateway CPU once its code is warm, but 900–1,000 µs in the first seconds of a process's refreshes (measured apart, chains of refreshes back to back: it takes ~20 s of them to settle), and s3's gateways refresh only in bursts of a few hundred at the start of their slices; an unmeasured pass of refresh chains before the rounds (tried in this session's runs: 6-10 s, ~3,000-5,000 refreshes per gateway at ~1,000 µs each, still the cold phase) made no difference visible through the VM's noise, and 20 s per gateway does not fit the 3-minute bound. Needed: a cheaper refresh (signature and seal are most of its own CPU) and, to settle the full-run gap, a profile per slice.`,
   [TARGET.s4]: `CPU per rotation: gateway ${us(s4.cpuUs?.[0])}, Redis ${us(s4.cpuUs?.[1])}; p50 ${s4.latency.p50} ms. A rotation is a Lua script, an EdDSA signature and sealing the successor; the throughput moves with the VM's speed (scrypt logins in this run: ${s5.requests.average.toFixed(1)}/s).`,
-  [TARGET.s6]: `Per-round p99: 100 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[0], (r) => r.latency.p99))} ms, 100,000 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[1], (r) => r.latency.p99))} ms; p50 ${ms(s6small.p50)} vs ${ms(s6large.p50)} ms; Redis CPU per request ${us(s6small.redisCpuUs)} vs ${us(s6large.redisCpuUs)}. The store's size does not change the work per request (in strict mode a shared PING per event-loop turn, and two hash lookups the first time the instance sees a session); the p99s of 1-second slices are decided by the VM's stalls (${stallText}, with every process idle). Needed: a machine without them.`,
+  [TARGET.s6]: `Per-round p99: 100 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[0], (r) => r.latency.p99))} ms, 100,000 sessions ${spread(perRound(pacedRaw, Object.keys(S6)[1], (r) => r.latency.p99))} ms; p50 ${ms(s6small.p50)} vs ${ms(s6large.p50)} ms; Redis CPU per request ${us(s6small.redisCpuUs)} vs ${us(s6large.redisCpuUs)}. The store's size does not change the work per request (in strict mode a session seen before is answered from memory within a barrier's 50 ms cover, and asked of the store, two hash lookups, the first time); the p99s of 1-second slices are decided by the VM's stalls (${stallText}, with every process idle). Needed: a machine without them.`,
   [TARGET.s7]: `Session hash ${perSession.toFixed(0)} B, subject index ${perIndex.toFixed(0)} B.`,
 }
 const missed = targets.filter(([, ok]) => !ok).map(([what]) => `- **${what}**: ${why[what]}`)
@@ -842,7 +870,7 @@ with undici's dispatcher, writing the upstream's response straight onto the clie
 "100 tokens in turn" sends s1's request (\`Authorization: Bearer\` with a ~250-byte token, forwarded untouched by the bare proxy, nginx and
 the public routes), so that the ratios measure the auth step, not the token's bytes. sessiongate: LOG_LEVEL=warn,
 Redis store, EdDSA tokens; "strict" (the default) answers a session the instance has seen from memory past a revocation barrier
-(one PING on the pub/sub connection, shared by the requests of an event-loop turn) and asks Redis (one script, auto-pipelined)
+(one PING on the pub/sub connection, shared by the requests of an event-loop turn, and covering the next 50 ms of requests once it has passed) and asks Redis (one script, auto-pipelined)
 for a session it sees for the first time; "revocation cache" is \`redis.revocationCache: true\`;
 the public route is the same gateway without the auth step. s3's client is a wrk script that keeps every session's rotated
 cookies; its bare control runs the same script.
