@@ -155,6 +155,38 @@ t.test('strict mode: a revocation whose announcement is slow to reach B is refus
   }
 })
 
+t.test('strict mode, cookie mode: a revoked copy of the access cookie beside a valid one still holds the answer, and the denial is counted after the hold (re-review)', async (t) => {
+  const redis = await startRedis()
+  t.teardown(() => redis.stop())
+  const relay = await holdingRelay(t, redis)
+  const { a, b } = await twoInstances(t, redis, { redisUrl: relay.url })
+  const denials = async () => [...(await send(`${a.url}/metrics`)).text.matchAll(/^sessiongate_denials_total\{reason="(?:denied|revoked|missing)"\} (\d+)/gm)].reduce((n, m) => n + Number(m[1]), 0)
+  for (let round = 0; round < 3; round++) {
+    const revoked = await login(a)
+    const other = await login(a)
+    t.equal((await call(b, revoked.accessToken)).status, 200)
+    t.equal((await call(b, revoked.accessToken)).status, 200)
+    relay.hold()
+    const before = await denials()
+    // The client does not wait for the logout's own (held) answer: once the session is gone from the store, it asks
+    // A with both copies. An answer at once would show the revoked copy refused while B's cover still holds.
+    const logout = send(`${a.url}/auth/logout`, { method: 'POST', headers: { authorization: `Bearer ${revoked.accessToken}` } })
+    const sid = JSON.parse(Buffer.from(revoked.accessToken.split('.')[1] as string, 'base64url').toString()).sid as string
+    for (let i = 0; i < 500 && (await redis.client.exists(`sg:{${sid}}:s`)) === 1; i++) await sleep(1)
+    const both = send(`${a.url}/auth/session`, { headers: { cookie: `sg_access=${revoked.accessToken}; sg_access=${other.accessToken}` } })
+    t.equal(await denials(), before, 'not counted while the answer is held')
+    const session = await both
+    t.equal(session.status, 200, 'the valid copy serves')
+    t.equal(session.json.sid, JSON.parse(Buffer.from(other.accessToken.split('.')[1] as string, 'base64url').toString()).sid)
+    t.equal(await denials(), before + 1, 'counted once the answer went out')
+    const next = call(b, revoked.accessToken)
+    await sleep(100)
+    relay.release()
+    t.equal((await next).status, 401, `round ${round}: the revoked copy is refused by B too`)
+    t.equal((await logout).status, 204)
+  }
+})
+
 t.test('strict mode: /auth/session that finds the session gone after the token passed from the cover holds its 401 too (review)', async (t) => {
   const redis = await startRedis()
   t.teardown(() => redis.stop())

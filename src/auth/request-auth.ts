@@ -89,20 +89,23 @@ export async function authenticate(
   }
   let current: VerifiedAccessToken | undefined
   if (credentials.access !== undefined) {
-    // Each copy of the cookie in turn (one planted beside ours, say), refused without a hold each; the request's
-    // answer is held once if a refusal told of a revocation (Sessions.revealingRevocation), so that planted copies
-    // cannot add a hold each.
-    let revocationSeen = false
-    for (const candidate of [credentials.access, ...(credentials.otherAccess ?? [])]) {
-      try {
-        current = await sessions.authenticate(candidate, { holdRefusal: false })
-        break
-      } catch (err) {
-        if (!(err instanceof TokenRefusedError)) throw err
-        if (REVOCATION_STATES.has(err.reason)) revocationSeen = true
+    // Each copy of the cookie in turn (one planted beside ours, say), refused without a hold each. The request's
+    // answer is held once, and the refusals counted after it, if any told of a revocation: whatever comes next (a
+    // later copy accepted, a refresh, a 503) would tell of it as well.
+    const refusals: string[] = []
+    try {
+      for (const candidate of [credentials.access, ...(credentials.otherAccess ?? [])]) {
+        try {
+          current = await sessions.authenticate(candidate, { holdRefusal: false })
+          break
+        } catch (err) {
+          if (!(err instanceof TokenRefusedError)) throw err
+          if (REVOCATION_STATES.has(err.reason)) refusals.push(err.reason)
+        }
       }
+    } finally {
+      if (refusals.length > 0) await sessions.refusedByState(refusals)
     }
-    if (current === undefined && revocationSeen) await sessions.revealingRevocation()
   }
   // A refused access token (expired, revoked, of another key...) leaves the refresh cookie to decide: of the same
   // ended family it fails like the token; of a live session (cookies of two sessions, the access one logged out)

@@ -279,13 +279,21 @@ export class Sessions {
     const verified = this.verifier.cached(token) ?? (await this.verifier.verify(token))
     const state = this.revocationCache?.immediate(verified.sid, verified.jti) ?? (await this.accessState(verified))
     if (state !== 'ok') {
-      // Denied, revoked, or a session gone: tells of a revocation (or of an expiry, which is no secret); counted
-      // once the hold is over, as /metrics would tell of it too. `holdRefusal: false`: the caller holds its answer.
-      if (holdRefusal) await this.revealingRevocation()
-      this.events.onDenied?.(state)
+      // Denied, revoked, or a session gone: tells of a revocation (or of an expiry, which is no secret).
+      // `holdRefusal: false`: neither held nor counted here; the caller passes the reason to refusedByState().
+      if (holdRefusal) await this.refusedByState([state])
       throw new TokenRefusedError(state)
     }
     return verified
+  }
+
+  /**
+   * Refusals by the session's state (denied, revoked, gone): one hold (revealingRevocation), then each counted
+   * (`onDenied`: /metrics would tell of them too, so not before the hold).
+   */
+  async refusedByState(states: readonly string[]): Promise<void> {
+    await this.revealingRevocation()
+    for (const state of states) this.events.onDenied?.(state)
   }
 
   private async accessState(token: VerifiedAccessToken): Promise<string> {
