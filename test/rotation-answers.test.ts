@@ -225,6 +225,22 @@ t.test('a login whose claims would make an access token over 8 KiB is refused, n
   t.equal((await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' } })).status, 200, 'other users log in')
 })
 
+t.test('a cookie-mode login whose access cookie would pass the 4,096 bytes browsers keep is refused with the way out; token mode serves it', async (t) => {
+  const roles = Array.from({ length: 160 }, (_, i) => `role-number-${i}`) // a ~5 KB token: under 8 KiB, over a cookie
+  const gw = await startGateway({ users: [{ username: 'wide', password: 'wide-pw', claims: { roles } }] })
+  t.teardown(() => gw.close())
+  const res = await send(`${gw.url}/auth/login`, { body: { username: 'wide', password: 'wide-pw' } })
+  t.equal(res.status, 500)
+  t.equal(res.json.error, 'internal_error')
+  t.match(res.json.message, /an access cookie of \d+ bytes, over the 4096 browsers keep: .*X-Session-Mode: token/)
+  t.same(res.setCookies, [], 'no cookie a browser would drop')
+  const asTokens = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'wide', password: 'wide-pw' } })
+  t.equal(asTokens.status, 200, 'token mode: no cookie, no limit but the token one')
+  t.ok((asTokens.json.accessToken as string).length > 4096)
+  const metrics = (await send(`${gw.url}/metrics`)).text
+  t.match(metrics, /sessiongate_logins_total\{result="error"\} 1/, 'counted as an error, not a success')
+})
+
 t.test('a refresh whose reloaded claims would make an access token over 8 KiB ends the session with a clear answer (review)', async (t) => {
   const { gw } = await setup(t)
   const login = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })

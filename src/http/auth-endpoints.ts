@@ -20,6 +20,8 @@ declare module 'fastify' {
 }
 
 const MAX_USERNAME = 256
+/** The longest cookie (name=value) browsers keep (RFC 6265 §6.1's minimum, and what Chrome and Firefox allow). */
+const MAX_COOKIE_BYTES = 4096
 
 interface Deps {
   current: () => Runtime
@@ -85,6 +87,18 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       const message = `The login succeeded, but its claims make an access token of ${err.bytes} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts: the user needs fewer or shorter claims.`
       request.log.error({ sub: identity.sub, bytes: err.bytes }, 'login refused: access token too large')
       throw new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', message)
+    }
+    if (mode === 'cookie') {
+      // Browsers drop a cookie whose name and value pass 4,096 bytes, silently: the session would live on its
+      // refresh cookie alone, rotating on every request. Said now, with the way out, and the session ended.
+      const bytes = Math.max(...sessionCookies(rt.config, tokens).map((cookie) => Buffer.byteLength(cookie.split(';', 1)[0] as string)))
+      if (bytes > MAX_COOKIE_BYTES) {
+        await rt.sessions.logout(undefined, tokens.refreshToken)
+        metrics.logins.inc({ result: 'error' })
+        request.log.error({ sub: identity.sub, bytes }, 'login refused: access cookie too large for browsers')
+        const message = `The login succeeded, but its claims make an access cookie of ${bytes} bytes, over the ${MAX_COOKIE_BYTES} browsers keep: the user needs fewer or shorter claims, or the client can log in with X-Session-Mode: token.`
+        throw new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', message)
+      }
     }
     metrics.logins.inc({ result: 'success' })
     return sendTokens(reply, rt, tokens, mode === 'token')
