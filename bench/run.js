@@ -699,10 +699,11 @@ async function createSessions(store, n) {
   return sids
 }
 /**
- * `n` more sessions in the database of `store`'s client, copies of the session `sid` made by the store (its hash and
- * its subject index, DUMP and RESTORE in a script, in Redis): the keys, sizes and expiries of real sessions, under
- * new ids, in a second or so where the store's own calls took ~15 s of the bench's 3 minutes on this VM. Only the 100
- * real sessions are ever requested; the copies make the keyspace the gateway's lookups run in.
+ * `n` more sessions in `client`'s database, copies of the session `sid` of subject `sub` made by the store (its hash
+ * and its subject index, DUMP and RESTORE in a script, in Redis) under new ids, their key names from StoreKeys as
+ * the store's: the keys, sizes and expiries of real sessions in a second or so, where the store's own calls took
+ * ~15 s of the bench's 3 minutes on this VM. Only the 100 real sessions are ever requested; the copies make the
+ * keyspace the gateway's lookups run in.
  */
 async function copySessions(client, sid, sub, n) {
   const keys = new StoreKeys('sg:')
@@ -711,14 +712,14 @@ local session = redis.call('DUMP', ARGV[1])
 local subject = redis.call('DUMP', ARGV[2])
 local sessionTtl = math.max(redis.call('PTTL', ARGV[1]), 0)
 local subjectTtl = math.max(redis.call('PTTL', ARGV[2]), 0)
-for i = 3, #ARGV do
-  redis.call('RESTORE', 'sg:{' .. ARGV[i] .. '}:s', sessionTtl, session)
-  redis.call('RESTORE', 'sg:{u:' .. ARGV[i] .. '}:sids', subjectTtl, subject)
-end
-return #ARGV - 2`
+for i = 3, #ARGV, 2 do
+  redis.call('RESTORE', ARGV[i], sessionTtl, session)
+  redis.call('RESTORE', ARGV[i + 1], subjectTtl, subject)
+end`
   for (let done = 0; done < n; done += 10_000) {
-    const batch = Array.from({ length: Math.min(10_000, n - done) }, () => newSessionId())
-    await client.eval(script, 0, keys.session(sid), keys.subjectSessions(sub), ...batch)
+    const copies = Array.from({ length: Math.min(10_000, n - done) }, () => newSessionId())
+    const names = copies.flatMap((copy) => [keys.session(copy), keys.subjectSessions(`user-${copy}`)])
+    await client.eval(script, 0, keys.session(sid), keys.subjectSessions(sub), ...names)
   }
 }
 // S6: one redis-server, two databases (100 sessions in one, 100,000 in the other: 100 made by the store and 99,900

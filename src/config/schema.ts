@@ -117,12 +117,12 @@ function isSentinelNode(value: string): boolean {
   }
 }
 
-/** `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6). */
 /** What `server.host` may be: an IP address, or a host name (labels of letters, digits, `-` and `_`, as Docker's service names have). */
 function isListenHost(value: string): boolean {
   return isIP(value) !== 0 || /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/.test(value)
 }
 
+/** `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6). */
 function isIpOrCidr(value: string): boolean {
   const [address, bits, ...rest] = value.split('/')
   if (rest.length > 0 || address === undefined) return false

@@ -77,16 +77,19 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       throw new GatewayError('invalid_credentials')
     }
     await rt.rateLimit.succeeded(request.ip, username)
+    /** A login whose claims make a session no client could use (its session ended): said, logged and counted. */
+    const tooLarge = (what: string, bytes: number, message: string): GatewayError => {
+      metrics.logins.inc({ result: 'error' })
+      request.log.error({ sub: identity.sub, bytes }, `login refused: ${what}`)
+      return new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', `The login succeeded, but its claims make ${message}`)
+    }
     let tokens: SessionTokens
     try {
       tokens = await rt.sessions.start(identity.sub, identity.claims)
     } catch (err) {
       if (!(err instanceof OversizedAccessTokenError)) throw err
       // Every instance refuses a token this large: the session it could never use was ended, not handed out.
-      metrics.logins.inc({ result: 'error' })
-      const message = `The login succeeded, but its claims make an access token of ${err.bytes} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts: the user needs fewer or shorter claims.`
-      request.log.error({ sub: identity.sub, bytes: err.bytes }, 'login refused: access token too large')
-      throw new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', message)
+      throw tooLarge('access token too large', err.bytes, `an access token of ${err.bytes} bytes, over the ${MAX_TOKEN_LENGTH} the gateway accepts: the user needs fewer or shorter claims.`)
     }
     if (mode === 'cookie') {
       // Browsers drop a cookie whose name and value pass 4,096 bytes, silently: the session would live on its
@@ -94,10 +97,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       const bytes = Math.max(...sessionCookies(rt.config, tokens).map((cookie) => Buffer.byteLength(cookie.split(';', 1)[0] as string)))
       if (bytes > MAX_COOKIE_BYTES) {
         await rt.sessions.logout(undefined, tokens.refreshToken)
-        metrics.logins.inc({ result: 'error' })
-        request.log.error({ sub: identity.sub, bytes }, 'login refused: access cookie too large for browsers')
-        const message = `The login succeeded, but its claims make an access cookie of ${bytes} bytes, over the ${MAX_COOKIE_BYTES} browsers keep: the user needs fewer or shorter claims, or the client can log in with X-Session-Mode: token.`
-        throw new GatewayError(rt.config.login.provider === 'upstream' ? 'bad_gateway' : 'internal_error', message)
+        throw tooLarge('access cookie too large for browsers', bytes, `an access cookie of ${bytes} bytes, over the ${MAX_COOKIE_BYTES} browsers keep: the user needs fewer or shorter claims, or the client can log in with X-Session-Mode: token.`)
       }
     }
     metrics.logins.inc({ result: 'success' })
