@@ -5,6 +5,7 @@ import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth/password.js'
 import { loadConfig } from '../../src/config/load.js'
 import { buildGateway, type Gateway } from '../../src/server/build-gateway.js'
+import { REVOCATION_HOLD_MS } from '../../src/sessions/revocation-cache.js'
 import type { SessionStore } from '../../src/session-store/session-store.js'
 import { generatePrivateJwk, type SigningAlgorithm } from '../../src/tokens/keys.js'
 
@@ -95,4 +96,14 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Starte
       rmSync(dir, { recursive: true, force: true })
     },
   }
+}
+
+/**
+ * Waits out the window in which a revocation written to the store behind the gateway's back (by another instance, an
+ * operator, or a test calling the store directly) may still go unseen: every instance is promised to refuse it within
+ * REVOCATION_COVER_MS of the write (strict mode's barrier cover). Revocations the gateway makes itself need no wait:
+ * their answers are held as long.
+ */
+export async function afterOutsideRevocation(): Promise<void> {
+  await new Promise((resolve) => setTimeout(resolve, REVOCATION_HOLD_MS))
 }
