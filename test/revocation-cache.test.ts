@@ -4,6 +4,7 @@ import { send } from './helpers/client.js'
 import { startGateway, type GatewayOptions } from './helpers/gateway.js'
 import { aclUserUrl, startRedis } from './helpers/redis-server.js'
 import { startUpstream } from './helpers/upstream.js'
+import { REVOCATION_HOLD_MS } from '../src/sessions/revocation-cache.js'
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
 
@@ -119,8 +120,11 @@ t.test('a logout Redis can neither announce nor count answers 503, yet its own i
   t.equal((await on(a)).status, 200, 'A caches the session')
   t.equal((await on(b)).status, 200, 'B caches the session')
   await redis.client.call('ACL', 'SETUSER', 'gw', '-publish', '-incr')
+  const logoutStarted = performance.now()
   const refused = await logout()
   t.equal(refused.status, 503, 'the revocation could not be announced: the client is asked to retry')
+  // Not a timing target: the hold is a promise (a half-made revocation shows no sooner than a whole one would).
+  t.ok(performance.now() - logoutStarted >= REVOCATION_HOLD_MS, 'the 503 was held as a 204 would have been')
   t.equal(refused.json.error, 'session_store_unavailable')
   t.equal((await on(a)).status, 401, 'A itself no longer answers the session from its memory')
   await redis.client.call('ACL', 'SETUSER', 'gw', '+publish', '+incr')
@@ -137,7 +141,9 @@ t.test('a logout Redis can neither announce nor count answers 503, yet its own i
   for (const gw of [a, b]) t.same(await Promise.all(tokens.map((tk) => status(gw, tk))), [200, 200], 'both sessions known to both instances')
   await redis.client.call('ACL', 'SETUSER', 'gw', '-publish', '-incr')
   const all = (gw: { url: string }) => send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { authorization: `Bearer ${tokens[0]}` } })
+  const allStarted = performance.now()
   t.equal((await all(a)).status, 503, 'logout-all applied but unannounced: retry')
+  t.ok(performance.now() - allStarted >= REVOCATION_HOLD_MS, 'held as well')
   t.same(await Promise.all(tokens.map((tk) => status(a, tk))), [401, 401], 'A refuses both families from its memory at once')
   await redis.client.call('ACL', 'SETUSER', 'gw', '+publish', '+incr')
   t.equal((await all(b)).status, 204, 'the retry (on B, which still knew the session) succeeds')

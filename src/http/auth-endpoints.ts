@@ -145,8 +145,12 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       typeof body?.refreshToken === 'string' && body.refreshToken !== '' ? body.refreshToken : credentials.mode === 'cookie' ? credentials.refresh : undefined
     let access: VerifiedAccessToken | undefined
     for (const text of accessTexts) if (access === undefined && text) access = await verifiedForLogout(rt, text)
-    await rt.sessions.logout(access, refreshToken)
-    if (access !== undefined || refreshToken !== undefined) await rt.sessions.revealingRevocation()
+    try {
+      await rt.sessions.logout(access, refreshToken)
+    } finally {
+      // Held even when the store failed half-way (a 503): the part that was revoked may not show before the others know.
+      if (access !== undefined || refreshToken !== undefined) await rt.sessions.revealingRevocation()
+    }
     return sendLoggedOut(reply, rt)
   }, { unreadableBodyIsNone: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
 
@@ -154,9 +158,12 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     const rt = current()
     if (fromForeignPage(request.headers, rt.config.csrf)) throw new GatewayError('csrf')
     const auth = await authenticateOrThrow(request, reply, rt)
-    await rt.sessions.logoutAll(auth.token.sub)
-    await rt.sessions.logout(auth.token, undefined)
-    await rt.sessions.revealingRevocation()
+    try {
+      await rt.sessions.logoutAll(auth.token.sub)
+      await rt.sessions.logout(auth.token, undefined)
+    } finally {
+      await rt.sessions.revealingRevocation() // as logout's: a 503 half-way is held too
+    }
     return sendLoggedOut(reply, rt)
   })
 
