@@ -1,8 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
-import type { AccessState } from '../session-store/session-store.js'
-import type { SessionTokens, Sessions } from '../sessions/sessions.js'
+import { SessionStateRefusedError, type SessionTokens, type Sessions } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { cookieValues, type CookieNames } from './cookies.js'
 
@@ -26,8 +25,6 @@ export interface Authenticated {
 }
 
 const BEARER = /^Bearer +([^ ]+) *$/i
-/** The refusals that come from the session's state, not from the token itself: they may tell of a revocation. */
-const REVOCATION_STATES: ReadonlySet<string> = new Set<AccessState>(['denied', 'revoked', 'missing'])
 /** An Authorization header of another scheme (Basic, Digest...): no bearer token at all. */
 const OTHER_SCHEME = /^(?!bearer(?: |$))[!#$%&'*+.^_`|~0-9A-Za-z-]+(?: |$)/i
 
@@ -92,7 +89,7 @@ export async function authenticate(
     // Each copy of the cookie in turn (one planted beside ours, say), refused without a hold each. The request's
     // answer is held once, and the refusals counted after it, if any told of a revocation: whatever comes next (a
     // later copy accepted, a refresh, a 503) would tell of it as well.
-    const refusals: string[] = []
+    const refusals: SessionStateRefusedError['state'][] = []
     try {
       for (const candidate of [credentials.access, ...(credentials.otherAccess ?? [])]) {
         try {
@@ -100,7 +97,7 @@ export async function authenticate(
           break
         } catch (err) {
           if (!(err instanceof TokenRefusedError)) throw err
-          if (REVOCATION_STATES.has(err.reason)) refusals.push(err.reason)
+          if (err instanceof SessionStateRefusedError) refusals.push(err.state)
         }
       }
     } finally {

@@ -13,6 +13,17 @@ import {
 } from '../tokens/refresh-token.js'
 import { REVOCATION_HOLD_MS, type RevocationCache } from './revocation-cache.js'
 
+/**
+ * An access token refused by its session's state (its jti denied, its family revoked or gone), not by the token itself:
+ * such a refusal may tell of a revocation, so its answer is held (see Sessions.revealingRevocation).
+ */
+export class SessionStateRefusedError extends TokenRefusedError {
+  constructor(readonly state: Exclude<AccessState, 'ok'>) {
+    super(state)
+    this.name = 'SessionStateRefusedError'
+  }
+}
+
 /** The shortest interval between two extensions of a held grace. */
 const HOLD_MIN_INTERVAL_MS = 100
 
@@ -271,7 +282,8 @@ export class Sessions {
   }
 
   /**
-   * A verified, not denied, not revoked access token; TokenRefusedError otherwise.
+   * A verified, not denied, not revoked access token; TokenRefusedError otherwise (SessionStateRefusedError when the
+   * session's state refused it).
    * StoreUnavailableError when the store cannot say (unless onOutage is verify-only).
    */
   async authenticate(token: string, { holdRefusal = true }: { holdRefusal?: boolean } = {}): Promise<VerifiedAccessToken> {
@@ -282,7 +294,7 @@ export class Sessions {
       // Denied, revoked, or a session gone: tells of a revocation (or of an expiry, which is no secret).
       // `holdRefusal: false`: neither held nor counted here; the caller passes the reason to refusedByState().
       if (holdRefusal) await this.refusedByState([state])
-      throw new TokenRefusedError(state)
+      throw new SessionStateRefusedError(state)
     }
     return verified
   }
@@ -291,12 +303,12 @@ export class Sessions {
    * Refusals by the session's state (denied, revoked, gone): one hold (revealingRevocation), then each counted
    * (`onDenied`: /metrics would tell of them too, so not before the hold).
    */
-  async refusedByState(states: readonly string[]): Promise<void> {
+  async refusedByState(states: readonly Exclude<AccessState, 'ok'>[]): Promise<void> {
     await this.revealingRevocation()
     for (const state of states) this.events.onDenied?.(state)
   }
 
-  private async accessState(token: VerifiedAccessToken): Promise<string> {
+  private async accessState(token: VerifiedAccessToken): Promise<AccessState> {
     try {
       if (this.revocationCache) {
         const known = await this.revocationCache.check(token.sid, token.jti, token.expiresAt + this.config.tokens.clockTolerance)
