@@ -154,7 +154,8 @@ t.test('SIGTERM: stop accepting, finish in-flight requests, exit 0', async (t) =
   }))
 
   const inFlight = send(`${gw.url}/slow/report?id=7`)
-  t.ok(await eventually(() => slow.held.length === 1), 'the request reached the upstream')
+  const failing = send(`${gw.url}/slow/broken`)
+  t.ok(await eventually(() => slow.held.length === 2), 'the requests reached the upstream')
   gw.child.kill('SIGTERM')
   t.ok(await gw.waitForLog(/shutting down/), 'the gateway logs the shutdown')
   const refused = await eventually(
@@ -171,10 +172,15 @@ t.test('SIGTERM: stop accepting, finish in-flight requests, exit 0', async (t) =
   t.ok(refused, 'new connections are refused while the in-flight request is still running')
   t.equal(gw.child.exitCode, null, 'the process waits for the in-flight request')
 
+  slow.held.find((r) => r.req.url === '/slow/broken')?.socket?.destroy() // this one's upstream fails: a 502 of the gateway's own
   slow.release()
   const res = await inFlight
   t.equal(res.status, 200, 'the in-flight request completes')
   t.equal(res.json?.url, '/slow/report?id=7', "with the upstream's answer")
+  t.equal(res.headers.connection, 'close', 'and closes its connection: no next request is sent on a connection the drain closes')
+  const failed = await failing
+  t.equal(failed.status, 502, 'an in-flight request whose upstream fails gets its 502')
+  t.equal(failed.headers.connection, 'close', 'which closes its connection too')
   const { code, signal } = await gw.exited
   t.equal(code, 0, 'exit code 0')
   t.equal(signal, null)

@@ -29,6 +29,8 @@ interface Deps {
   /** undici's keep-alive pools to the upstreams. */
   agent: Dispatcher
   trustsPeer: (address: string | undefined) => boolean
+  /** True once the gateway is stopping: answers then close their connections. */
+  draining: () => boolean
 }
 
 /** Matches the decoded, normalised path of an origin-form target against the route table (longest prefix). */
@@ -131,7 +133,7 @@ function withoutEmptyQuery(path: string): string {
 }
 
 /** The catch-all handler: route match -> auth -> proxy, one way. */
-export function proxyHandler({ current, metrics, agent, trustsPeer }: Deps) {
+export function proxyHandler({ current, metrics, agent, trustsPeer, draining }: Deps) {
   return async function proxy(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const rt = current()
     const match = matchRoute(rt, request.url)
@@ -171,6 +173,7 @@ export function proxyHandler({ current, metrics, agent, trustsPeer }: Deps) {
     const rewriteHead: HeadRewrite = (headers) => {
       metrics.observeUpstream(route.name, (performance.now() - started) / 1000)
       const kept = withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
+      if (draining()) kept.connection = 'close'
       if (!rotated) return kept
       release?.()
       return rt.sessions.superseded(rotated.refreshToken).then((stale) => {

@@ -269,12 +269,22 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
   )
 
+  // Stopping: the answers still going out close their connections (`Connection: close`), so that no client sends
+  // its next request on a keep-alive connection the drain is about to close under it (a POST would be lost).
+  let draining = false
+  app.addHook('preClose', async () => {
+    draining = true
+  })
+  app.addHook('onSend', async (_request, reply) => {
+    if (draining) reply.header('connection', 'close')
+  })
+
   // Proxied traffic: bodies stream through untouched (no parsing, no bodyLimit), in both directions.
   await app.register(async (proxied) => {
     proxied.removeAllContentTypeParsers()
     // The body is handed on as the raw stream, piped to the upstream by undici (done(null) would send none).
     proxied.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
-    proxied.all('/*', proxyHandler({ current, metrics, agent: upstreamAgent, trustsPeer }))
+    proxied.all('/*', proxyHandler({ current, metrics, agent: upstreamAgent, trustsPeer, draining: () => draining }))
   })
 
   // CONNECT (a tunnel request) and an Expect other than 100-continue: Node would close the socket without a word,
