@@ -235,6 +235,19 @@ t.test('rate limit: failures on two instances sharing one Redis count together; 
   t.equal(again.status, 200, 'the window ended: logins work again')
 })
 
+t.test('rate limit: attempts refused with 429 are no failed logins: a client blocked by its IP cannot lock other users out (audit)', async (t) => {
+  const gw = await gateway(t, { config: { server: { trustProxy: ['127.0.0.1'] }, login: { rateLimit: { max: 3, window: '1m' } } } })
+  const from = (ip: string, username: string, password: string) =>
+    send(`${gw.url}/auth/login`, { body: { username, password }, headers: { 'x-forwarded-for': ip } })
+  for (let i = 1; i <= 3; i++) assertError(t, await from('10.0.0.1', 'alice', 'wrong'), 401, 'invalid_credentials', `failure ${i} from 10.0.0.1`)
+  for (let i = 1; i <= 5; i++) assertError(t, await from('10.0.0.1', 'bob', 'wrong'), 429, 'rate_limited', `attempt ${i} for bob from the blocked IP`)
+  for (let i = 1; i <= 3; i++) {
+    assertError(t, await from(`10.0.1.${i}`, 'bob', 'wrong'), 401, 'invalid_credentials', `bob's own failure ${i} from another IP: checked, not refused`)
+  }
+  assertError(t, await from('10.0.2.1', 'bob', 'bob-pw'), 429, 'rate_limited', 'bob is blocked by his own three failures only')
+  assertError(t, await from('10.0.0.1', 'alice', 'alice-pw'), 429, 'rate_limited', 'the blocked IP stays blocked (its refused attempts were not counted, nor taken below the limit)')
+})
+
 t.test('rate limit: attempts sent at once cannot pass the limit together; good logins do not count', async (t) => {
   const gw = await gateway(t, { config: { login: { rateLimit: { max: 3, window: '1m' } } } })
   for (let i = 0; i < 6; i++) t.equal((await login(gw, alice, {})).status, 200, `good login ${i + 1}`)

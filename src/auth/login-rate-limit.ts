@@ -19,11 +19,17 @@ export class LoginRateLimit {
     return [`login:ip:${ip}`, `login:user:${username.normalize('NFC').toLowerCase()}`]
   }
 
-  /** Counts an attempt; throws 429 when it is over the limit of the IP or of the username. */
+  /**
+   * Counts an attempt; throws 429 when it is over the limit of the IP or of the username. A refused attempt is taken
+   * back from both counts: its password was never checked, so it is no failed login. (Counted, a client blocked by
+   * its IP would go on adding to the counts of the usernames it tries, and lock them out for everyone else.)
+   */
   async attempt(ip: string, username: string): Promise<void> {
-    const states = await this.store.rateLimitHit(this.keys(ip, username), this.limit.window)
+    const keys = this.keys(ip, username)
+    const states = await this.store.rateLimitHit(keys, this.limit.window)
     const blocked = states.filter((s) => s.count > this.limit.max)
     if (blocked.length > 0) {
+      await Promise.all(keys.map((k) => this.store.rateLimitUndo(k))).catch(() => {}) // still 429 if the store failed
       const waitMs = Math.max(...blocked.map((s) => s.retryAfterMs))
       throw new GatewayError('rate_limited', undefined, { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) })
     }
