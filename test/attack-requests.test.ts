@@ -26,6 +26,9 @@ const gw = await startGateway({
       { name: 'api', prefix: '/api', upstream: upstream.url, headers: { 'X-User-Id': '{sub}', 'X-User-Roles': '{roles}' } },
       { name: 'opt', prefix: '/opt', upstream: upstream.url, auth: 'optional', headers: { 'X-User-Id': '{sub}' } },
       { name: 'admin', prefix: '/admin', upstream: admin.url },
+      // One upstream, a public prefix and a protected one under it (as a legacy Java app is often fronted).
+      { name: 'shop', prefix: '/shop', upstream: upstream.url, auth: 'public' },
+      { name: 'shop-admin', prefix: '/shop/admin', upstream: upstream.url, require: { roles: ['admin'] } },
     ],
   },
 })
@@ -129,6 +132,36 @@ t.test('traversal and encoded slashes cannot leave a public route for a protecte
   }
   t.equal(admin.requests.length, 0, 'the protected upstream was never reached without credentials')
   t.equal(upstream.last()?.url, '/pub/%252e%252e/admin/users', 'a double-encoded dot-dot stays a literal segment under /pub')
+})
+
+t.test("path parameters (';') cannot take a request out of a more specific route's rules (Tomcat, Jetty and Spring drop them before routing)", async (t) => {
+  const bob = await login('bob')
+  const alice = await login('alice')
+  const before = upstream.requests.length
+  const anonymous: [string, number][] = [
+    ['/shop/admin;x/users', 401],
+    ['/shop/admin;/users', 401],
+    ['/shop/admin;jsessionid=0A1B/users', 401],
+    ['/shop/;x/admin/users', 401],
+    ['/shop/..;/shop/admin/users', 400],
+    ['/shop/x/..;x/admin/users', 400],
+    ['/shop/.;x/admin/users', 400],
+  ]
+  for (const [path, status] of anonymous) {
+    const res = await rawRequest(gw.port, { path })
+    t.equal(res.status, status, `anonymous ${path}: ${status}`)
+  }
+  t.equal(upstream.requests.length, before, 'none of them was forwarded')
+  const asBob = await send(`${gw.url}/shop/admin;x/users`, { headers: { authorization: `Bearer ${bob}` } })
+  t.equal(asBob.status, 403, 'bob (not an admin) is refused by the admin route, parameters or not')
+  t.equal(asBob.json.error, 'forbidden')
+  t.equal(upstream.requests.length, before, 'and nothing was forwarded')
+  const asAlice = await send(`${gw.url}/shop/admin;jsessionid=0A1B/users?q=1`, { headers: { authorization: `Bearer ${alice}` } })
+  t.equal(asAlice.status, 200, 'an admin passes')
+  t.equal(upstream.last()?.url, '/shop/admin;jsessionid=0A1B/users?q=1', 'and the parameters are forwarded as sent (a jsessionid link keeps working)')
+  const encoded = await rawRequest(gw.port, { path: '/shop/admin%3B/users' })
+  t.equal(encoded.status, 200, 'an encoded %3B is part of the name (admin; is not admin, for those servers too): the public route')
+  t.equal(upstream.last()?.url, '/shop/admin%3B/users', 'forwarded still encoded')
 })
 
 t.test('spoofed X-Forwarded-For and identity headers are replaced or removed', async (t) => {

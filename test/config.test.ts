@@ -650,6 +650,8 @@ t.test('settings check accepted but that would crash the start, fail every reque
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x%2F..%2Fadmin }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /..x }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
     [`routes:\n  - { name: a, prefix: "", upstream: ${up} }`, 'routes[0].prefix', /absolute path/],
+    [`routes:\n  - { name: a, prefix: "/a;v=1", upstream: ${up} }`, 'routes[0].prefix', /must not contain ";".*would match none/],
+    [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: "/x;v=1" }`, 'routes[0].rewritePrefix', /must not contain ";"/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, require: { roles: [[x]] } }`, 'routes[0].require.roles[0]', /string, a number or true\/false/],
     [`login:\n  users: USERS\n  page: /api/login\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }`, 'login.page', /redirected again, in a loop/],
     [`login:\n  users: USERS\n  page: /auth/login`, 'login.page', /auth endpoints/],

@@ -154,7 +154,8 @@ const routeSchema = z.strictObject({
     .string()
     .regex(PREFIX, 'must be an absolute path like /api/orders (no "..", "//", "%" or query)')
     .refine((p) => p !== '', 'must be an absolute path like /api/orders (/ for every path)')
-    .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments'),
+    .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments')
+    .refine((p) => !p.includes(';'), 'must not contain ";": requests are matched without their path parameters (";..."), so it would match none'),
   upstream: upstreamUrl,
   rewritePrefix: z
     .string()
@@ -163,6 +164,10 @@ const routeSchema = z.strictObject({
       // Every forwarded path starts with it (and usually goes on): what the gateway refuses in request paths
       // would fail every request. Compared on decoded segments, as the route table re-encodes it anyway.
       if (value === '' || !value.startsWith('/')) return
+      if (value.includes(';')) {
+        ctx.issues.push({ code: 'custom', message: 'must not contain ";" (path parameters)', input: value })
+        return
+      }
       const normal = normalisePath(`${value}/x`)
       const written = value.split('/').slice(1)
       let message: string | undefined

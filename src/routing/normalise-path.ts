@@ -11,6 +11,12 @@
  *   (@fastify/reply-from, which the gateway forwarded with before, refused it outright), so the gateway refuses
  *   it with its own reason rather than forward what the upstream may resolve differently.
  *
+ * - a raw `;` starts a segment's path parameters (RFC 3986 §3.3), which servers such as Tomcat, Jetty and Spring
+ *   drop before they route (`/admin;x/users` is `/admin/users` to them): segments are matched without them, so
+ *   that `/api/admin;x` is under the route of `/api/admin` and its `require` rules, and forwarded with them (a
+ *   `;jsessionid=` link keeps working). A dot segment with parameters (`..;x`, which those servers resolve as `..`)
+ *   is refused. An encoded `%3B` is part of the segment's name, as it is for those servers.
+ *
  * The upstream receives the normalised path, so it sees exactly what was matched, with each kept segment as the
  * client encoded it: a percent-encoded reserved character stays encoded (`a%3Bb` is the name `a;b`, where a raw
  * `;` starts a path parameter for many servers; `C%2B%2B` is not `C++`), an encoded unreserved one is decoded
@@ -22,11 +28,13 @@ export type NormalisedPath =
 
 const DOTTED_SEGMENT = "a path segment that begins with '..', or ends with '..' before another segment, cannot be forwarded"
 
+const DOTTED_PARAMETERS = "a '.' or '..' path segment with path parameters (';') cannot be forwarded"
+
 // eslint-disable-next-line no-control-regex
 const FORBIDDEN_IN_SEGMENT = /[/\\\u0000-\u001f\u007f]/
 
-/** Segments of unreserved and sub-delim characters only, none empty and none starting with a dot. */
-const CLEAN_PATH = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,;=:@][A-Za-z0-9\-._~!$&'()*+,;=:@]*)*\/?$/
+/** Segments of unreserved and sub-delim characters only (no `;`: no path parameters), none empty and none starting with a dot. */
+const CLEAN_PATH = /^(?:\/[A-Za-z0-9\-_~!$&'()*+,=:@][A-Za-z0-9\-._~!$&'()*+,=:@]*)*\/?$/
 
 export function normalisePath(rawPath: string): NormalisedPath {
   // Fast path, most requests: nothing to decode, drop or resolve, and every character is already a pchar, so
@@ -43,17 +51,22 @@ export function normalisePath(rawPath: string): NormalisedPath {
   const segments: string[] = []
   const forwarded: string[] = []
   for (const raw of rawPath.split('/')) {
-    let segment = raw
+    let whole = raw
     if (raw.includes('%')) {
       try {
-        segment = decodeURIComponent(raw)
+        whole = decodeURIComponent(raw)
       } catch {
         return { ok: false, reason: 'the path has malformed percent-encoding' }
       }
     }
-    if (FORBIDDEN_IN_SEGMENT.test(segment)) {
+    if (FORBIDDEN_IN_SEGMENT.test(whole)) {
       return { ok: false, reason: 'the path has an encoded slash, backslash or control character' }
     }
+    // The segment's name, before its path parameters (a raw `;`), is what is matched.
+    const parameters = raw.indexOf(';')
+    const name = parameters < 0 ? raw : raw.slice(0, parameters)
+    const segment = parameters < 0 ? whole : decodeURIComponent(name)
+    if (parameters >= 0 && (segment === '.' || segment.startsWith('..'))) return { ok: false, reason: DOTTED_PARAMETERS }
     if (segment === '' || segment === '.') continue
     if (segment === '..') {
       segments.pop()
@@ -61,7 +74,7 @@ export function normalisePath(rawPath: string): NormalisedPath {
       continue
     }
     segments.push(segment)
-    forwarded.push(raw === segment ? encodeSegment(segment) : asEncodedByClient(raw))
+    forwarded.push(raw === whole ? encodeSegment(raw) : asEncodedByClient(raw))
   }
   const trailingSlash = rawPath.length > 1 && rawPath.endsWith('/') && segments.length > 0
   for (let i = 0; i < segments.length; i++) {
