@@ -33,3 +33,32 @@ t.test('an upstream cannot set or clear the gateway session cookies', async (t) 
   t.equal(stale.headers.location, '/login')
   t.ok(stale.setCookies.some((c) => c.startsWith('sg_access=;')), 'and its stale cookies are cleared')
 })
+
+t.test("a transparent refresh's answer carries the new cookies: no cache may keep it, whatever the upstream said (audit)", async (t) => {
+  const upstream = await startUpstream((_req, res) => {
+    res.setHeader('cache-control', 'public, max-age=3600')
+    res.setHeader('expires', new Date(Date.now() + 3_600_000).toUTCString())
+    res.setHeader('content-type', 'application/json')
+    res.end('{}')
+  })
+  const gw = await startGateway({
+    config: { tokens: { accessTtl: '3s', refreshAhead: '2s', clockTolerance: 0 }, routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }] },
+  })
+  t.teardown(async () => {
+    await gw.close()
+    await upstream.close()
+  })
+  const client = new CookieClient(gw.url)
+  t.equal((await client.login('alice', 'alice-pw')).status, 200)
+  const plain = await client.send('/api/x')
+  t.equal(plain.status, 200)
+  t.equal(plain.headers['cache-control'], 'public, max-age=3600', "without a refresh the upstream's caching stands")
+  t.ok(plain.headers.expires, 'its Expires too')
+  const before = client.jar.get('sg_refresh')
+  await new Promise((resolve) => setTimeout(resolve, 1200)) // within refreshAhead of the access token's end
+  const refreshed = await client.send('/api/x')
+  t.equal(refreshed.status, 200)
+  t.not(client.jar.get('sg_refresh'), before, 'the session was refreshed on the way')
+  t.equal(refreshed.headers['cache-control'], 'no-store', 'the answer that sets the new cookies is no-store')
+  t.equal(refreshed.headers.expires, undefined, "and the upstream's Expires is gone with its Cache-Control")
+})

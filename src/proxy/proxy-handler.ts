@@ -178,6 +178,12 @@ export function proxyHandler({ current, metrics, agent, trustsPeer, draining }: 
       release?.()
       return rt.sessions.superseded(rotated.refreshToken).then((stale) => {
         if (stale) withoutOwnCookies(reply, rt.cookies)
+        // The answer carries a new session's cookies: no cache may keep it (and hand them to someone else), whatever
+        // the upstream said of its body (its Expires dropped with its Cache-Control).
+        else {
+          kept['cache-control'] = 'no-store'
+          delete kept.expires
+        }
         return kept
       })
     }
