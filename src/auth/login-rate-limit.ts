@@ -1,6 +1,6 @@
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError } from '../errors.js'
-import type { SessionStore } from '../session-store/session-store.js'
+import type { RateLimitHit, SessionStore } from '../session-store/session-store.js'
 
 /**
  * Failed logins are counted per client IP and per username in the session store, so that every instance
@@ -9,6 +9,12 @@ import type { SessionStore } from '../session-store/session-store.js'
  * An attempt is counted before its password is checked and taken back if it succeeds: checking first and
  * counting after would let many attempts sent at once all pass the check before any of them is counted.
  */
+/** An attempt the limit let through: what succeeded() and undecided() take back, from the windows that counted it. */
+export interface LoginAttempt {
+  ip: { key: string; window: number }
+  user: { key: string; window: number }
+}
+
 export class LoginRateLimit {
   constructor(
     private readonly store: SessionStore,
@@ -24,25 +30,27 @@ export class LoginRateLimit {
    * back from both counts: its password was never checked, so it is no failed login. (Counted, a client blocked by
    * its IP would go on adding to the counts of the usernames it tries, and lock them out for everyone else.)
    */
-  async attempt(ip: string, username: string): Promise<void> {
+  async attempt(ip: string, username: string): Promise<LoginAttempt> {
     const keys = this.keys(ip, username)
-    const states = await this.store.rateLimitHit(keys, this.limit.window)
-    const blocked = states.filter((s) => s.count > this.limit.max)
+    const hits = await this.store.rateLimitHit(keys, this.limit.window)
+    const blocked = hits.filter((s) => s.count > this.limit.max)
     if (blocked.length > 0) {
-      await Promise.all(keys.map((k) => this.store.rateLimitUndo(k))).catch(() => {}) // still 429 if the store failed
+      // Each from the window that counted it: still 429 if the store failed.
+      await Promise.all(keys.map((k, i) => this.store.rateLimitUndo(k, (hits[i] as RateLimitHit).window))).catch(() => {})
       const waitMs = Math.max(...blocked.map((s) => s.retryAfterMs))
       throw new GatewayError('rate_limited', undefined, { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) })
     }
+    const [ipHit, userHit] = hits as [RateLimitHit, RateLimitHit]
+    return { ip: { key: keys[0], window: ipHit.window }, user: { key: keys[1], window: userHit.window } }
   }
 
   /** A good login clears the username's count and takes its attempt back from the IP's. */
-  async succeeded(ip: string, username: string): Promise<void> {
-    const [ipKey, userKey] = this.keys(ip, username)
-    await Promise.all([this.store.rateLimitReset(userKey), this.store.rateLimitUndo(ipKey)])
+  async succeeded(attempt: LoginAttempt): Promise<void> {
+    await Promise.all([this.store.rateLimitReset(attempt.user.key), this.store.rateLimitUndo(attempt.ip.key, attempt.ip.window)])
   }
 
   /** The credentials could not be checked (the login service failed): the attempt was not a failure. */
-  async undecided(ip: string, username: string): Promise<void> {
-    await Promise.all(this.keys(ip, username).map((k) => this.store.rateLimitUndo(k)))
+  async undecided(attempt: LoginAttempt): Promise<void> {
+    await Promise.all([attempt.ip, attempt.user].map(({ key, window }) => this.store.rateLimitUndo(key, window)))
   }
 }

@@ -3,6 +3,7 @@ import { decodeJwt } from 'jose'
 import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { fromForeignPage } from '../auth/csrf.js'
 import { MAX_PASSWORD_LENGTH } from '../auth/password.js'
+import type { LoginAttempt } from '../auth/login-rate-limit.js'
 import { carriesSessionCookies, clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
@@ -58,8 +59,9 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
         `Send JSON {"username": "...", "password": "..."}: non-empty strings, the username at most ${MAX_USERNAME} characters and the password at most ${MAX_PASSWORD_LENGTH}.`,
       )
     }
+    let attempt: LoginAttempt
     try {
-      await rt.rateLimit.attempt(request.ip, username)
+      attempt = await rt.rateLimit.attempt(request.ip, username)
     } catch (err) {
       metrics.logins.inc({ result: 'rate_limited' })
       throw err
@@ -69,14 +71,14 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       identity = await rt.login.authenticate(username, password, request.ip)
     } catch (err) {
       metrics.logins.inc({ result: 'error' })
-      await rt.rateLimit.undecided(request.ip, username).catch(() => {})
+      await rt.rateLimit.undecided(attempt).catch(() => {})
       throw err
     }
     if (!identity) {
       metrics.logins.inc({ result: 'invalid_credentials' })
       throw new GatewayError('invalid_credentials')
     }
-    await rt.rateLimit.succeeded(request.ip, username)
+    await rt.rateLimit.succeeded(attempt)
     /** A login whose claims make a session no client could use (its session ended): said, logged and counted. */
     const tooLarge = (what: string, bytes: number, message: string): GatewayError => {
       metrics.logins.inc({ result: 'error' })

@@ -9,9 +9,9 @@ export const SCRIPTS = {
   checkAccess: { file: 'check_access.lua', keys: 2 },
   revokeSession: { file: 'revoke_session.lua', keys: 2, uses: ['announce.lua'] },
   denyJti: { file: 'deny_jti.lua', keys: 1, uses: ['announce.lua'] },
-  rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1 },
+  rateLimitHit: { file: 'rate_limit_hit.lua', keys: 1, uses: ['clock.lua'] },
   rateLimitPeek: { file: 'rate_limit_peek.lua', keys: 1 },
-  rateLimitUndo: { file: 'rate_limit_undo.lua', keys: 1 },
+  rateLimitUndo: { file: 'rate_limit_undo.lua', keys: 1, uses: ['clock.lua'] },
 } as const
 
 export type ScriptName = keyof typeof SCRIPTS

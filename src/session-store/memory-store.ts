@@ -1,6 +1,7 @@
 import type {
   AccessState,
   NewSession,
+  RateLimitHit,
   RateLimitState,
   RevocationEvent,
   RotateRequest,
@@ -154,19 +155,19 @@ export class MemorySessionStore implements SessionStore {
     })
   }
 
-  async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]> {
+  async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitHit[]> {
     const now = this.clock()
     return keys.map((k) => {
       let c = this.counters.get(k)
       if (c && c.resetAt > now) c.count++
       else this.counters.set(k, (c = { count: 1, resetAt: now + windowMs }))
-      return { count: c.count, retryAfterMs: c.resetAt - now }
+      return { count: c.count, retryAfterMs: c.resetAt - now, window: c.resetAt }
     })
   }
 
-  async rateLimitUndo(key: string): Promise<void> {
+  async rateLimitUndo(key: string, window: number): Promise<void> {
     const c = this.counters.get(key)
-    if (c && c.resetAt > this.clock() && c.count > 0) c.count--
+    if (c && c.resetAt === window && c.resetAt > this.clock() && c.count > 0) c.count--
   }
 
   async rateLimitReset(key: string): Promise<void> {

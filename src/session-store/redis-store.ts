@@ -8,6 +8,7 @@ import type {
   AccessState,
   AnnouncementState,
   NewSession,
+  RateLimitHit,
   RateLimitState,
   RevocationEvent,
   RotateRequest,
@@ -174,13 +175,13 @@ export class RedisSessionStore implements SessionStore {
     return replies.map(([count, pttl]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)) }))
   }
 
-  async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]> {
+  async rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitHit[]> {
     const replies = (await this.guarded(Promise.all(keys.map((k) => this.redis.rateLimitHit(this.keys.rateLimit(k), windowMs))))) as number[][]
-    return replies.map(([count, pttl]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)) }))
+    return replies.map(([count, pttl, window]) => ({ count: Number(count), retryAfterMs: Math.max(0, Number(pttl)), window: Number(window) }))
   }
 
-  async rateLimitUndo(key: string): Promise<void> {
-    await this.guarded(this.redis.rateLimitUndo(this.keys.rateLimit(key)))
+  async rateLimitUndo(key: string, window: number): Promise<void> {
+    await this.guarded(this.redis.rateLimitUndo(this.keys.rateLimit(key), window))
   }
 
   async rateLimitReset(key: string): Promise<void> {

@@ -68,6 +68,12 @@ export interface RateLimitState {
   retryAfterMs: number
 }
 
+/** An attempt counted on one key: the key's state after it, and the window that counted it (for rateLimitUndo). */
+export interface RateLimitHit extends RateLimitState {
+  /** The window's end by the store's clock (epoch ms): names the window, not a time to compare with this host's. */
+  window: number
+}
+
 export interface AnnouncementState {
   allowed: boolean
   /** A counter: when it moves, a revocation was applied that no subscriber heard of. */
@@ -95,9 +101,12 @@ export interface SessionStore {
   deleteSessionsOf(sub: string): Promise<string[]>
   rateLimitPeek(keys: string[]): Promise<RateLimitState[]>
   /** Counts one attempt on each key (a fixed window from its first hit); returns each key's state after it. */
-  rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitState[]>
-  /** Takes back one hit of the current window (an attempt that turned out not to be a failure). */
-  rateLimitUndo(key: string): Promise<void>
+  rateLimitHit(keys: string[], windowMs: number): Promise<RateLimitHit[]>
+  /**
+   * Takes back one hit (an attempt that turned out not to be a failure) from the window that counted it; nothing
+   * once that window has ended, so that a late undo never gives the next window an attempt more than its limit.
+   */
+  rateLimitUndo(key: string, window: number): Promise<void>
   rateLimitReset(key: string): Promise<void>
   /** Resolves when the store answers; throws StoreUnavailableError otherwise. */
   ping(): Promise<void>
