@@ -39,6 +39,9 @@ export function matchRoute(rt: Runtime, url: string): RouteMatch {
   const normalised = normalisePath(path)
   if (!normalised.ok) throw new GatewayError('invalid_path', `The request path is not acceptable: ${normalised.reason}.`)
   const match = rt.routes.match(normalised, query)
+  if (match === 'ambiguous') {
+    throw new GatewayError('invalid_path', "The request path is not acceptable: its path parameters (';') decide which route it falls under, and servers read them in different ways.")
+  }
   if (!match) throw new GatewayError('not_found')
   return match
 }

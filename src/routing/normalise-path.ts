@@ -12,10 +12,13 @@
  *   it with its own reason rather than forward what the upstream may resolve differently.
  *
  * - a raw `;` starts a segment's path parameters (RFC 3986 §3.3), which servers such as Tomcat, Jetty and Spring
- *   drop before they route (`/admin;x/users` is `/admin/users` to them): segments are matched without them, so
- *   that `/api/admin;x` is under the route of `/api/admin` and its `require` rules, and forwarded with them (a
- *   `;jsessionid=` link keeps working). A dot segment with parameters (`..;x`, which those servers resolve as `..`)
- *   is refused. An encoded `%3B` is part of the segment's name, as it is for those servers.
+ *   drop before they route (`/admin;x/users` is `/admin/users` to them), where others (Express, Go, nginx) read
+ *   `admin;x` as one name. A path with parameters is therefore read both ways: `segments` without them,
+ *   `literal` with them, and the route table refuses it when the two readings fall under different routes
+ *   (RouteTable.match). It is forwarded with its parameters (a `;jsessionid=` link on a page keeps working). A dot
+ *   segment with parameters (`..;x`, which the first kind resolve as `..`) is refused, and so is a segment whose
+ *   text with its parameters holds what the dot-segment rule above refuses (`x;../`). An encoded `%3B` is part of
+ *   the segment's name, for both kinds of server.
  *
  * The upstream receives the normalised path, so it sees exactly what was matched, with each kept segment as the
  * client encoded it: a percent-encoded reserved character stays encoded (`a%3Bb` is the name `a;b`, where a raw
@@ -23,7 +26,15 @@
  * (RFC 3986 §6.2.2.2), and what is not allowed raw is encoded.
  */
 export type NormalisedPath =
-  | { ok: true; segments: string[]; path: string; forwarded: string[] }
+  | {
+      ok: true
+      /** Decoded segments without their path parameters: what routes are matched on. */
+      segments: string[]
+      path: string
+      forwarded: string[]
+      /** Only when some segment has path parameters: the decoded segments with them (see above). */
+      literal?: string[]
+    }
   | { ok: false; reason: string }
 
 const DOTTED_SEGMENT = "a path segment that begins with '..', or ends with '..' before another segment, cannot be forwarded"
@@ -50,6 +61,8 @@ export function normalisePath(rawPath: string): NormalisedPath {
   if (!rawPath.startsWith('/')) return { ok: false, reason: 'the path must start with /' }
   const segments: string[] = []
   const forwarded: string[] = []
+  const literal: string[] = []
+  let withParameters = false
   for (const raw of rawPath.split('/')) {
     let whole = raw
     if (raw.includes('%')) {
@@ -71,20 +84,27 @@ export function normalisePath(rawPath: string): NormalisedPath {
     if (segment === '..') {
       segments.pop()
       forwarded.pop()
+      literal.pop()
       continue
     }
+    if (parameters >= 0) withParameters = true
     segments.push(segment)
     forwarded.push(raw === whole ? encodeSegment(raw) : asEncodedByClient(raw))
+    literal.push(whole)
   }
   const trailingSlash = rawPath.length > 1 && rawPath.endsWith('/') && segments.length > 0
+  if (dotted(segments, trailingSlash) || (withParameters && dotted(literal, trailingSlash))) return { ok: false, reason: DOTTED_SEGMENT }
+  const path = `/${forwarded.join('/')}${trailingSlash ? '/' : ''}`
+  return withParameters ? { ok: true, segments, path, forwarded, literal } : { ok: true, segments, path, forwarded }
+}
+
+/** Whether a segment begins with `..`, or ends with `..` before another segment (or a trailing slash). */
+function dotted(segments: readonly string[], trailingSlash: boolean): boolean {
   for (let i = 0; i < segments.length; i++) {
     const segment = segments[i] as string
-    if (segment.startsWith('..') || (segment.endsWith('..') && (i < segments.length - 1 || trailingSlash))) {
-      return { ok: false, reason: DOTTED_SEGMENT }
-    }
+    if (segment.startsWith('..') || (segment.endsWith('..') && (i < segments.length - 1 || trailingSlash))) return true
   }
-  const path = `/${forwarded.join('/')}${trailingSlash ? '/' : ''}`
-  return { ok: true, segments, path, forwarded }
+  return false
 }
 
 const UNRESERVED = /^[A-Za-z0-9\-._~]$/

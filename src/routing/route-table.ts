@@ -54,26 +54,39 @@ export class RouteTable {
     return this.routes
   }
 
-  /** The route for an already-normalised path, or undefined. */
-  match(normalised: { segments: readonly string[]; path: string; forwarded: readonly string[] }, query: string): RouteMatch | undefined {
+  /**
+   * The route for an already-normalised path, or undefined; 'ambiguous' when its path parameters decide the route:
+   * read without them (as Tomcat, Jetty and Spring route) and with them (as Express, Go or nginx do), the path falls
+   * under two different routes (or under one and none), so whichever the upstream is, one reading would escape the
+   * rules of the route the other was matched by.
+   */
+  match(
+    normalised: { segments: readonly string[]; path: string; forwarded: readonly string[]; literal?: readonly string[] },
+    query: string,
+  ): RouteMatch | undefined | 'ambiguous' {
     const { segments } = normalised
-    for (const route of this.routes) {
-      if (!startsWith(segments, route.segments)) continue
-      // The normalised path is already the encoded segments: kept as it is unless the prefix is rewritten.
-      if (route.rewriteSegments === undefined) return { route, upstreamPath: route.upstreamBasePath + normalised.path + query }
-      const all = [...route.rewriteSegments.map(encodeSegment), ...normalised.forwarded.slice(route.segments.length)]
-      let path = `${route.upstreamBasePath}/${all.join('/')}`
-      if (normalised.path.length > 1 && normalised.path.endsWith('/') && all.length > 0) path += '/'
-      return { route, upstreamPath: path + query }
-    }
-    return undefined
+    const route = this.longestPrefixOf(segments)
+    if (normalised.literal !== undefined && this.longestPrefixOf(normalised.literal) !== route) return 'ambiguous'
+    if (route === undefined) return undefined
+    // The normalised path is already the encoded segments: kept as it is unless the prefix is rewritten.
+    if (route.rewriteSegments === undefined) return { route, upstreamPath: route.upstreamBasePath + normalised.path + query }
+    const all = [...route.rewriteSegments.map(encodeSegment), ...normalised.forwarded.slice(route.segments.length)]
+    let path = `${route.upstreamBasePath}/${all.join('/')}`
+    if (normalised.path.length > 1 && normalised.path.endsWith('/') && all.length > 0) path += '/'
+    return { route, upstreamPath: path + query }
   }
 
-  /** Normalises a raw request path and matches it in one step (tests and WebSocket upgrades use this). */
-  matchUrl(rawPath: string, query = ''): RouteMatch | undefined | 'invalid' {
+  /** Normalises a raw request path and matches it in one step (tests use this). */
+  matchUrl(rawPath: string, query = ''): RouteMatch | undefined | 'invalid' | 'ambiguous' {
     const normalised = normalisePath(rawPath)
     if (!normalised.ok) return 'invalid'
     return this.match(normalised, query)
+  }
+
+  /** The route with the longest prefix of `segments` (routes are sorted longest first), or undefined. */
+  private longestPrefixOf(segments: readonly string[]): Route | undefined {
+    for (const route of this.routes) if (startsWith(segments, route.segments)) return route
+    return undefined
   }
 }
 
