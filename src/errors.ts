@@ -30,6 +30,7 @@ export const ERRORS = {
     status: 503,
     message: 'The session store is unavailable; try again shortly.',
   },
+  shutting_down: { status: 503, message: 'The gateway is shutting down; try again.' },
   gateway_timeout: { status: 504, message: 'The upstream did not answer in time.' },
 } as const satisfies Record<string, { status: number; message: string }>
 

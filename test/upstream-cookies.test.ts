@@ -34,10 +34,13 @@ t.test('an upstream cannot set or clear the gateway session cookies', async (t) 
   t.ok(stale.setCookies.some((c) => c.startsWith('sg_access=;')), 'and its stale cookies are cleared')
 })
 
-t.test("a transparent refresh's answer carries the new cookies: no cache may keep it, whatever the upstream said (audit)", async (t) => {
+t.test("a transparent refresh's answer carries the new cookies: no cache may keep it, whatever the upstream said (audit, review)", async (t) => {
   const upstream = await startUpstream((_req, res) => {
     res.setHeader('cache-control', 'public, max-age=3600')
     res.setHeader('expires', new Date(Date.now() + 3_600_000).toUTCString())
+    res.setHeader('cdn-cache-control', 'max-age=3600')
+    res.setHeader('surrogate-control', 'max-age=3600')
+    res.setHeader('pragma', 'public')
     res.setHeader('content-type', 'application/json')
     res.end('{}')
   })
@@ -61,4 +64,8 @@ t.test("a transparent refresh's answer carries the new cookies: no cache may kee
   t.not(client.jar.get('sg_refresh'), before, 'the session was refreshed on the way')
   t.equal(refreshed.headers['cache-control'], 'no-store', 'the answer that sets the new cookies is no-store')
   t.equal(refreshed.headers.expires, undefined, "and the upstream's Expires is gone with its Cache-Control")
+  for (const name of ['cdn-cache-control', 'surrogate-control', 'pragma']) {
+    t.equal(plain.headers[name] === undefined, false, `${name} passes without a refresh`)
+    t.equal(refreshed.headers[name], undefined, `${name} (which a CDN may read in place of Cache-Control) is gone too`)
+  }
 })

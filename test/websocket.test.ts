@@ -5,6 +5,7 @@ import { WebSocket, WebSocketServer, type RawData } from 'ws'
 import { CookieClient } from './helpers/client.js'
 import { startGateway, type StartedGateway } from './helpers/gateway.js'
 import { freePort } from './helpers/redis-server.js'
+import { MemorySessionStore } from '../src/session-store/memory-store.js'
 
 interface EchoUpstream {
   url: string
@@ -284,4 +285,41 @@ t.test('a client that leaves while the upstream handshake is pending leaves no u
     'no orphaned upstream socket',
   )
   t.equal(opened, upstreamCloses.length, 'any upstream WebSocket that opened was closed')
+})
+
+t.test('an upgrade still in its auth step when the gateway begins to stop is refused 503 and opens no upstream connection (review)', async (t) => {
+  const up = await startEchoUpstream()
+  // An in-process store whose access check waits until the test lets it go: the upgrade stays in its auth step.
+  const store = new MemorySessionStore()
+  const checkAccess = store.checkAccess.bind(store)
+  let checking: (() => void) | undefined
+  const reachedCheck = new Promise<void>((resolve) => (checking = resolve))
+  let release: () => void = () => {}
+  const released = new Promise<void>((resolve) => (release = resolve))
+  store.checkAccess = async (sid: string, jti: string) => {
+    checking?.()
+    await released
+    return checkAccess(sid, jti)
+  }
+  const gw = await startGateway({ store, config: { routes: [{ name: 'live', prefix: '/ws', upstream: up.url, websocket: true }] } })
+  t.teardown(async () => {
+    release()
+    await gw.close().catch(() => {})
+    await up.close()
+  })
+  const login = await fetch(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-session-mode': 'token' }, body: JSON.stringify({ username: 'alice', password: 'alice-pw' }) })
+  const { accessToken } = (await login.json()) as { accessToken: string }
+  const answer = connect(`${gw.url.replace('http', 'ws')}/ws/room`, { headers: { authorization: `Bearer ${accessToken}` } })
+  await reachedCheck
+  const closing = gw.gateway.app.close()
+  await new Promise((resolve) => setTimeout(resolve, 50)) // the preClose hooks have run
+  release()
+  const refused = await answer
+  t.equal(refused.ok, false, 'no WebSocket')
+  if (!refused.ok) {
+    t.equal(refused.status, 503)
+    t.equal(JSON.parse(refused.body).error, 'shutting_down')
+  }
+  await closing
+  t.equal(up.upgrades.length, 0, 'the upstream was never asked for a WebSocket')
 })

@@ -13,7 +13,7 @@ import type { RouteMatch } from '../routing/route-table.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
 import type { SessionTokens } from '../sessions/sessions.js'
-import { UpstreamExchange, type HeadRewrite } from './upstream-exchange.js'
+import { UpstreamExchange, type HeadRewrite, type Headers } from './upstream-exchange.js'
 import { upstreamHeaders, withoutGatewayCookies, withoutHopByHop, type UpstreamIdentity } from './upstream-headers.js'
 
 declare module 'fastify' {
@@ -44,6 +44,16 @@ export function matchRoute(rt: Runtime, url: string): RouteMatch {
   }
   if (!match) throw new GatewayError('not_found')
   return match
+}
+
+/**
+ * An answer that carries a new session's cookies: no cache may keep it (and hand them to someone else), whatever
+ * the upstream said of its body. Its caching headers go, those CDNs read in place of Cache-Control (RFC 9213's
+ * CDN-Cache-Control, Surrogate-Control) included.
+ */
+function uncacheable(headers: Headers): void {
+  for (const name of ['expires', 'pragma', 'cdn-cache-control', 'surrogate-control']) delete headers[name]
+  headers['cache-control'] = 'no-store'
 }
 
 /**
@@ -170,24 +180,23 @@ export function proxyHandler({ current, metrics, agent, trustsPeer, draining }: 
       finished(reply.raw, release)
     }
     const started = performance.now()
+    // Stopping (read as the head goes out): the connection closes after this answer.
+    const closingIfDraining = (headers: Headers): Headers => {
+      if (draining()) headers.connection = 'close'
+      return headers
+    }
     // The upstream's head, on its way to the client: timed, hop-by-hop headers and the gateway's cookies dropped,
     // and a rotation's cookies checked just before they go out, so that a slow response never sets an older pair
     // than faster ones already carried.
     const rewriteHead: HeadRewrite = (headers) => {
       metrics.observeUpstream(route.name, (performance.now() - started) / 1000)
       const kept = withoutGatewayCookies(withoutHopByHop(headers), rt.cookies)
-      if (draining()) kept.connection = 'close'
-      if (!rotated) return kept
+      if (!rotated) return closingIfDraining(kept)
       release?.()
       return rt.sessions.superseded(rotated.refreshToken).then((stale) => {
         if (stale) withoutOwnCookies(reply, rt.cookies)
-        // The answer carries a new session's cookies: no cache may keep it (and hand them to someone else), whatever
-        // the upstream said of its body (its Expires dropped with its Cache-Control).
-        else {
-          kept['cache-control'] = 'no-store'
-          delete kept.expires
-        }
-        return kept
+        else uncacheable(kept) // the answer carries a new session's cookies
+        return closingIfDraining(kept)
       })
     }
     // The client may have gone while the auth step waited for the store: nothing to forward, nobody to answer.

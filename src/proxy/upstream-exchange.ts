@@ -25,7 +25,7 @@ export interface UpstreamRequest {
 }
 
 /** Response headers: lower-case names, repeated ones as arrays. */
-type Headers = Record<string, string | string[]>
+export type Headers = Record<string, string | string[]>
 
 /**
  * Turns the upstream's response headers into those the client gets: may be asynchronous (a rotation's cookies

@@ -20,7 +20,7 @@ function refuse(socket: Duplex, error: GatewayError, cookies: string[] = []): vo
   const body = JSON.stringify(error.toJSON())
   const extra = [...Object.entries(error.headers), ...cookies.map((c) => ['set-cookie', c])].map(([k, v]) => `${k}: ${v}\r\n`).join('')
   socket.end(
-    `HTTP/1.1 ${error.statusCode} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`,
+    `HTTP/1.1 ${error.statusCode} ${error.code}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\ncache-control: no-store\r\n${extra}connection: close\r\n\r\n${body}`,
   )
 }
 
@@ -39,6 +39,9 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
     for (const cookie of rotatedCookies.get(req) ?? []) headers.push(`Set-Cookie: ${cookie}`)
   })
   const relayed = new Set<WebSocket>()
+  /** Set by close(): an upgrade still in its auth step then opens no upstream connection nobody would close. */
+  let closing = false
+  const shuttingDown = () => new GatewayError('shutting_down', undefined, { 'retry-after': '1' })
 
   async function onUpgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy())
@@ -61,6 +64,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       if (crossOrigin) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
+      if (closing) throw shuttingDown()
       const headers = upstreamHeaders(request, match.route.upstreamHost, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
       const target = match.route.upstreamOrigin.replace(/^http/, 'ws') + match.upstreamPath
@@ -78,8 +82,9 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       socket.once('close', onClientGone)
       upstream.once('open', () => {
         socket.off('close', onClientGone)
-        if (!socket.readable || !socket.writable) {
+        if (!socket.readable || !socket.writable || closing) {
           upstream.terminate()
+          if (closing && socket.writable) refuse(socket, shuttingDown(), rotatedCookies.get(raw))
           return
         }
         if (upstream.protocol) chosenProtocol.set(raw, upstream.protocol)
@@ -98,6 +103,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
 
   /** Shutdown: every relayed connection is closed with 1001 (going away), so the server can finish. */
   function close(): void {
+    closing = true
     for (const client of relayed) client.close(1001, 'gateway shutting down')
     wss.close()
   }
