@@ -307,6 +307,12 @@ t.test('routes: upstream URL, duplicates, prefixes', async (t) => {
 
   const reserved = await problemsOf(t, ['routes:', route('a', '/a', 'http://127.0.0.1:1'), '    headers: { Authorization: "{sub}" }'].join('\n'))
   t.equal(reserved[0]?.path, 'routes[0].headers.Authorization', 'a route may not inject Authorization')
+  // Who the client is and how it came: the gateway sets these, or passes them on from a trusted proxy only (audit).
+  for (const name of ['X-Forwarded-Port', 'X-Forwarded-Prefix', 'x-forwarded-for', 'Forwarded', 'X-Real-IP', 'Content-Length']) {
+    const problems = await problemsOf(t, ['routes:', route('a', '/a', 'http://127.0.0.1:1'), `    headers: { ${name}: "{sub}" }`].join('\n'))
+    t.same(lines(problems), [`routes[0].headers.${name}: is a header the gateway manages itself`], `a route may not inject ${name}`)
+  }
+  await t.resolves(load(['routes:', route('a', '/a', 'http://127.0.0.1:1'), '    headers: { X-Forwarded-User: "{sub}", X-Forwarded-Email: "{email}" }'].join('\n')), "oauth2-proxy's identity headers are the operator's to inject")
 })
 
 t.test('injected header names: a refused name says why', async (t) => {
@@ -650,7 +656,7 @@ t.test('settings check accepted but that would crash the start, fail every reque
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /x%2F..%2Fadmin }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: /..x }`, 'routes[0].rewritePrefix', /cannot be forwarded/],
     [`routes:\n  - { name: a, prefix: "", upstream: ${up} }`, 'routes[0].prefix', /absolute path/],
-    [`routes:\n  - { name: a, prefix: "/a;v=1", upstream: ${up} }`, 'routes[0].prefix', /must not contain ";".*would match none/],
+    [`routes:\n  - { name: a, prefix: "/a;v=1", upstream: ${up} }`, 'routes[0].prefix', /must not contain ";".*never decides which route/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, rewritePrefix: "/x;v=1" }`, 'routes[0].rewritePrefix', /must not contain ";"/],
     [`routes:\n  - { name: a, prefix: /a, upstream: ${up}, require: { roles: [[x]] } }`, 'routes[0].require.roles[0]', /string, a number or true\/false/],
     [`login:\n  users: USERS\n  page: /api/login\nroutes:\n  - { name: api, prefix: /api, upstream: ${up} }`, 'login.page', /redirected again, in a loop/],

@@ -191,3 +191,12 @@ t.test('a revocation-cache gateway started while Redis is down stays up, fails c
   const token = (await login()).json.accessToken as string
   t.ok(Number.isFinite(await until(async () => (await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${token}` } })).status === 200, 10_000)), 'and proxying')
 })
+
+t.test('revocationCache: true with the in-process store says it has no effect, and nothing that contradicts it (audit)', async (t) => {
+  const warnings: string[] = []
+  const stream = { write: (line: string) => void warnings.push(String(JSON.parse(line).msg)) }
+  const gw = await startGateway({ config: { redis: { revocationCache: true } }, logger: { level: 'warn', stream } })
+  t.teardown(() => gw.close())
+  t.ok(warnings.some((w) => /have no effect with the in-process store/.test(w)), 'the warning that it has no effect')
+  t.notOk(warnings.some((w) => /local revocation cache on/.test(w)), 'and no line saying the cache is on')
+})

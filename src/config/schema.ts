@@ -137,9 +137,15 @@ const HEADER_NAME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/
 /** Headers a route may not inject: the gateway owns them, or they are hop-by-hop. */
 const RESERVED_HEADERS = new Set([
   'authorization', 'cookie', 'host', 'connection', 'keep-alive', 'proxy-authenticate', 'proxy-authorization',
-  'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length', 'x-forwarded-for',
-  'x-forwarded-proto', 'x-forwarded-host',
+  'proxy-connection', 'te', 'trailer', 'transfer-encoding', 'upgrade', 'content-length',
+  // Where the request came from and how: set by the gateway, or passed on from a trusted proxy only (trustProxy).
+  // (X-Forwarded-User, -Email and -Groups, oauth2-proxy's identity headers, are the operator's to inject.)
+  'x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-prefix',
+  'x-forwarded-ssl', 'x-forwarded-scheme', 'x-forwarded-server', 'forwarded', 'x-real-ip',
 ])
+
+/** A header name the gateway manages itself (injecting a claim into it would forge what the upstream trusts). */
+const isReservedHeader = (name: string): boolean => RESERVED_HEADERS.has(name.toLowerCase())
 
 const PREFIX = /^(?:\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\/?$/
 
@@ -155,7 +161,7 @@ const routeSchema = z.strictObject({
     .regex(PREFIX, 'must be an absolute path like /api/orders (no "..", "//", "%" or query)')
     .refine((p) => p !== '', 'must be an absolute path like /api/orders (/ for every path)')
     .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain "." or ".." segments')
-    .refine((p) => !p.includes(';'), 'must not contain ";": requests are matched without their path parameters (";..."), so it would match none'),
+    .refine((p) => !p.includes(';'), 'must not contain ";": a path parameter (";...") never decides which route a request falls under'),
   upstream: upstreamUrl,
   rewritePrefix: z
     .string()
@@ -194,7 +200,7 @@ const routeSchema = z.strictObject({
       z
         .string()
         .regex(HEADER_NAME, 'must be a valid header name')
-        .refine((h) => !RESERVED_HEADERS.has(h.toLowerCase()), 'is a header the gateway manages itself'),
+        .refine((h) => !isReservedHeader(h), 'is a header the gateway manages itself'),
       z.string(),
     )
     .default({}),

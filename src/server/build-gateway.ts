@@ -165,7 +165,8 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
         app.log.warn('local revocation cache: this Redis user may not PUBLISH on the revocation channel, so its revocations reach the other instances through the store count at their next probe (1-3 s) instead of at once, or are answered 503 when the count is refused too (grant the channel and the key: see the README)'),
     })
     await revocationCache.start()
-    app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
+    // With the in-process store there is nothing to say (its own warning at start says the setting has no effect).
+    if (store.kind === 'redis') app.log.warn('local revocation cache on: revocations reach this instance by pub/sub, not by a store round trip per request')
   } else if (store.revocationBarrier !== undefined && config.redis.cluster === undefined && config.redis.sentinel === undefined) {
     // Strict mode on one Redis: one shared barrier per moment instead of one check per session. Not with a
     // sentinel set: after a failover nothing ties the subscription to the master the scripts run on.
