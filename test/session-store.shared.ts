@@ -52,7 +52,11 @@ async function eventually(probe: () => Promise<boolean>, ms = 1500, every = 50):
   }
 }
 
-export function storeSuite(t: Test, makeStore: MakeStore): void {
+/**
+ * `subscribes: false`: a store whose connection cannot carry the revocation subscription (Redis Cluster: the gateway
+ * refuses the revocation cache there, and strict mode asks the store per session); it must say so when asked.
+ */
+export function storeSuite(t: Test, makeStore: MakeStore, { subscribes = true }: { subscribes?: boolean } = {}): void {
   /** A store for one subtest, closed when it ends. */
   const storeFor = async (t: Test): Promise<SessionStore> => {
     const store = await makeStore()
@@ -474,6 +478,10 @@ export function storeSuite(t: Test, makeStore: MakeStore): void {
     const store = await storeFor(t)
     if (!store.onRevocation) {
       t.pass('this store does not publish revocations')
+      return
+    }
+    if (!subscribes) {
+      await t.rejects(store.onRevocation(() => {}), /needs a single Redis or sentinel connection/, 'it says it cannot subscribe')
       return
     }
     const events: RevocationEvent[] = []
