@@ -33,20 +33,25 @@ export async function freePort(): Promise<number> {
 }
 
 async function waitForRedis(port: number): Promise<void> {
+  await untilRedis(port, async (client) => (await client.ping()) === 'PONG')
+}
+
+/** Polls the redis-server on `port` with a fresh plain client until `ready` holds (10 s at most). */
+export async function untilRedis(port: number, ready: (client: Redis) => Promise<boolean>): Promise<void> {
   const deadline = Date.now() + 10_000
   for (;;) {
     const probe = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
     probe.on('error', () => {})
     try {
       await probe.connect()
-      await probe.ping()
-      probe.disconnect()
-      return
+      if (await ready(probe)) return
     } catch {
+      // not up yet
+    } finally {
       probe.disconnect()
-      if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not start`)
-      await new Promise((r) => setTimeout(r, 50))
     }
+    if (Date.now() > deadline) throw new Error(`redis-server on ${port} is not ready`)
+    await new Promise((r) => setTimeout(r, 50))
   }
 }
 

@@ -9,7 +9,7 @@ import { Redis } from 'ioredis'
 import { configSchema } from '../../src/config/schema.js'
 import { connectRedis } from '../../src/session-store/redis-connection.js'
 import { RedisSessionStore } from '../../src/session-store/redis-store.js'
-import { freePort } from './redis-server.js'
+import { freePort, untilRedis } from './redis-server.js'
 
 /** A throwaway Redis Cluster of three masters on 127.0.0.1 (no replicas, nothing saved). */
 export interface TestRedisCluster {
@@ -51,34 +51,15 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       )
       nodes.push({ port, child })
     }
-    for (const { port } of nodes) await until(port, async (client) => (await client.ping()) === 'PONG')
+    for (const { port } of nodes) await untilRedis(port, async (client) => (await client.ping()) === 'PONG')
     const addresses = nodes.map(({ port }) => `127.0.0.1:${port}`)
     await run('redis-cli', ['--cluster', 'create', ...addresses, '--cluster-replicas', '0', '--cluster-yes'])
-    for (const { port } of nodes) await until(port, async (client) => /cluster_state:ok/.test(String(await client.call('CLUSTER', 'INFO'))))
+    for (const { port } of nodes) await untilRedis(port, async (client) => /cluster_state:ok/.test(String(await client.call('CLUSTER', 'INFO'))))
   } catch (err) {
     await stop()
     throw err
   }
   return { urls: nodes.map(({ port }) => `redis://127.0.0.1:${port}`), stop }
-}
-
-/** Polls one node with a plain client until `ready` holds (10 s at most). */
-async function until(port: number, ready: (client: Redis) => Promise<boolean>): Promise<void> {
-  const deadline = Date.now() + 10_000
-  for (;;) {
-    const client = new Redis({ port, host: '127.0.0.1', lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 })
-    client.on('error', () => {})
-    try {
-      await client.connect()
-      if (await ready(client)) return
-    } catch {
-      // not up yet
-    } finally {
-      client.disconnect()
-    }
-    if (Date.now() > deadline) throw new Error(`redis cluster node on ${port} is not ready`)
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
 }
 
 /** A throwaway Redis master watched by one sentinel (quorum 1), both on 127.0.0.1. */
@@ -109,13 +90,13 @@ export async function startRedisSentinel(): Promise<TestRedisSentinel> {
   try {
     const masterPort = await freePort()
     children.push(spawn('redis-server', ['--port', String(masterPort), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' }))
-    await until(masterPort, async (client) => (await client.ping()) === 'PONG')
+    await untilRedis(masterPort, async (client) => (await client.ping()) === 'PONG')
     const sentinelPort = await freePort()
     // A sentinel rewrites its configuration file: it gets one of its own.
     const conf = join(dir, 'sentinel.conf')
     writeFileSync(conf, [`port ${sentinelPort}`, 'bind 127.0.0.1', `dir ${dir}`, `sentinel monitor ${name} 127.0.0.1 ${masterPort} 1`, ''].join('\n'))
     children.push(spawn('redis-server', [conf, '--sentinel'], { stdio: 'ignore' }))
-    await until(sentinelPort, async (client) => {
+    await untilRedis(sentinelPort, async (client) => {
       const address = (await client.call('SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name)) as string[] | null
       return address?.[1] === String(masterPort)
     })
