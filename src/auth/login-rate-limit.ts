@@ -2,6 +2,12 @@ import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError } from '../errors.js'
 import type { RateLimitHit, SessionStore } from '../session-store/session-store.js'
 
+/** An attempt the limit let through: what succeeded() and undecided() take back, from the windows that counted it. */
+export interface LoginAttempt {
+  ip: { key: string; window: number }
+  user: { key: string; window: number }
+}
+
 /**
  * Failed logins are counted per client IP and per username in the session store, so that every instance
  * sharing a Redis shares the limit. A client at the limit gets 429 with Retry-After until the window ends.
@@ -9,12 +15,6 @@ import type { RateLimitHit, SessionStore } from '../session-store/session-store.
  * An attempt is counted before its password is checked and taken back if it succeeds: checking first and
  * counting after would let many attempts sent at once all pass the check before any of them is counted.
  */
-/** An attempt the limit let through: what succeeded() and undecided() take back, from the windows that counted it. */
-export interface LoginAttempt {
-  ip: { key: string; window: number }
-  user: { key: string; window: number }
-}
-
 export class LoginRateLimit {
   constructor(
     private readonly store: SessionStore,
