@@ -147,6 +147,11 @@ function withoutEmptyQuery(path: string): string {
 
 /** The catch-all handler: route match -> auth -> proxy, one way. */
 export function proxyHandler({ current, metrics, agent, trustsPeer, draining }: Deps) {
+  /** Stopping (read as the head goes out): the connection closes after this answer. */
+  const closingIfDraining = (headers: Headers): Headers => {
+    if (draining()) headers.connection = 'close'
+    return headers
+  }
   return async function proxy(request: FastifyRequest, reply: FastifyReply): Promise<unknown> {
     const rt = current()
     const match = matchRoute(rt, request.url)
@@ -180,11 +185,6 @@ export function proxyHandler({ current, metrics, agent, trustsPeer, draining }: 
       finished(reply.raw, release)
     }
     const started = performance.now()
-    // Stopping (read as the head goes out): the connection closes after this answer.
-    const closingIfDraining = (headers: Headers): Headers => {
-      if (draining()) headers.connection = 'close'
-      return headers
-    }
     // The upstream's head, on its way to the client: timed, hop-by-hop headers and the gateway's cookies dropped,
     // and a rotation's cookies checked just before they go out, so that a slow response never sets an older pair
     // than faster ones already carried.

@@ -29,7 +29,14 @@ function refuse(socket: Duplex, error: GatewayError, cookies: string[] = []): vo
  * (plus an Origin check in cookie mode, against cross-site WebSocket hijacking), then frames are relayed
  * both ways with the `ws` library.
  */
-export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBaseLogger, trustsPeer: (a: string | undefined) => boolean, metrics: Metrics) {
+export function websocketUpgradeHandler(
+  current: () => Runtime,
+  log: FastifyBaseLogger,
+  trustsPeer: (a: string | undefined) => boolean,
+  metrics: Metrics,
+  /** True once the gateway is stopping: an upgrade still in its auth step then opens no upstream connection. */
+  draining: () => boolean,
+) {
   // The client is told the subprotocol the upstream chose (ws would otherwise pick the client's first offer).
   const chosenProtocol = new WeakMap<IncomingMessage, string>()
   // A session rotated on the way in: the 101 answer carries the new cookies, like any proxied answer.
@@ -39,8 +46,6 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
     for (const cookie of rotatedCookies.get(req) ?? []) headers.push(`Set-Cookie: ${cookie}`)
   })
   const relayed = new Set<WebSocket>()
-  /** Set by close(): an upgrade still in its auth step then opens no upstream connection nobody would close. */
-  let closing = false
   const shuttingDown = () => new GatewayError('shutting_down', undefined, { 'retry-after': '1' })
 
   async function onUpgrade(raw: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
@@ -64,7 +69,7 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       if (crossOrigin) throw new GatewayError('csrf', 'WebSocket upgrade from another origin.')
       const { identity, auth } = await authorise(request, rt, match)
       if (auth?.rotated) rotatedCookies.set(raw, sessionCookies(rt.config, auth.rotated))
-      if (closing) throw shuttingDown()
+      if (draining()) throw shuttingDown()
       const headers = upstreamHeaders(request, match.route.upstreamHost, rt.cookies, rt.routes.injectedHeaders, identity, trustsPeer(raw.socket.remoteAddress))
       for (const name of WS_HANDSHAKE_HEADERS) delete headers[name]
       const target = match.route.upstreamOrigin.replace(/^http/, 'ws') + match.upstreamPath
@@ -82,9 +87,9 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
       socket.once('close', onClientGone)
       upstream.once('open', () => {
         socket.off('close', onClientGone)
-        if (!socket.readable || !socket.writable || closing) {
+        if (!socket.readable || !socket.writable || draining()) {
           upstream.terminate()
-          if (closing && socket.writable) refuse(socket, shuttingDown(), rotatedCookies.get(raw))
+          if (draining() && socket.writable) refuse(socket, shuttingDown(), rotatedCookies.get(raw))
           return
         }
         if (upstream.protocol) chosenProtocol.set(raw, upstream.protocol)
@@ -103,7 +108,6 @@ export function websocketUpgradeHandler(current: () => Runtime, log: FastifyBase
 
   /** Shutdown: every relayed connection is closed with 1001 (going away), so the server can finish. */
   function close(): void {
-    closing = true
     for (const client of relayed) client.close(1001, 'gateway shutting down')
     wss.close()
   }

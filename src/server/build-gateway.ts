@@ -270,12 +270,11 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
   )
 
-  // Stopping: the answers still going out close their connections (`Connection: close`), so that no client sends
-  // its next request on a keep-alive connection the drain is about to close under it (a POST would be lost).
+  // Stopping (set in preClose, with the WebSocket relays' close below): the answers still going out close their
+  // connections (`Connection: close`), so that no client sends its next request on a keep-alive connection the drain
+  // is about to close under it (a POST would be lost); an upgrade still in its auth step opens no upstream socket.
   let draining = false
-  app.addHook('preClose', async () => {
-    draining = true
-  })
+  const isDraining = () => draining
   app.addHook('onSend', async (_request, reply) => {
     if (draining) reply.header('connection', 'close')
   })
@@ -285,7 +284,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     proxied.removeAllContentTypeParsers()
     // The body is handed on as the raw stream, piped to the upstream by undici (done(null) would send none).
     proxied.addContentTypeParser('*', (_request, payload, done) => done(null, payload))
-    proxied.all('/*', proxyHandler({ current, metrics, agent: upstreamAgent, trustsPeer, draining: () => draining }))
+    proxied.all('/*', proxyHandler({ current, metrics, agent: upstreamAgent, trustsPeer, draining: isDraining }))
   })
 
   // CONNECT (a tunnel request) and an Expect other than 100-continue: Node would close the socket without a word,
@@ -300,9 +299,12 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     res.writeHead(error.statusCode, headers).end(body)
   })
 
-  const websockets = websocketUpgradeHandler(current, app.log, trustsPeer, metrics)
+  const websockets = websocketUpgradeHandler(current, app.log, trustsPeer, metrics, isDraining)
   app.server.on('upgrade', (req, socket, head) => void websockets.onUpgrade(req, socket, head))
-  app.addHook('preClose', async () => websockets.close())
+  app.addHook('preClose', async () => {
+    draining = true
+    websockets.close()
+  })
 
   app.addHook('onClose', async () => {
     revocationCache?.stop()
