@@ -44,6 +44,17 @@ export const REVOCATION_COVER_MS = 50
 export const REVOCATION_HOLD_MS = REVOCATION_COVER_MS + 2
 
 /**
+ * Waits at least `ms` by performance.now(), the clock the covers are measured with (a timer may fire a little early
+ * by it): the hold of an answer that tells of a revocation, and the wait for one made behind an instance's back.
+ */
+export async function waitMonotonic(ms: number): Promise<void> {
+  const until = performance.now() + ms
+  for (let left = ms; left > 0; left = until - performance.now()) {
+    await new Promise((resolve) => setTimeout(resolve, Math.ceil(left)))
+  }
+}
+
+/**
  * How often an instance asks again whether it may announce revocations, and whether a revocation went unannounced:
  * a right taken away at runtime (ACL) ends answering from memory within this bound, and one given back restores it.
  */

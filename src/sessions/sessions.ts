@@ -11,7 +11,7 @@ import {
   RefreshTokens,
   sealSuccessor,
 } from '../tokens/refresh-token.js'
-import { REVOCATION_HOLD_MS, type RevocationCache } from './revocation-cache.js'
+import { REVOCATION_HOLD_MS, waitMonotonic, type RevocationCache } from './revocation-cache.js'
 
 /**
  * An access token refused by its session's state (its jti denied, its family revoked or gone), not by the token itself:
@@ -368,12 +368,7 @@ export class Sessions {
    * a barrier's cover. A signature, an expiry or a malformed token tells of none and is refused at once.
    */
   async revealingRevocation(): Promise<void> {
-    if (this.revocationHoldMs <= 0) return
-    // By performance.now(), the clock the covers are measured with: a timer may fire a little early by it.
-    const until = performance.now() + this.revocationHoldMs
-    for (let left = this.revocationHoldMs; left > 0; left = until - performance.now()) {
-      await new Promise((resolve) => setTimeout(resolve, Math.ceil(left)))
-    }
+    if (this.revocationHoldMs > 0) await waitMonotonic(this.revocationHoldMs)
   }
 
   /** Logout: the family ends and the presented access token's jti is denied until its exp. */

@@ -5,7 +5,7 @@ import { stringify } from 'yaml'
 import { hashPassword } from '../../src/auth/password.js'
 import { loadConfig } from '../../src/config/load.js'
 import { buildGateway, type Gateway } from '../../src/server/build-gateway.js'
-import { REVOCATION_HOLD_MS } from '../../src/sessions/revocation-cache.js'
+import { REVOCATION_HOLD_MS, waitMonotonic } from '../../src/sessions/revocation-cache.js'
 import type { SessionStore } from '../../src/session-store/session-store.js'
 import { generatePrivateJwk, type SigningAlgorithm } from '../../src/tokens/keys.js'
 
@@ -105,8 +105,5 @@ export async function startGateway(options: GatewayOptions = {}): Promise<Starte
  * tell of a revocation: REVOCATION_HOLD_MS by performance.now() (a timer may fire a millisecond early by it).
  */
 export async function afterOutsideRevocation(): Promise<void> {
-  const until = performance.now() + REVOCATION_HOLD_MS
-  for (let left = REVOCATION_HOLD_MS; left > 0; left = until - performance.now()) {
-    await new Promise((resolve) => setTimeout(resolve, Math.ceil(left)))
-  }
+  await waitMonotonic(REVOCATION_HOLD_MS)
 }
