@@ -254,3 +254,48 @@ t.test('a refresh whose reloaded claims would make an access token over 8 KiB en
   const api = await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${login.json.accessToken}` } })
   t.equal(api.status, 401, 'the session ended')
 })
+
+t.test('a cookie-mode refresh whose reloaded claims would make an access cookie browsers drop ends the session and says why; token mode refreshes', async (t) => {
+  const { up, gw } = await setup(t)
+  const viaEndpoint = new CookieClient(gw.url)
+  const viaProxy = new CookieClient(gw.url)
+  const early = new CookieClient(gw.url)
+  t.equal((await early.login('alice', 'alice-pw')).status, 200)
+  t.equal((await viaEndpoint.login('alice', 'alice-pw')).status, 200)
+  t.equal((await viaProxy.login('alice', 'alice-pw')).status, 200)
+  const asTokens = await send(`${gw.url}/auth/login`, { headers: { 'x-session-mode': 'token' }, body: { username: 'alice', password: 'alice-pw' } })
+  const endpointAccess = viaEndpoint.jar.get('sg_access') as string
+  const proxyAccess = viaProxy.jar.get('sg_access') as string
+  const roles = Array.from({ length: 160 }, (_, i) => `role-number-${i}`) // a ~5 KB token: under 8 KiB, over a cookie
+  await writeUsers(gw.dir, [{ username: 'alice', password: 'alice-pw', sub: 'user-1', claims: { roles } }])
+  await gw.gateway.reload(await loadConfig(gw.configFile, {}))
+
+  const refreshed = await viaEndpoint.send('/auth/refresh', { method: 'POST', headers: { 'x-csrf': '1' } })
+  t.equal(refreshed.status, 401, 'POST /auth/refresh with the refresh cookie')
+  t.equal(refreshed.json.error, 'session_expired')
+  t.match(refreshed.json.message, /an access cookie of \d+ bytes, over the 4096 browsers keep.*X-Session-Mode: token/)
+  t.ok(refreshed.setCookies.length === 2 && refreshed.setCookies.every((c) => /max-age=0/i.test(c)), 'both cookies cleared, none too large set')
+  const endedEndpoint = await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${endpointAccess}` } })
+  t.equal(endedEndpoint.status, 401, 'the session ended: its access token is refused at once')
+
+  viaProxy.jar.delete('sg_access') // as after the access cookie's Max-Age: the next request refreshes on its way
+  const before = up.requests.length
+  const proxied = await viaProxy.send('/api/items')
+  t.equal(proxied.status, 401, 'a transparent refresh meets the same limit')
+  t.equal(proxied.json.error, 'unauthenticated')
+  t.match(proxied.json.message, /an access cookie of \d+ bytes, over the 4096 browsers keep/, 'with the reason')
+  t.equal(up.requests.length, before, 'the upstream saw nothing')
+  t.notOk(proxied.setCookies.some((c) => !/max-age=0/i.test(c)), 'no cookie a browser would drop')
+  const endedProxy = await send(`${gw.url}/api/x`, { headers: { authorization: `Bearer ${proxyAccess}` } })
+  t.equal(endedProxy.status, 401, 'that session ended too')
+
+  await sleep(1100) // the early client's access token is now within refreshAhead: still valid, refreshed early
+  const earlyAnswer = await early.send('/api/items')
+  t.equal(earlyAnswer.status, 401, 'an early refresh that ends the session does not let the still-valid token through')
+  t.match(earlyAnswer.json.message, /over the 4096 browsers keep/)
+
+  const tokenRefresh = await send(`${gw.url}/auth/refresh`, { body: { refreshToken: asTokens.json.refreshToken } })
+  t.equal(tokenRefresh.status, 200, 'token mode has no cookie limit: the same claims refresh')
+  t.ok((tokenRefresh.json.accessToken as string).length > 4096)
+  t.same(tokenRefresh.setCookies, [], 'and sets no cookie')
+})

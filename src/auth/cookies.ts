@@ -73,6 +73,17 @@ export function sessionCookies(config: GatewayConfig, tokens: SessionTokens, now
   ]
 }
 
+/** The longest cookie (name=value) browsers keep (RFC 6265 §6.1's minimum, and what Chrome and Firefox allow). */
+export const MAX_COOKIE_BYTES = 4096
+
+/**
+ * The bytes of the access cookie's name=value for these tokens. Over MAX_COOKIE_BYTES a browser drops it silently:
+ * the session would live on its refresh cookie alone, rotating on every request.
+ */
+export function accessCookieBytes(config: GatewayConfig, tokens: SessionTokens): number {
+  return Buffer.byteLength((sessionCookies(config, tokens)[0] as string).split(';', 1)[0] as string)
+}
+
 /** Set-Cookie values that remove both gateway cookies. */
 export function clearedCookies(config: GatewayConfig): string[] {
   const names = cookieNames(config.cookies)

@@ -1,7 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, StoreUnavailableError } from '../errors.js'
-import { SessionStateRefusedError, type SessionTokens, type Sessions } from '../sessions/sessions.js'
+import { SessionEndedError, SessionStateRefusedError, type SessionTokens, type Sessions } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { cookieValues, type CookieNames } from './cookies.js'
 
@@ -121,13 +121,16 @@ export async function authenticate(
     // arrive. Only for the same session: a valid access token never lets another session's rotated refresh token
     // pass without the reuse check.
     const early = current !== undefined && current.sid === sessions.sidOfRefreshToken(credentials.refresh)
-    const rotated = early ? await sessions.refreshUnlessSuperseded(credentials.refresh) : await sessions.refresh(credentials.refresh)
+    const rotated = early
+      ? await sessions.refreshUnlessSuperseded(credentials.refresh, { cookies: true })
+      : await sessions.refresh(credentials.refresh, { cookies: true })
     if (!rotated) return { mode: 'cookie', token: current as VerifiedAccessToken, rotated: undefined }
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }
   } catch (err) {
-    // A still-valid token stays usable when only the early refresh failed, unless the family was revoked. That
-    // includes a store outage: the token passed its access check (or verify-only let it through) just now.
-    if (current && !(err instanceof GatewayError && err.code === 'refresh_token_reused')) {
+    // A still-valid token stays usable when only the early refresh failed, unless the family was revoked or the
+    // refresh ended the session. That includes a store outage: the token passed its access check (or verify-only
+    // let it through) just now.
+    if (current && !(err instanceof SessionEndedError) && !(err instanceof GatewayError && err.code === 'refresh_token_reused')) {
       return { mode: 'cookie', token: current, rotated: undefined }
     }
     throw asAuthFailure(err, 'cookie')
@@ -136,6 +139,8 @@ export async function authenticate(
 
 function asAuthFailure(err: unknown, mode: 'cookie' | 'bearer'): unknown {
   if (err instanceof StoreUnavailableError) return err
+  // Why the session ended (the users file changed under it): said, as the refresh endpoint says it.
+  if (err instanceof SessionEndedError) return unauthenticated(mode, err.message)
   if (err instanceof GatewayError && err.code === 'refresh_token_reused') {
     return new GatewayError('unauthenticated', 'The session was revoked because a refresh token was reused; log in again.')
   }

@@ -4,7 +4,7 @@ import { authenticate, credentialsOf, unauthenticated, type Authenticated } from
 import { fromForeignPage } from '../auth/csrf.js'
 import { MAX_PASSWORD_LENGTH } from '../auth/password.js'
 import type { LoginAttempt } from '../auth/login-rate-limit.js'
-import { carriesSessionCookies, clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
+import { MAX_COOKIE_BYTES, accessCookieBytes, carriesSessionCookies, clearedCookies, requestCookies, sessionCookies } from '../auth/cookies.js'
 import { GatewayError } from '../errors.js'
 import type { Metrics } from '../server/metrics.js'
 import type { Runtime } from '../server/runtime.js'
@@ -21,8 +21,6 @@ declare module 'fastify' {
 }
 
 const MAX_USERNAME = 256
-/** The longest cookie (name=value) browsers keep (RFC 6265 §6.1's minimum, and what Chrome and Firefox allow). */
-const MAX_COOKIE_BYTES = 4096
 
 interface Deps {
   current: () => Runtime
@@ -96,7 +94,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
     if (mode === 'cookie') {
       // Browsers drop a cookie whose name and value pass 4,096 bytes, silently: the session would live on its
       // refresh cookie alone, rotating on every request. Said now, with the way out, and the session ended.
-      const bytes = Math.max(...sessionCookies(rt.config, tokens).map((cookie) => Buffer.byteLength(cookie.split(';', 1)[0] as string)))
+      const bytes = accessCookieBytes(rt.config, tokens)
       if (bytes > MAX_COOKIE_BYTES) {
         await rt.sessions.logout(undefined, tokens.refreshToken)
         throw tooLarge('access cookie too large for browsers', bytes, `an access cookie of ${bytes} bytes, over the ${MAX_COOKIE_BYTES} browsers keep: the user needs fewer or shorter claims, or the client can log in with X-Session-Mode: token.`)
@@ -122,7 +120,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       throw new GatewayError('session_expired', 'No refresh token was presented; log in again.')
     }
     try {
-      const tokens = await rt.sessions.refresh(token)
+      const tokens = await rt.sessions.refresh(token, { cookies: viaCookie })
       // A session held in HttpOnly cookies is never turned into tokens a script could read.
       return sendTokens(reply, rt, tokens, !viaCookie)
     } catch (err) {

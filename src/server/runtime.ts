@@ -46,6 +46,8 @@ export async function buildRuntime(
       onReuseDetected: (sid) =>
         log?.warn({ sid }, 'refresh token reuse: a rotated refresh token was presented again after the grace; the whole session is revoked'),
       onDenied: (reason) => metrics.denials.inc({ reason }),
+      onOversized: (sid, what, bytes) =>
+        log?.error({ sid, bytes }, `refresh refused: the user's claims (users file) now make an ${what} too large; the session was ended`),
     },
     revocationCache,
     accounts,

@@ -1,3 +1,4 @@
+import { MAX_COOKIE_BYTES, accessCookieBytes } from '../auth/cookies.js'
 import type { GatewayConfig } from '../config/schema.js'
 import { GatewayError, RevocationUnannouncedError, StoreUnavailableError } from '../errors.js'
 import type { AccessState, SessionRecord, SessionStore } from '../session-store/session-store.js'
@@ -47,6 +48,8 @@ export interface SessionEvents {
   /** A replay just detected: the family `sid` is now revoked (not called for a family revoked before). */
   onReuseDetected?(sid: string): void
   onDenied?(reason: string): void
+  /** A refresh met claims too large for what carries its access token: the session `sid` was ended. */
+  onOversized?(sid: string, what: 'access token' | 'access cookie', bytes: number): void
 }
 
 /** The session's claims make an access token over MAX_TOKEN_LENGTH: the session was ended. */
@@ -57,10 +60,21 @@ export class OversizedAccessTokenError extends Error {
   }
 }
 
-/** A refresh that meets it: the session is over, and the client is told why. */
-function refusedAsExpired(error: unknown): never {
-  if (error instanceof OversizedAccessTokenError) throw new GatewayError('session_expired', `${error.message} Log in again once they are fewer.`)
-  throw error
+
+/**
+ * A refresh that ended its session instead of rotating it: the account is gone from the users file, or its claims
+ * now make an access token too large for what carries it. Refused like an expired session, with the reason.
+ */
+export class SessionEndedError extends GatewayError {
+  constructor(message: string) {
+    super('session_expired', message)
+    this.name = 'SessionEndedError'
+  }
+}
+
+/** How a refreshed pair goes out: in cookies (`cookies: true`), whose size browsers limit, or in a JSON body. */
+export interface RefreshOptions {
+  cookies?: boolean
 }
 
 /**
@@ -110,10 +124,19 @@ export class Sessions {
     return this.withinLimits(await this.tokensFor(session, refreshToken))
   }
 
+  /** A refresh that meets OversizedAccessTokenError: the session is over, the client is told why, the operator too. */
+  private refusedAsExpired(sid: string): (error: unknown) => never {
+    return (error) => {
+      if (!(error instanceof OversizedAccessTokenError)) throw error
+      this.events.onOversized?.(sid, 'access token', error.bytes)
+      throw new SessionEndedError(`${error.message} Log in again once they are fewer.`)
+    }
+  }
+
   /** Rotates a refresh token. Concurrent calls with the same token in this process share one rotation (shared()). */
-  refresh(refreshToken: string): Promise<SessionTokens> {
+  async refresh(refreshToken: string, options: RefreshOptions = {}): Promise<SessionTokens> {
     // Only an early refresh (refreshUnlessSuperseded) can be answered with undefined.
-    return this.shared(refreshToken, false) as Promise<SessionTokens>
+    return this.fitFor(options, (await this.shared(refreshToken, false)) as SessionTokens)
   }
 
   /**
@@ -123,8 +146,26 @@ export class Sessions {
    * response: cookies carrying an older one would overwrite it in the browser, and presenting the token again
    * could only be taken for a replay. Checked in the rotation's own round trip, so no rotation slips in between.
    */
-  refreshUnlessSuperseded(refreshToken: string): Promise<SessionTokens | undefined> {
-    return this.shared(refreshToken, true)
+  async refreshUnlessSuperseded(refreshToken: string, options: RefreshOptions = {}): Promise<SessionTokens | undefined> {
+    const tokens = await this.shared(refreshToken, true)
+    return tokens === undefined ? undefined : this.fitFor(options, tokens)
+  }
+
+  /**
+   * A pair bound for cookies whose access cookie a browser would drop (claims grown in a reloaded users file): the
+   * session ends, and the client is told why and what to do, as a cookie-mode login with such claims is. Without
+   * this the browser would keep only the refresh cookie and every request would rotate the family.
+   */
+  private async fitFor(options: RefreshOptions, tokens: SessionTokens): Promise<SessionTokens> {
+    if (!options.cookies) return tokens
+    const bytes = accessCookieBytes(this.config, tokens)
+    if (bytes <= MAX_COOKIE_BYTES) return tokens
+    await this.endSession(tokens.sid)
+    this.events.onOversized?.(tokens.sid, 'access cookie', bytes)
+    await this.revealingRevocation()
+    throw new SessionEndedError(
+      `The account's claims now make an access cookie of ${bytes} bytes, over the ${MAX_COOKIE_BYTES} browsers keep, so the session was ended. Log in again once they are fewer, or log in with X-Session-Mode: token.`,
+    )
   }
 
   /**
@@ -173,11 +214,11 @@ export class Sessions {
     if (result.kind === 'reused') this.events.onReuseDetected?.(parsed.sid)
     switch (result.kind) {
       case 'rotated':
-        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), successor)).catch(refusedAsExpired)
+        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), successor)).catch(this.refusedAsExpired(parsed.sid))
       case 'grace': {
         const earlier = openSuccessor(result.sealedSuccessor, refreshToken)
         if (earlier === undefined) throw new GatewayError('session_expired')
-        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true)).catch(refusedAsExpired)
+        return this.withinLimits(await this.tokensFor(await this.asTheUserIsNow(result.session), earlier, true)).catch(this.refusedAsExpired(parsed.sid))
       }
       case 'reused':
       case 'revoked':
@@ -197,7 +238,7 @@ export class Sessions {
     if (account) return { ...session, claims: structuredClone(account.claims) }
     await this.endSession(session.sid)
     await this.revealingRevocation()
-    throw new GatewayError('session_expired', 'The account is no longer known; log in again.')
+    throw new SessionEndedError('The account is no longer known; log in again.')
   }
 
   /**
