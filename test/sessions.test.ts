@@ -322,6 +322,38 @@ t.test('a page of another origin cannot log the user out (logout CSRF): 204, not
   t.equal((await send(`${gw.url}/auth/session`, { headers: { cookie } })).status, 401, 'the session ended')
 })
 
+t.test('a token-mode client on another origin logs out: its Bearer token and body refresh token are acted on, the browser cookies beside them are not (audit)', async (t) => {
+  const gw = await gateway(t)
+  const browser = new CookieClient(gw.url)
+  t.equal((await browser.login('alice', 'alice-pw')).status, 200)
+  const cookie = browser.cookieHeader()
+  const foreign = { origin: 'https://app.other.example', 'sec-fetch-site': 'cross-site' }
+  const tokens = (await login(gw)).json
+  const out = await send(`${gw.url}/auth/logout`, {
+    method: 'POST', headers: { ...foreign, cookie, authorization: `Bearer ${tokens.accessToken}` }, body: { refreshToken: tokens.refreshToken },
+  })
+  t.equal(out.status, 204)
+  t.equal(out.setCookies.length, 0, "the browser's cookies are not cleared by a page of another origin")
+  t.notOk(out.headers['clear-site-data'])
+  t.equal((await sessionWith(gw, tokens.accessToken)).status, 401, 'the Bearer token is refused at once')
+  t.equal((await refresh(gw, tokens.refreshToken)).status, 401, 'the refresh token from the body is dead')
+  t.equal((await send(`${gw.url}/auth/session`, { headers: { cookie } })).status, 200, "the browser's own session goes on")
+
+  const second = (await login(gw)).json
+  const bearerOnly = await send(`${gw.url}/auth/logout`, { method: 'POST', headers: { origin: 'https://app.other.example', authorization: `Bearer ${second.accessToken}` } })
+  t.equal(bearerOnly.status, 204)
+  t.equal((await sessionWith(gw, second.accessToken)).status, 401, 'a Bearer token alone, with a foreign Origin and no Sec-Fetch-Site')
+
+  const third = (await login(gw)).json
+  const all = await send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { ...foreign, cookie, authorization: `Bearer ${third.accessToken}` } })
+  t.equal(all.status, 204, 'logout-all with a Bearer token from another origin')
+  t.equal(all.setCookies.length, 0)
+  t.equal((await refresh(gw, third.refreshToken)).status, 401, "every family of the Bearer token's subject ended")
+  const badBearer = await send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { ...foreign, cookie, authorization: 'Bearer nope' } })
+  assertError(t, badBearer, 401, 'unauthenticated', 'a bad Bearer token: 401, not the cookies')
+  t.equal(badBearer.setCookies.length, 0, "and the browser's cookies are not cleared")
+})
+
 t.test('a detected reuse is logged (warn, with the sid, never a token)', async (t) => {
   const lines: Record<string, unknown>[] = []
   const stream = { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) }

@@ -45,6 +45,14 @@ export function credentialsOf(
   if (access !== undefined || refresh !== undefined) {
     return otherAccess.length > 0 ? { mode: 'cookie', access, otherAccess, refresh } : { mode: 'cookie', access, refresh }
   }
+  return headerCredentials(request)
+}
+
+/**
+ * The Authorization header alone, cookies left aside: what a request from a page of another origin may be acted on
+ * with at logout, since a browser adds cookies to a forged request by itself but never an Authorization header.
+ */
+export function headerCredentials(request: Pick<FastifyRequest, 'headers'>): Credentials {
   const header = request.headers.authorization
   if (typeof header === 'string') {
     const m = BEARER.exec(header)

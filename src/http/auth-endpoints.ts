@@ -1,6 +1,6 @@
 import type { FastifyContextConfig, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { decodeJwt } from 'jose'
-import { authenticate, credentialsOf, unauthenticated, type Authenticated } from '../auth/request-auth.js'
+import { authenticate, credentialsOf, headerCredentials, unauthenticated, type Authenticated } from '../auth/request-auth.js'
 import { fromForeignPage } from '../auth/csrf.js'
 import { MAX_PASSWORD_LENGTH } from '../auth/password.js'
 import type { LoginAttempt } from '../auth/login-rate-limit.js'
@@ -135,9 +135,11 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
 
   route('/logout', 'POST', async (request, reply) => {
     const rt = current()
-    // Sent by a page of another origin (a forged form): nothing to do, and the browser's cookies stay.
-    if (fromForeignPage(request.headers, rt.config.csrf)) return reply.code(204).send()
-    const credentials = credentialsOf(request, rt.cookies, rt.sessions)
+    // Sent by a page of another origin: the browser's cookies, which it adds to a forged form by itself, are neither
+    // acted on nor cleared. What such a page could only hold itself (an Authorization header, a refresh token in the
+    // body: a token-mode client on another origin) is logged out as from anywhere.
+    const foreign = fromForeignPage(request.headers, rt.config.csrf)
+    const credentials = foreign ? headerCredentials(request) : credentialsOf(request, rt.cookies, rt.sessions)
     const accessTexts =
       credentials.mode === 'cookie' ? [credentials.access, ...(credentials.otherAccess ?? [])] : credentials.mode === 'bearer' ? [credentials.token] : []
     const body = request.body as { refreshToken?: unknown } | undefined
@@ -151,20 +153,22 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       // Held even when the store failed half-way (a 503): the part that was revoked may not show before the others know.
       if (access !== undefined || refreshToken !== undefined) await rt.sessions.revealingRevocation()
     }
-    return sendLoggedOut(reply, rt)
+    return foreign ? reply.code(204).send() : sendLoggedOut(reply, rt)
   }, { unreadableBodyIsNone: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
 
   route('/logout-all', 'POST', async (request, reply) => {
     const rt = current()
-    if (fromForeignPage(request.headers, rt.config.csrf)) throw new GatewayError('csrf')
-    const auth = await authenticateOrThrow(request, reply, rt)
+    // A page of another origin: only with an Authorization header (cookies could come from a forged form: 403 csrf).
+    const foreign = fromForeignPage(request.headers, rt.config.csrf)
+    if (foreign && request.headers.authorization === undefined) throw new GatewayError('csrf')
+    const auth = await authenticateOrThrow(request, reply, rt, foreign ? headerCredentials(request) : undefined)
     try {
       await rt.sessions.logoutAll(auth.token.sub)
       await rt.sessions.logout(auth.token, undefined)
     } finally {
       await rt.sessions.revealingRevocation() // as logout's: a 503 half-way is held too
     }
-    return sendLoggedOut(reply, rt)
+    return foreign ? reply.code(204).send() : sendLoggedOut(reply, rt)
   })
 
   route('/session', 'GET', async (request, reply) => {
@@ -216,13 +220,16 @@ async function verifiedForLogout(rt: Runtime, token: string): Promise<VerifiedAc
 }
 
 /** The request's session; a 401 clears the gateway's cookies when it carried them (as on the proxy path). */
-async function authenticateOrThrow(request: FastifyRequest, reply: FastifyReply, rt: Runtime): Promise<Authenticated> {
+async function authenticateOrThrow(
+  request: FastifyRequest, reply: FastifyReply, rt: Runtime, credentials = credentialsOf(request, rt.cookies, rt.sessions),
+): Promise<Authenticated> {
   try {
-    const auth = await authenticate(credentialsOf(request, rt.cookies, rt.sessions), rt.sessions, rt.config.tokens)
+    const auth = await authenticate(credentials, rt.sessions, rt.config.tokens)
     if (!auth) throw unauthenticated('none')
     return auth
   } catch (err) {
-    if (err instanceof GatewayError && err.statusCode === 401 && carriesSessionCookies(request, rt.cookies)) {
+    // Cookies the request was not authenticated with (a page of another origin's, left aside) are not cleared either.
+    if (err instanceof GatewayError && err.statusCode === 401 && credentials.mode === 'cookie' && carriesSessionCookies(request, rt.cookies)) {
       reply.header('set-cookie', clearedCookies(rt.config))
     }
     throw err
