@@ -6,6 +6,7 @@
 import { readFileSync } from 'node:fs'
 import { decodeJwt, decodeProtectedHeader } from 'jose'
 import t, { type Test } from 'tap'
+import { request as undiciRequest } from 'undici'
 import { loggerOptions } from '../src/server/logger.js'
 import { CookieClient, send, type Reply } from './helpers/client.js'
 import { DEFAULT_USERS, startGateway, type GatewayOptions, type StartedGateway } from './helpers/gateway.js'
@@ -138,6 +139,33 @@ t.test('login: wrong password and unknown user are the same 401 invalid_credenti
   assertError(t, otherUsersPassword, 401, 'invalid_credentials', "another user's password")
   const caseChanged = await send(`${gw.url}/auth/login`, { body: { username: 'alice', password: 'ALICE-PW' } })
   assertError(t, caseChanged, 401, 'invalid_credentials', 'passwords are case-sensitive')
+})
+
+t.test("JSON sent as text/plain or with no Content-Type (fetch's and undici's default for a string body) is read as JSON, except from a page of another origin (audit)", async (t) => {
+  const gw = await gateway(t)
+  const credentials = JSON.stringify({ username: 'alice', password: 'alice-pw' })
+  const viaFetch = await fetch(`${gw.url}/auth/login`, { method: 'POST', body: credentials, headers: { 'x-session-mode': 'token' } })
+  t.equal(viaFetch.status, 200, 'fetch() with a string body (text/plain;charset=UTF-8)')
+  const tokens = (await viaFetch.json()) as { refreshToken: string }
+  const untyped = await undiciRequest(`${gw.url}/auth/login`, { method: 'POST', body: credentials })
+  t.equal(untyped.statusCode, 200, 'no Content-Type at all')
+  await untyped.body.dump()
+  const refreshed = await fetch(`${gw.url}/auth/refresh`, { method: 'POST', body: JSON.stringify({ refreshToken: tokens.refreshToken }) })
+  t.equal(refreshed.status, 200, 'POST /auth/refresh reads its refreshToken the same way')
+  t.type(((await refreshed.json()) as { accessToken?: unknown }).accessToken, 'string', 'answered in token mode: the token came in the body')
+  for (const [what, headers] of [
+    ['text/plain from a cross-site page', { 'content-type': 'text/plain', 'sec-fetch-site': 'cross-site' }],
+    ['no Content-Type from a page of another origin', { origin: 'https://evil.example' }],
+  ] as const) {
+    const res = await send(`${gw.url}/auth/login`, { method: 'POST', headers, body: credentials })
+    assertError(t, res, 400, 'invalid_request', `${what}: the body is not read`)
+    t.match(res.json.message, /Content-Type: application\/json/, 'the message says what to send')
+    t.same(res.setCookies, [], 'no session')
+  }
+  const notJson = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'alice:alice-pw' })
+  assertError(t, notJson, 400, 'invalid_request', 'text/plain that is not JSON: no body')
+  const compressed = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'text/plain', 'content-encoding': 'gzip' }, body: credentials })
+  assertError(t, compressed, 400, 'invalid_request', 'a compressed one is not read either')
 })
 
 t.test('login: malformed bodies are 400 invalid_request', async (t) => {

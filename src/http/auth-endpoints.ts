@@ -54,7 +54,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       metrics.logins.inc({ result: 'invalid_request' })
       throw new GatewayError(
         'invalid_request',
-        `Send JSON {"username": "...", "password": "..."}: non-empty strings, the username at most ${MAX_USERNAME} characters and the password at most ${MAX_PASSWORD_LENGTH}.`,
+        `Send JSON {"username": "...", "password": "..."} with Content-Type: application/json: non-empty strings, the username at most ${MAX_USERNAME} characters and the password at most ${MAX_PASSWORD_LENGTH}.`,
       )
     }
     let attempt: LoginAttempt

@@ -1,11 +1,12 @@
 import { fastifyCookie } from '@fastify/cookie'
-import { METHODS, STATUS_CODES } from 'node:http'
+import { METHODS, STATUS_CODES, type IncomingHttpHeaders } from 'node:http'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import { Agent } from 'undici'
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyServerOptions } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyBodyParser, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { databasePath } from '../config/schema.js'
+import { fromForeignPage } from '../auth/csrf.js'
 import { ConfigError, GatewayError, StoreUnavailableError } from '../errors.js'
 import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
@@ -247,8 +248,16 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
     })
   })
   // Any other body (a form POST to /auth/logout, say) is read within bodyLimit and ignored: logout still happens,
-  // and a login without a JSON body is answered 400 invalid_request by the endpoint itself.
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_request, _body, done) => done(null, undefined))
+  // and a login without a JSON body is answered 400 invalid_request by the endpoint itself. One exception: JSON sent
+  // as text/plain or with no Content-Type (what fetch() and undici send for a string body) is read as JSON, unless a
+  // page of another origin sent it: those two are what a cross-site form (enctype="text/plain") or a no-cors fetch
+  // can send without a CORS preflight, so from such a page the body stays ignored (no login CSRF).
+  const otherBody: FastifyBodyParser<string> = (request, body, done) => {
+    if (!plainJson(request.headers) || fromForeignPage(request.headers, current().config.csrf)) return done(null, undefined)
+    parseJson(request, body, (err, value) => done(null, err ? undefined : value))
+  }
+  app.addContentTypeParser('text/plain', { parseAs: 'string' }, otherBody) // in place of Fastify's own
+  app.addContentTypeParser('*', { parseAs: 'string' }, otherBody)
   await app.register(authEndpoints, { prefix: config.login.path, current, metrics })
 
   oneMethodRoute(app, 'GET', '/.well-known/jwks.json', async (_request, reply) =>
@@ -328,4 +337,11 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
       app.log.info({ routes: runtime.routes.size }, 'configuration reloaded')
     },
   }
+}
+
+/** A body that may be JSON sent without saying so: `text/plain` or no Content-Type, not compressed, not empty. */
+function plainJson(headers: IncomingHttpHeaders): boolean {
+  const type = headers['content-type']
+  const encoding = headers['content-encoding']?.trim().toLowerCase()
+  return (type === undefined || /^text\/plain\s*(?:;|$)/i.test(type)) && (encoding === undefined || encoding === 'identity')
 }
