@@ -153,15 +153,31 @@ t.test("JSON sent as text/plain or with no Content-Type (fetch's and undici's de
   const refreshed = await fetch(`${gw.url}/auth/refresh`, { method: 'POST', body: JSON.stringify({ refreshToken: tokens.refreshToken }) })
   t.equal(refreshed.status, 200, 'POST /auth/refresh reads its refreshToken the same way')
   t.type(((await refreshed.json()) as { accessToken?: unknown }).accessToken, 'string', 'answered in token mode: the token came in the body')
+  const browser = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Gecko/20100101 Firefox/68.0'
   for (const [what, headers] of [
     ['text/plain from a cross-site page', { 'content-type': 'text/plain', 'sec-fetch-site': 'cross-site' }],
     ['no Content-Type from a page of another origin', { origin: 'https://evil.example' }],
+    ['text/plain from a browser that sends neither Origin nor Sec-Fetch-Site', { 'content-type': 'text/plain', 'user-agent': browser }],
   ] as const) {
     const res = await send(`${gw.url}/auth/login`, { method: 'POST', headers, body: credentials })
     assertError(t, res, 400, 'invalid_request', `${what}: the body is not read`)
     t.match(res.json.message, /Content-Type: application\/json/, 'the message says what to send')
     t.same(res.setCookies, [], 'no session')
   }
+  for (const [what, headers] of [
+    ['a browser that says same-origin', { 'sec-fetch-site': 'same-origin' }],
+    ["a browser whose Origin is the gateway's", { origin: gw.url }],
+  ] as const) {
+    const res = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'text/plain', 'user-agent': browser, ...headers }, body: credentials })
+    t.equal(res.status, 200, `${what}: read`)
+  }
+  const fresh = (await login(gw)).json
+  const foreignPage = { 'content-type': 'text/plain;charset=UTF-8', origin: 'https://app.other.example', 'sec-fetch-site': 'cross-site', 'user-agent': browser }
+  const foreignRefresh = await send(`${gw.url}/auth/refresh`, { method: 'POST', headers: foreignPage, body: JSON.stringify({ refreshToken: fresh.refreshToken }) })
+  t.equal(foreignRefresh.status, 200, "a token-mode page of another origin refreshes with fetch()'s text/plain: the token is its own")
+  const foreignLogout = await send(`${gw.url}/auth/logout`, { method: 'POST', headers: foreignPage, body: JSON.stringify({ refreshToken: foreignRefresh.json.refreshToken }) })
+  t.equal(foreignLogout.status, 204)
+  t.equal((await refresh(gw, foreignRefresh.json.refreshToken)).status, 401, 'and logs out with it: the family ended')
   const notJson = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'text/plain' }, body: 'alice:alice-pw' })
   assertError(t, notJson, 400, 'invalid_request', 'text/plain that is not JSON: no body')
   const compressed = await send(`${gw.url}/auth/login`, { method: 'POST', headers: { 'content-type': 'text/plain', 'content-encoding': 'gzip' }, body: credentials })
@@ -377,6 +393,10 @@ t.test('a token-mode client on another origin logs out: its Bearer token and bod
   t.equal(all.status, 204, 'logout-all with a Bearer token from another origin')
   t.equal(all.setCookies.length, 0)
   t.equal((await refresh(gw, third.refreshToken)).status, 401, "every family of the Bearer token's subject ended")
+  for (const authorization of ['Basic YWxpY2U6YWxpY2UtcHc=', '', 'Bearer ']) {
+    const notBearer = await send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { ...foreign, cookie, authorization } })
+    assertError(t, notBearer, 403, 'csrf', `logout-all from another origin with Authorization ${JSON.stringify(authorization)}: no Bearer token, 403`)
+  }
   const badBearer = await send(`${gw.url}/auth/logout-all`, { method: 'POST', headers: { ...foreign, cookie, authorization: 'Bearer nope' } })
   assertError(t, badBearer, 401, 'unauthenticated', 'a bad Bearer token: 401, not the cookies')
   t.equal(badBearer.setCookies.length, 0, "and the browser's cookies are not cleared")

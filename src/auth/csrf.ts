@@ -44,3 +44,17 @@ export function fromForeignPage(headers: IncomingHttpHeaders, csrf: GatewayConfi
   if (site !== undefined) return true
   return !fromOwnOrAllowedOrigin(headers, csrf.allowedOrigins)
 }
+
+/**
+ * Whether a browser may have sent this request from a page of another origin without a CORS preflight: what a JSON
+ * body that does not say it is JSON (text/plain, no Content-Type) must not be read from at login (login CSRF: a
+ * cross-site form with enctype="text/plain" sends exactly that). No when the browser says same-origin, or the Origin
+ * is ours or allowed; else, with neither header (a browser too old to send them, or a tool that strips them), yes
+ * for anything that calls itself a browser: every browser's User-Agent starts with `Mozilla/`, and a page cannot
+ * change it. Servers, curl, fetch() in Node and undici do not.
+ */
+export function mayBeCrossSiteBrowser(headers: IncomingHttpHeaders, csrf: GatewayConfig['csrf']): boolean {
+  if (fromForeignPage(headers, csrf)) return true
+  if (vouchedFor(headers, csrf) || headers['sec-fetch-site'] !== undefined || headers.origin !== undefined) return false
+  return /^Mozilla\//.test(headers['user-agent'] ?? '')
+}

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { GatewayConfig } from '../config/schema.js'
-import { GatewayError, StoreUnavailableError } from '../errors.js'
+import { GatewayError, RevocationUnannouncedError, StoreUnavailableError } from '../errors.js'
 import { SessionEndedError, SessionStateRefusedError, type SessionTokens, type Sessions } from '../sessions/sessions.js'
 import { TokenRefusedError, type VerifiedAccessToken } from '../tokens/access-token-verifier.js'
 import { cookieValues, type CookieNames } from './cookies.js'
@@ -122,23 +122,27 @@ export async function authenticate(
     if (current) return { mode: 'cookie', token: current, rotated: undefined }
     throw unauthenticated('cookie')
   }
+  const early = current !== undefined && current.sid === sessions.sidOfRefreshToken(credentials.refresh)
   try {
     // With a still-valid access token of the same session the refresh is early: when the refresh cookie is already
     // behind its family beyond the grace (a rotation was made for another request, typically a slow one whose
     // response with the new cookies has not reached the client yet), the access token serves until the new cookies
     // arrive. Only for the same session: a valid access token never lets another session's rotated refresh token
     // pass without the reuse check.
-    const early = current !== undefined && current.sid === sessions.sidOfRefreshToken(credentials.refresh)
     const rotated = early
       ? await sessions.refreshUnlessSuperseded(credentials.refresh, { cookies: true })
       : await sessions.refresh(credentials.refresh, { cookies: true })
     if (!rotated) return { mode: 'cookie', token: current as VerifiedAccessToken, rotated: undefined }
     return { mode: 'cookie', token: await sessions.verifier.verify(rotated.accessToken), rotated }
   } catch (err) {
-    // A still-valid token stays usable when only the early refresh failed, unless the family was revoked or the
-    // refresh ended the session. That includes a store outage: the token passed its access check (or verify-only
-    // let it through) just now.
-    if (current && !(err instanceof SessionEndedError) && !(err instanceof GatewayError && err.code === 'refresh_token_reused')) {
+    // A still-valid token stays usable when only the refresh failed: for a store outage (it passed its access check,
+    // or verify-only let it through, just now), and, when the refresh cookie is another session's, for any failure of
+    // that other session's but a reuse. An early refresh of the token's own session that failed otherwise says the
+    // family is over (revoked as a reuse, ended by this refresh, or gone since the check: a logout elsewhere), and
+    // the token with it; a reuse detected but not announced (a 503) is no mere outage either.
+    const outage = err instanceof StoreUnavailableError && !(err instanceof RevocationUnannouncedError)
+    const otherSessionFailed = !early && !(err instanceof GatewayError && err.code === 'refresh_token_reused')
+    if (current && (outage || otherSessionFailed)) {
       return { mode: 'cookie', token: current, rotated: undefined }
     }
     throw asAuthFailure(err, 'cookie')

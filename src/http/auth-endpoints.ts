@@ -17,6 +17,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** A JSON body that does not parse is taken as no body instead of a 400 (server/build-gateway.ts). */
     unreadableBodyIsNone?: boolean
+    /**
+     * The body can only carry a token its sender holds (refresh, logout): JSON sent as text/plain or with no
+     * Content-Type is read from any origin (server/build-gateway.ts).
+     */
+    tokenInBody?: boolean
   }
 }
 
@@ -131,7 +136,7 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       if ((reused && cookiesOfIt) || (viaCookie && err instanceof GatewayError)) reply.header('set-cookie', clearedCookies(rt.config))
       throw err
     }
-  })
+  }, { tokenInBody: true })
 
   route('/logout', 'POST', async (request, reply) => {
     const rt = current()
@@ -154,14 +159,16 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
       if (access !== undefined || refreshToken !== undefined) await rt.sessions.revealingRevocation()
     }
     return foreign ? reply.code(204).send() : sendLoggedOut(reply, rt)
-  }, { unreadableBodyIsNone: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
+  }, { unreadableBodyIsNone: true, tokenInBody: true }) // logout is always 204: a body that is not JSON still leaves the cookies or the Bearer token
 
   route('/logout-all', 'POST', async (request, reply) => {
     const rt = current()
-    // A page of another origin: only with an Authorization header (cookies could come from a forged form: 403 csrf).
+    // A page of another origin: only with a Bearer token (cookies, or Basic credentials a browser caches, could come
+    // with a forged form: 403 csrf).
     const foreign = fromForeignPage(request.headers, rt.config.csrf)
-    if (foreign && request.headers.authorization === undefined) throw new GatewayError('csrf')
-    const auth = await authenticateOrThrow(request, reply, rt, foreign ? headerCredentials(request) : undefined)
+    const bearer = headerCredentials(request)
+    if (foreign && (bearer.mode !== 'bearer' || bearer.otherScheme || bearer.token === '')) throw new GatewayError('csrf')
+    const auth = await authenticateOrThrow(request, reply, rt, foreign ? bearer : undefined)
     try {
       await rt.sessions.logoutAll(auth.token.sub)
       await rt.sessions.logout(auth.token, undefined)

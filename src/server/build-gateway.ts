@@ -6,7 +6,7 @@ import { Agent } from 'undici'
 import Fastify, { type FastifyBaseLogger, type FastifyBodyParser, type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import type { LoadedConfig } from '../config/load.js'
 import { databasePath } from '../config/schema.js'
-import { fromForeignPage } from '../auth/csrf.js'
+import { mayBeCrossSiteBrowser } from '../auth/csrf.js'
 import { ConfigError, GatewayError, StoreUnavailableError } from '../errors.js'
 import { oneMethodRoute } from '../http/one-method-route.js'
 import { authEndpoints } from '../http/auth-endpoints.js'
@@ -249,11 +249,13 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   })
   // Any other body (a form POST to /auth/logout, say) is read within bodyLimit and ignored: logout still happens,
   // and a login without a JSON body is answered 400 invalid_request by the endpoint itself. One exception: JSON sent
-  // as text/plain or with no Content-Type (what fetch() and undici send for a string body) is read as JSON, unless a
-  // page of another origin sent it: those two are what a cross-site form (enctype="text/plain") or a no-cors fetch
-  // can send without a CORS preflight, so from such a page the body stays ignored (no login CSRF).
+  // as text/plain or with no Content-Type (what fetch() and undici send for a string body) is read as JSON. On refresh
+  // and logout always: such a body only carries a token its sender holds (a token-mode page of another origin logs
+  // out with it, no preflight needed). At login only when no browser could have sent it from a page of another
+  // origin: those two are exactly what a cross-site form (enctype="text/plain") can send (no login CSRF).
   const otherBody: FastifyBodyParser<string> = (request, body, done) => {
-    if (!plainJson(request.headers) || fromForeignPage(request.headers, current().config.csrf)) return done(null, undefined)
+    if (!plainJson(request.headers)) return done(null, undefined)
+    if (!request.routeOptions.config.tokenInBody && mayBeCrossSiteBrowser(request.headers, current().config.csrf)) return done(null, undefined)
     parseJson(request, body, (err, value) => done(null, err ? undefined : value))
   }
   app.addContentTypeParser('text/plain', { parseAs: 'string' }, otherBody) // in place of Fastify's own

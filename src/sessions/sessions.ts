@@ -194,6 +194,8 @@ export class Sessions {
       throw new GatewayError('session_expired', 'The refresh token is not valid; log in again.')
     }
     const successor = this.refreshTokens.mint(parsed.sid, parsed.gen + 1)
+    // A reuse the store detected but could not announce (RevocationUnannouncedError, a 503): this instance refuses
+    // the family from memory at once all the same, as after a logout that could not be announced.
     const result = await this.store.rotate({
       sid: parsed.sid,
       presentedHash: hashRefreshToken(refreshToken),
@@ -203,6 +205,9 @@ export class Sessions {
       idleTtlMs: this.config.tokens.refreshIdleTtl,
       graceMs: this.config.tokens.reuseGrace,
       unlessSuperseded,
+    }).catch((err: unknown) => {
+      if (err instanceof RevocationUnannouncedError) this.revocationCache?.revokeSession(parsed.sid)
+      throw err
     })
     if (result.kind === 'superseded') return undefined
     // This instance refuses the family's access tokens at once; its answer waits for the others (the hold).
