@@ -200,3 +200,28 @@ t.test('revocationCache: true with the in-process store says it has no effect, a
   t.ok(warnings.some((w) => /have no effect with the in-process store/.test(w)), 'the warning that it has no effect')
   t.notOk(warnings.some((w) => /local revocation cache on/.test(w)), 'and no line saying the cache is on')
 })
+
+t.test('a reuse Redis detects but can neither announce nor count answers 503, yet its own instance refuses the family at once (review)', async (t) => {
+  const redis = await startRedis()
+  const asGateway = await aclUserUrl(redis, 'gw', '~*', '&*', '+@all')
+  const upstream = await startUpstream()
+  const config = { routes: [{ name: 'api', prefix: '/api', upstream: upstream.url }], redis: { revocationCache: true }, tokens: { reuseGrace: '200ms' } }
+  const a = await startGateway({ redisUrl: asGateway, config })
+  t.teardown(async () => {
+    await a.close()
+    await upstream.close()
+    await redis.stop()
+  })
+  const made = await send(`${a.url}/auth/login`, { body: { username: 'alice', password: 'alice-pw' }, headers: { 'x-session-mode': 'token' } })
+  const first = made.json as { accessToken: string; refreshToken: string }
+  const rotated = await send(`${a.url}/auth/refresh`, { body: { refreshToken: first.refreshToken } })
+  const second = rotated.json as { accessToken: string }
+  const on = (token: string) => send(`${a.url}/api/x`, { headers: { authorization: `Bearer ${token}` } }).then((r) => r.status)
+  t.equal(await on(second.accessToken), 200, 'A caches the session')
+  await new Promise((r) => setTimeout(r, 300)) // past the grace
+  await redis.client.call('ACL', 'SETUSER', 'gw', '-publish', '-incr')
+  const replay = await send(`${a.url}/auth/refresh`, { body: { refreshToken: first.refreshToken } })
+  t.equal(replay.status, 503, 'the reuse is revoked in the store but could not be announced: 503')
+  t.equal(await on(second.accessToken), 401, 'A no longer answers the family from its memory')
+  await redis.client.call('ACL', 'SETUSER', 'gw', '+publish', '+incr')
+})
