@@ -141,8 +141,8 @@ export async function authEndpoints(app: FastifyInstance, { current, metrics }: 
   route('/logout', 'POST', async (request, reply) => {
     const rt = current()
     // Sent by a page of another origin: the browser's cookies, which it adds to a forged form by itself, are neither
-    // acted on nor cleared. What such a page could only hold itself (an Authorization header, a refresh token in the
-    // body: a token-mode client on another origin) is logged out as from anywhere.
+    // acted on nor cleared. What such a page could only hold itself (a Bearer token, a refresh token in the body: a
+    // token-mode client on another origin) is logged out as from anywhere.
     const foreign = fromForeignPage(request.headers, rt.config.csrf)
     const credentials = foreign ? headerCredentials(request) : credentialsOf(request, rt.cookies, rt.sessions)
     const accessTexts =

@@ -60,7 +60,6 @@ export class OversizedAccessTokenError extends Error {
   }
 }
 
-
 /**
  * A refresh that ended its session instead of rotating it: the account is gone from the users file, or its claims
  * now make an access token too large for what carries it. Refused like an expired session, with the reason.
