@@ -32,6 +32,8 @@ interface StrictCacheOptions {
   announcements?: () => Promise<AnnouncementState | undefined>
   probeIntervalMs?: number
   onAnnouncementsRefused?: () => void
+  /** How long the cover is kept up by a timer after its last use (0: not at all, as most tests here want). */
+  keepCoverMs?: number
 }
 
 async function strictCache(options: StrictCacheOptions = {}) {
@@ -39,6 +41,7 @@ async function strictCache(options: StrictCacheOptions = {}) {
   if (options.announcements) (s.store as { announcements: StrictCacheOptions['announcements'] }).announcements = options.announcements
   const cache = new RevocationCache(s.store, {
     strict: true,
+    keepCoverMs: options.keepCoverMs ?? 0,
     ...(options.probeIntervalMs === undefined ? {} : { probeIntervalMs: options.probeIntervalMs }),
     ...(options.onAnnouncementsRefused === undefined ? {} : { onAnnouncementsRefused: options.onAnnouncementsRefused }),
   })
@@ -343,8 +346,8 @@ t.test('a failed logout refuses the session from memory only when the store appl
 })
 
 /** A session known to be fine past a passed barrier, sent just now: the cover starts. */
-async function covered() {
-  const c = await strictCache()
+async function covered(options: StrictCacheOptions = {}) {
+  const c = await strictCache(options)
   const pending = c.pastBarrier('s1', 'j1')
   await turn()
   c.checks[c.checks.length - 1]?.resolve('ok')
@@ -390,6 +393,44 @@ t.test('a revocation that arrives during the cover is answered at once; the cove
   else t.comment('the timers ran too late to look between the two covers')
   publish({ type: 'session', sid: 's1' })
   t.equal(cache.immediate('s1', 'j1'), 'revoked', 'a revocation heard of: refused at once, cover or not')
+})
+
+t.test('after the last request, a timer keeps the cover up for keepCoverMs (a barrier every half span), then lets it lapse', async (t) => {
+  const { cache, barriers } = await covered({ keepCoverMs: 300 })
+  t.teardown(() => cache.stop())
+  const lastUse = performance.now()
+  t.equal(cache.immediate('s1', 'j1'), 'ok')
+  const sent = barriers.length
+  // Every barrier the timer sends passes; no request comes for a while.
+  let passed = 0
+  const answerer = setInterval(() => {
+    while (barriers.length > sent + passed) barriers[sent + passed++]?.(true)
+  }, 5)
+  t.teardown(() => clearInterval(answerer))
+  await sleep(REVOCATION_COVER_MS * 3)
+  t.ok(barriers.length - sent >= 2, `the timer sent barriers with no request to send them (${barriers.length - sent} in ${REVOCATION_COVER_MS * 3} ms)`)
+  t.ok(barriers.length - sent <= 7, 'about one every half span, not more')
+  t.equal(cache.immediate('s1', 'j1'), 'ok', 'three spans after the last request: still covered, no wait')
+  const lastUseAgain = performance.now() // that request used the cover too
+  t.ok(lastUseAgain > lastUse)
+  await sleep(Math.max(0, lastUseAgain + 300 + REVOCATION_COVER_MS * 2 - performance.now()))
+  const settled = barriers.length
+  await sleep(REVOCATION_COVER_MS * 2)
+  t.equal(barriers.length, settled, 'past keepCoverMs after the last use: no more barriers')
+  t.equal(cache.immediate('s1', 'j1'), undefined, 'and the cover has lapsed: the next request waits for a barrier')
+})
+
+t.test('the timer that keeps the cover up stops at a barrier that does not pass', async (t) => {
+  const { cache, barriers } = await covered({ keepCoverMs: 10_000 })
+  t.teardown(() => cache.stop())
+  t.equal(cache.immediate('s1', 'j1'), 'ok')
+  const sent = barriers.length
+  await sleep(REVOCATION_COVER_MS / 2 + 15)
+  t.equal(barriers.length, sent + 1, 'the timer sent one')
+  barriers.at(-1)?.(false)
+  await sleep(REVOCATION_COVER_MS * 2)
+  t.equal(barriers.length, sent + 1, 'none after it failed')
+  t.equal(cache.immediate('s1', 'j1'), undefined, 'no cover: the next request waits for a barrier of its own')
 })
 
 t.test('no cover from a barrier that fails, or that was sent before the subscription dropped and came back', async (t) => {

@@ -34,7 +34,8 @@ const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
  * are held REVOCATION_HOLD_MS on every instance with a Redis store, measured by monotonic clocks. (A client timing
  * answers can guess a refusal from a fast answer that does not come: that window is the price, README.) While
  * requests keep coming, a new barrier goes out every quarter of the span, so the cover lapses only when a PING takes
- * longer than three quarters of it; requests then wait for a barrier of their own, as before.
+ * longer than three quarters of it; requests then wait for a barrier of their own, as before. Between requests a
+ * timer sends one every half span, for KEEP_COVER_MS after the last request.
  */
 export const REVOCATION_COVER_MS = 50
 /**
@@ -53,6 +54,14 @@ export async function waitMonotonic(ms: number): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, Math.ceil(left)))
   }
 }
+
+/**
+ * How long the cover is kept up after the last request that used it (strict mode): a barrier every half span by
+ * a timer while no request comes to send one, so that requests after a quiet spell of up to this long (a page's
+ * burst after its user read for a while, a client's next poll) wait for no round trip either. Then it lapses, and
+ * an idle instance sends nothing.
+ */
+const KEEP_COVER_MS = 10_000
 
 /**
  * How often an instance asks again whether it may announce revocations, and whether a revocation went unannounced:
@@ -78,6 +87,10 @@ export class RevocationCache {
   private coveredSince = Number.NEGATIVE_INFINITY
   /** When the latest barrier was sent. */
   private lastBarrierSentAt = Number.NEGATIVE_INFINITY
+  /** When a request last asked for the cover (strict mode); the timer that keeps the cover up meanwhile. */
+  private lastCoverUse = Number.NEGATIVE_INFINITY
+  private keepCoverTimer: NodeJS.Timeout | undefined
+  private readonly keepCoverMs: number
   readonly strict: boolean
   private readonly onAnnouncementsRefused: (() => void) | undefined
   private readonly probeIntervalMs: number
@@ -95,9 +108,10 @@ export class RevocationCache {
    */
   constructor(
     private readonly store: SessionStore,
-    options: { strict?: boolean; onAnnouncementsRefused?: () => void; probeIntervalMs?: number } = {},
+    options: { strict?: boolean; onAnnouncementsRefused?: () => void; probeIntervalMs?: number; keepCoverMs?: number } = {},
   ) {
     this.strict = options.strict ?? false
+    this.keepCoverMs = options.keepCoverMs ?? KEEP_COVER_MS
     this.onAnnouncementsRefused = options.onAnnouncementsRefused
     this.probeIntervalMs = options.probeIntervalMs ?? PROBE_INTERVAL_MS
   }
@@ -193,6 +207,9 @@ export class RevocationCache {
   /** Stops the periodic probe (the gateway is closing). */
   stop(): void {
     clearInterval(this.probeTimer)
+    clearTimeout(this.keepCoverTimer)
+    this.keepCoverTimer = undefined
+    this.lastCoverUse = Number.NEGATIVE_INFINITY
   }
 
   get isSubscribed(): boolean {
@@ -241,6 +258,7 @@ export class RevocationCache {
   private covered(): boolean {
     if (!this.barrierUsable || !this.subscribed) return false
     const now = performance.now()
+    this.lastCoverUse = now
     if (now - this.coveredSince > REVOCATION_COVER_MS) return false
     if (this.gathering === undefined && now - this.lastBarrierSentAt > REVOCATION_COVER_MS / 4) void this.nextBarrier()
     return true
@@ -262,7 +280,10 @@ export class RevocationCache {
         this.lastBarrierSentAt = sentAt
         resolve((this.store.revocationBarrier as () => Promise<boolean>)().then(
           (passed) => {
-            if (passed && epoch === this.epoch && this.subscribed) this.coveredSince = Math.max(this.coveredSince, sentAt)
+            if (passed && epoch === this.epoch && this.subscribed) {
+              this.coveredSince = Math.max(this.coveredSince, sentAt)
+              this.keepCover()
+            }
             return passed
           },
           () => false, // a store whose barrier fails rather than answering false: no cover, and no unhandled rejection
@@ -271,6 +292,23 @@ export class RevocationCache {
     })
     this.gathering = barrier
     return barrier
+  }
+
+  /**
+   * Arms the timer that keeps the cover up while requests have used it in the last keepCoverMs: every half span it
+   * sends a barrier unless one went out since (under traffic the requests send them, and the timer sends none).
+   * Re-armed by each barrier that passes; a barrier that does not pass (Redis away, the subscription down) ends it.
+   */
+  private keepCover(): void {
+    if (this.keepCoverTimer !== undefined || performance.now() - this.lastCoverUse > this.keepCoverMs) return
+    this.keepCoverTimer = setTimeout(() => {
+      this.keepCoverTimer = undefined
+      if (!this.barrierUsable || !this.subscribed) return
+      // (A quarter span, not the half: a timer may fire a little early by performance.now().)
+      if (this.gathering === undefined && performance.now() - this.lastBarrierSentAt > REVOCATION_COVER_MS / 4) void this.nextBarrier()
+      else this.keepCover()
+    }, REVOCATION_COVER_MS / 2)
+    this.keepCoverTimer.unref()
   }
 
   /** What is known without asking the store; undefined when the store must be asked (state()). */
