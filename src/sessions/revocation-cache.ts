@@ -35,7 +35,7 @@ const NOT_KNOWN: Promise<undefined> = Promise.resolve(undefined)
  * answers can guess a refusal from a fast answer that does not come: that window is the price, README.) While
  * requests keep coming, a new barrier goes out every quarter of the span, so the cover lapses only when a PING takes
  * longer than three quarters of it; requests then wait for a barrier of their own, as before. Between requests a
- * timer sends one every half span, for KEEP_COVER_MS after the last request.
+ * timer sends one 35 ms after the latest, for KEEP_COVER_MS after the last request.
  */
 export const REVOCATION_COVER_MS = 50
 /**
@@ -56,12 +56,14 @@ export async function waitMonotonic(ms: number): Promise<void> {
 }
 
 /**
- * How long the cover is kept up after the last request that used it (strict mode): a barrier every half span by
- * a timer while no request comes to send one, so that requests after a quiet spell of up to this long (a page's
+ * How long the cover is kept up after the last request that used it (strict mode): a barrier 35 ms after the latest
+ * by a timer while no request comes to send one, so that requests after a quiet spell of up to this long (a page's
  * burst after its user read for a while, a client's next poll) wait for no round trip either. Then it lapses, and
  * an idle instance sends nothing.
  */
 const KEEP_COVER_MS = 10_000
+/** How long after a barrier was sent the timer sends the next (7/10 of the span: a PING has 15 ms to come back). */
+const KEEP_COVER_RENEW_MS = (REVOCATION_COVER_MS * 7) / 10
 
 /**
  * How often an instance asks again whether it may announce revocations, and whether a revocation went unannounced:
@@ -295,19 +297,21 @@ export class RevocationCache {
   }
 
   /**
-   * Arms the timer that keeps the cover up while requests have used it in the last keepCoverMs: every half span it
-   * sends a barrier unless one went out since (under traffic the requests send them, and the timer sends none).
-   * Re-armed by each barrier that passes; a barrier that does not pass (Redis away, the subscription down) ends it.
+   * Arms the timer that keeps the cover up while requests have used it in the last keepCoverMs: a barrier 35 ms
+   * after the latest one was sent, unless a request sent one meanwhile (under traffic the requests send them, and the
+   * timer sends none). Re-armed by each barrier that passes; one that does not pass (Redis away, the subscription
+   * down, an epoch ended by forget()) ends it, as does stop().
    */
   private keepCover(): void {
     if (this.keepCoverTimer !== undefined || performance.now() - this.lastCoverUse > this.keepCoverMs) return
+    const due = Math.max(1, this.lastBarrierSentAt + KEEP_COVER_RENEW_MS - performance.now())
     this.keepCoverTimer = setTimeout(() => {
       this.keepCoverTimer = undefined
       if (!this.barrierUsable || !this.subscribed) return
       // (A quarter span, not the half: a timer may fire a little early by performance.now().)
       if (this.gathering === undefined && performance.now() - this.lastBarrierSentAt > REVOCATION_COVER_MS / 4) void this.nextBarrier()
       else this.keepCover()
-    }, REVOCATION_COVER_MS / 2)
+    }, due)
     this.keepCoverTimer.unref()
   }
 
