@@ -59,7 +59,7 @@ export async function waitMonotonic(ms: number): Promise<void> {
  * How long the cover is kept up after the last request that used it (strict mode): a barrier 35 ms after the latest
  * by a timer while no request comes to send one, so that requests after a quiet spell of up to this long (a page's
  * burst after its user read for a while, a client's next poll) wait for no round trip either. Then it lapses, and
- * an idle instance sends nothing.
+ * an idle instance sends no cover PINGs.
  */
 const KEEP_COVER_MS = 10_000
 /** How long after a barrier was sent the timer sends the next (7/10 of the span: a PING has 15 ms to come back). */
@@ -308,7 +308,7 @@ export class RevocationCache {
     this.keepCoverTimer = setTimeout(() => {
       this.keepCoverTimer = undefined
       if (!this.barrierUsable || !this.subscribed) return
-      // (A quarter span, not the half: a timer may fire a little early by performance.now().)
+      // A request sent one in the last quarter span (under traffic they do): none needed yet.
       if (this.gathering === undefined && performance.now() - this.lastBarrierSentAt > REVOCATION_COVER_MS / 4) void this.nextBarrier()
       else this.keepCover()
     }, due)
