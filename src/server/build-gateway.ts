@@ -237,8 +237,7 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '') return done(null, undefined)
     // The body is read as it came: a compressed one would only fail as "not valid JSON", which hides the cause.
-    const encoding = request.headers['content-encoding']?.trim().toLowerCase()
-    if (encoding && encoding !== 'identity') {
+    if (compressed(request.headers)) {
       if (request.routeOptions.config.unreadableBodyIsNone) return done(null, undefined)
       return done(new GatewayError('invalid_request', 'The request body must not be compressed (Content-Encoding): send the JSON uncompressed.'))
     }
@@ -341,9 +340,14 @@ export async function buildGateway(loaded: LoadedConfig, options: GatewayOptions
   }
 }
 
-/** A body that may be JSON sent without saying so: `text/plain` or no Content-Type, not compressed, not empty. */
+/** A body sent with a Content-Encoding other than identity (the gateway reads bodies as they came). */
+function compressed(headers: IncomingHttpHeaders): boolean {
+  const encoding = headers['content-encoding']?.trim().toLowerCase()
+  return encoding !== undefined && encoding !== '' && encoding !== 'identity'
+}
+
+/** A body that may be JSON sent without saying so: `text/plain` or no Content-Type, and not compressed. */
 function plainJson(headers: IncomingHttpHeaders): boolean {
   const type = headers['content-type']
-  const encoding = headers['content-encoding']?.trim().toLowerCase()
-  return (type === undefined || /^text\/plain\s*(?:;|$)/i.test(type)) && (encoding === undefined || encoding === 'identity')
+  return (type === undefined || /^text\/plain\s*(?:;|$)/i.test(type)) && !compressed(headers)
 }
