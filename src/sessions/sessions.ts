@@ -159,9 +159,8 @@ export class Sessions {
     if (!options.cookies) return tokens
     const bytes = accessCookieBytes(this.config, tokens)
     if (bytes <= MAX_COOKIE_BYTES) return tokens
-    await this.endSession(tokens.sid)
+    await this.endedHere(tokens.sid)
     this.events.onOversized?.(tokens.sid, 'access cookie', bytes)
-    await this.revealingRevocation()
     throw new SessionEndedError(
       `The account's claims now make an access cookie of ${bytes} bytes, over the ${MAX_COOKIE_BYTES} browsers keep, so the session was ended. Log in again once they are fewer, or log in with X-Session-Mode: token.`,
     )
@@ -240,8 +239,7 @@ export class Sessions {
     if (!this.accounts) return session
     const account = this.accounts.get(session.sub)
     if (account) return { ...session, claims: structuredClone(account.claims) }
-    await this.endSession(session.sid)
-    await this.revealingRevocation()
+    await this.endedHere(session.sid)
     throw new SessionEndedError('The account is no longer known; log in again.')
   }
 
@@ -252,8 +250,7 @@ export class Sessions {
    */
   private async withinLimits(tokens: SessionTokens): Promise<SessionTokens> {
     if (tokens.accessToken.length <= MAX_TOKEN_LENGTH) return tokens
-    await this.endSession(tokens.sid)
-    await this.revealingRevocation()
+    await this.endedHere(tokens.sid)
     throw new OversizedAccessTokenError(tokens.accessToken.length)
   }
 
@@ -442,6 +439,12 @@ export class Sessions {
       if (err instanceof RevocationUnannouncedError) refuse(err.sids)
       throw err
     }
+  }
+
+  /** A session the gateway ends itself on a refresh or a login: ended, then its answer held like any revocation's. */
+  private async endedHere(sid: string): Promise<void> {
+    await this.endSession(sid)
+    await this.revealingRevocation()
   }
 
   /** Ends the family `sid` in the store, refused by this instance's memory at once (see revoking()). */
